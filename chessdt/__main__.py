@@ -1,0 +1,3 @@
+from chessdt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""Experiment configuration: frozen, typed sections loaded from TOML with `--set` overrides.
+
+An experiment file has one TOML table per section (``[data]``, ``[model]``, ...). Every key is a
+field of that section's dataclass; an unknown key is an error that lists the valid ones. Fields
+not given keep their defaults, so a config file says only what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LABELS = ("elo", "outcome", "engine")  # condition kinds; combine with '+', or 'none'
+TIME_CONTROLS = ("ultrabullet", "bullet", "blitz", "rapid", "classical", "correspondence")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message says how."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Which games to read, how to filter them and how to label them."""
+
+    inputs: tuple[str, ...] = ()  # PGN files/dirs/globs (.pgn, .gz, .bz2, .zst); relative to the config file
+    prepared: str = ""  # prepared data directory; relative to the config file; "" = <run_dir>/data
+    label: str = "elo"  # condition prefix: elo, outcome, engine, a '+' combination, or none
+    rating_bucket: int = 100  # width of a rating token's bucket, in Elo points
+    engine_tags: tuple[str, str] = ("WhiteEngineElo", "BlackEngineElo")  # header tags read by label=engine
+    min_elo: int = 0  # drop games where a known rating is below this
+    max_elo: int = 4000  # drop games where a known rating is above this
+    require_both_elo: bool = True  # drop games unless both players have a numeric rating > 0
+    rated_only: bool = False  # drop games whose Event says "Casual" (Lichess marks rated games)
+    time_controls: tuple[str, ...] = ()  # keep only these Lichess classes; empty = all (unknown included)
+    min_plies: int = 2  # drop games shorter than this many half-moves
+    max_plies: int = 600  # drop games longer than this (garbage or joke games)
+    drop_terminations: tuple[str, ...] = ("Abandoned", "Rules infraction")  # Termination values to drop
+    dedupe: bool = True  # drop games whose identity was seen before (Site, or players+date+moves)
+    val_fraction: float = 0.02  # share of games in the validation split, chosen by a hash of identity
+    split_salt: str = "chessdt"  # salt for that hash; change it to draw another split
+    reader: str = "rust"  # move parser: rust (compiled, fast) or python-chess (reference)
+    keep_truncated: bool = False  # on a truncated archive keep the games read before the break
+    batch_games: int = 4096  # games parsed per batch (bounds memory, feeds the parser's threads)
+
+    def __post_init__(self) -> None:
+        parts = [p for p in self.label.split("+") if p]
+        if self.label != "none" and (not parts or any(p not in LABELS for p in parts)):
+            raise ConfigError(f"data.label={self.label!r}: use one of {LABELS} joined by '+', or 'none'")
+        for tc in self.time_controls:
+            if tc not in TIME_CONTROLS:
+                raise ConfigError(f"data.time_controls: {tc!r} is not one of {TIME_CONTROLS}")
+        if self.reader not in ("rust", "python-chess"):
+            raise ConfigError(f"data.reader={self.reader!r}: use 'rust' or 'python-chess'")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.rating_bucket <= 0:
+            raise ConfigError("data.rating_bucket must be positive")
+
+    @property
+    def label_parts(self) -> tuple[str, ...]:
+        return () if self.label == "none" else tuple(self.label.split("+"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A whole experiment: one field per TOML section."""
+
+    name: str = "experiment"  # run name, used for the run directory
+    run_dir: str = ""  # where outputs go; relative to the config file; "" = runs/<name> under cwd
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert a TOML value or an override string to the declared field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _convert(value, args[0], where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item_type = args[0]
+        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
+            return tuple(_convert(v, item_type, where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {value!r}")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            if tp is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return tp(value) if not isinstance(value, str) else tp(float(value)) if tp is float else int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    hints = _section_types(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {where}{key!r}; valid keys: {', '.join(names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            kwargs[key] = _build(tp, value, f"{key}.")
+        else:
+            kwargs[key] = _convert(value, tp, f"{where}{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def _set_path(table: dict[str, Any], key: str, value: str) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        table = table.setdefault(p, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"--set {key}: {p} is not a section")
+    table[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """['train.lr=3e-4', ...] -> nested dict of strings, converted later by field type."""
+    table: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        _set_path(table, key.strip(), value.strip())
+    return table
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read an experiment TOML (or defaults when path is None) and apply `--set` overrides.
+
+    Relative paths inside the file (data.inputs, data.prepared, run_dir) are resolved against the
+    file's folder, so a config runs the same from any working directory.
+    """
+    table: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    table = _merge(table, parse_overrides(overrides or []))
+    cfg: Config = _build(Config, table, "")
+    if path is not None:
+        cfg = resolve_paths(cfg, Path(path).resolve().parent)
+    return cfg
+
+
+def _resolve(p: str, base: Path) -> str:
+    if not p or Path(p).is_absolute():
+        return p
+    return str((base / p).resolve())
+
+
+def resolve_paths(cfg: Config, base: Path) -> Config:
+    data = dataclasses.replace(
+        cfg.data,
+        inputs=tuple(_resolve(p, base) for p in cfg.data.inputs),
+        prepared=_resolve(cfg.data.prepared, base),
+    )
+    return dataclasses.replace(cfg, data=data, run_dir=_resolve(cfg.run_dir, base))
+
+
+def to_dict(obj: Any) -> Any:
+    """A config (or section) as plain JSON/TOML-ready data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def config_from_dict(table: dict[str, Any]) -> Config:
+    """Inverse of to_dict: rebuild a Config saved in a run directory or checkpoint."""
+    return _build(Config, table, "")
