@@ -43,6 +43,7 @@ class DataConfig:
     dedupe: bool = True  # drop games whose identity was seen before (Site, or players+date+moves)
     val_fraction: float = 0.02  # share of games in the validation split, chosen by a hash of identity
     split_salt: str = "chessdt"  # salt for that hash; change it to draw another split
+    boards: bool = True  # also write the board after every token (64 bytes/token) for state input
     reader: str = "rust"  # move parser: rust (compiled, fast) or python-chess (reference)
     keep_truncated: bool = False  # on a truncated archive keep the games read before the break
     batch_games: int = 4096  # games parsed per batch (bounds memory, feeds the parser's threads)
@@ -67,12 +68,71 @@ class DataConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Shape of the GPT and what it sees besides the move tokens."""
+
+    n_layer: int = 6  # transformer blocks
+    n_head: int = 8  # attention heads per block (d_model must divide evenly)
+    d_model: int = 256  # residual stream width
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
+    context: int = 256  # longest token sequence the model is trained on (positions 0..context-1)
+    dropout: float = 0.0  # dropout on attention output and MLP output; 0 for short CPU runs
+    board_input: bool = True  # add an embedding of the board after each token (needs boards in the data)
+    move_features: bool = True  # a move's embedding also sums from-square, to-square, promotion embeddings
+    init_std: float = 0.02  # std of the normal init of weights; residual projections get /sqrt(2*n_layer)
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
+        if min(self.n_layer, self.n_head, self.d_model, self.mlp_ratio, self.context) <= 0:
+            raise ConfigError("model sizes must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation, batching, evaluation and checkpointing of one training run."""
+
+    seed: int = 0  # seeds weights, data order, condition dropout: same seed, same run (on CPU)
+    device: str = "auto"  # auto = cuda, then mps, then cpu; or an explicit torch device string
+    batch_tokens: int = 8192  # padded tokens per micro-batch per rank (games are bucketed by length)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 1000  # optimizer steps; the cosine schedule ends here
+    max_minutes: float = 0.0  # also stop (and save) after this much wall time; 0 = no limit
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 100  # linear warmup from ~0 to lr
+    weight_decay: float = 0.1  # AdamW decay on matmul weights (not embeddings, norms)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = off
+    cond_dropout: float = 0.1  # chance that a rating token is replaced by <rating:?> (for guidance)
+    eval_every: int = 200  # steps between validation passes (and at the end)
+    eval_tokens: int = 65536  # validation tokens per eval (a fixed set: the same games every time)
+    save_every: int = 1000  # steps between checkpoints (a checkpoint is also written at the end)
+    keep_last: int = 2  # step checkpoints kept besides the best one
+    log_every: int = 10  # steps between metrics lines in train.jsonl
+    compile: bool = False  # torch.compile the model (slow first steps; worth it for long GPU runs)
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere; or bf16, fp32
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"train.precision={self.precision!r}: use auto, bf16 or fp32")
+        if not 0.0 <= self.cond_dropout <= 1.0:
+            raise ConfigError(f"train.cond_dropout={self.cond_dropout} must be in [0, 1]")
+        if self.batch_tokens <= 0 or self.grad_accum <= 0 or self.max_steps <= 0:
+            raise ConfigError("train.batch_tokens, grad_accum and max_steps must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """A whole experiment: one field per TOML section."""
 
     name: str = "experiment"  # run name, used for the run directory
     run_dir: str = ""  # where outputs go; relative to the config file; "" = runs/<name> under cwd
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _section_types(cls: type) -> dict[str, Any]:

@@ -1,0 +1,6 @@
+"""Errors that mean 'the user asked for something we cannot do': the CLI prints them, no traceback."""
+
+
+class UserError(Exception):
+    """Bad input from the user (missing file, bad option, truncated archive...). The message says
+    what went wrong and, where possible, how to fix it."""

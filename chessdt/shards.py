@@ -1,0 +1,137 @@
+"""On-disk format of a prepared data set: token shards, per-game offsets and meta.json.
+
+A prepared directory holds, per split (``train``, ``val``):
+
+* ``{split}.tokens``: uint16, every game's sequence back to back:
+  ``<bos> <condition tokens...> move move ... <end>``;
+* ``{split}.offsets``: int64, ``n_games + 1`` offsets into the tokens (game i is
+  ``tokens[offsets[i]:offsets[i+1]]``);
+* ``{split}.boards`` (when written): uint8, 64 per token, the board *after* that token (the start
+  position for the prefix tokens), squares a1..h8, 0 empty, 1-6 white PNBRQK, 7-12 black pnbrqk;
+* ``meta.json``: written last, so a directory without it is not a complete data set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chess
+import numpy as np
+
+from chessdt.errors import UserError
+from chessdt.tokenizer import Vocab
+
+SPLITS = ("train", "val")
+TOKEN_DTYPE = np.uint16
+FORMAT_VERSION = 1
+
+
+def board_array(board: chess.BaseBoard) -> np.ndarray:
+    """64 piece codes of a board (a1..h8): 0 empty, 1-6 white PNBRQK, 7-12 black pnbrqk."""
+    out = np.zeros(64, dtype=np.uint8)
+    for sq, piece in board.piece_map().items():
+        out[sq] = piece.piece_type + (0 if piece.color == chess.WHITE else 6)
+    return out
+
+
+def prefix_slots(label_parts: tuple[str, ...]) -> list[str]:
+    """Names of the prefix positions for a label setting, after <bos>.
+
+    >>> prefix_slots(("elo", "outcome"))
+    ['white_elo', 'black_elo', 'result']
+    """
+    slots: list[str] = []
+    for part in label_parts:
+        if part in ("elo", "engine"):
+            slots += [f"white_{part}", f"black_{part}"]
+        elif part == "outcome":
+            slots.append("result")
+    return slots
+
+
+class SplitWriter:
+    """Appends games to one split's files; offsets are kept in memory (8 bytes per game)."""
+
+    def __init__(self, directory: Path, split: str, boards: bool) -> None:
+        self.tokens_f = open(directory / f"{split}.tokens", "wb")
+        self.boards_f = open(directory / f"{split}.boards", "wb") if boards else None
+        self.lengths: list[np.ndarray] = []
+        self.n_tokens = 0
+        self.n_games = 0
+
+    def write(self, tokens: np.ndarray, lengths: np.ndarray, boards: np.ndarray | None) -> None:
+        """Append games given as concatenated tokens and their lengths (and boards, 64 per token)."""
+        tokens.astype(TOKEN_DTYPE, copy=False).tofile(self.tokens_f)
+        if self.boards_f is not None:
+            assert boards is not None and boards.shape == (len(tokens), 64)
+            boards.astype(np.uint8, copy=False).tofile(self.boards_f)
+        self.lengths.append(lengths.astype(np.int64, copy=False))
+        self.n_tokens += int(len(tokens))
+        self.n_games += int(len(lengths))
+
+    def close(self, directory: Path, split: str) -> None:
+        self.tokens_f.close()
+        if self.boards_f is not None:
+            self.boards_f.close()
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        offsets.tofile(directory / f"{split}.offsets")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a prepared data set, memory-mapped."""
+
+    tokens: np.ndarray  # (N,) uint16
+    offsets: np.ndarray  # (G+1,) int64
+    boards: np.ndarray | None  # (N, 64) uint8, or None when not written
+
+    @property
+    def n_games(self) -> int:
+        return len(self.offsets) - 1
+
+    def game(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared data directory opened for reading (memory maps, nothing loaded whole)."""
+
+    path: Path
+    meta: dict[str, Any]
+    vocab: Vocab
+    splits: dict[str, Split]
+
+    @property
+    def prefix_len(self) -> int:
+        """Tokens before the first move: <bos> plus the condition slots."""
+        return 1 + len(self.meta["prefix"])
+
+    @classmethod
+    def open(cls, path: str | Path) -> "PreparedData":
+        path = Path(path)
+        meta_path = path / "meta.json"
+        if not meta_path.is_file():
+            raise UserError(f"{path} is not a complete prepared data set (no meta.json); "
+                            "run `chessdt prepare` again")
+        meta = json.loads(meta_path.read_text())
+        vocab = Vocab(rating_bucket=int(meta["rating_bucket"]))
+        if vocab.hash != meta["vocab_hash"]:
+            raise UserError(f"{path}: vocabulary hash {meta['vocab_hash']} does not match this "
+                            f"chessdt's {vocab.hash} (size {meta['vocab_size']} vs {vocab.size})")
+        splits = {}
+        for split in SPLITS:
+            offsets = np.fromfile(path / f"{split}.offsets", dtype=np.int64)
+            n_tok = int(offsets[-1]) if len(offsets) else 0
+            tokens = (np.memmap(path / f"{split}.tokens", dtype=TOKEN_DTYPE, mode="r", shape=(n_tok,))
+                      if n_tok else np.zeros(0, TOKEN_DTYPE))
+            boards = None
+            if meta.get("boards") and n_tok:
+                boards = np.memmap(path / f"{split}.boards", dtype=np.uint8, mode="r", shape=(n_tok, 64))
+            splits[split] = Split(tokens=tokens, offsets=offsets, boards=boards)
+        return cls(path=path, meta=meta, vocab=vocab, splits=splits)
