@@ -430,7 +430,7 @@ def parse_python_chess(games: list[RawGame], vocab: Vocab, boards: bool) -> Pars
     board_parts: list[np.ndarray] = []
     errors: list[str | None] = []
     for g in games:
-        game = chess.pgn.read_game(io.StringIO(g.movetext))
+        game = chess.pgn.read_game(io.StringIO(g.movetext if g.movetext.strip() else "*"))
         ids: list[int] = []
         positions: list[np.ndarray] = []
         error: str | None = None

@@ -1,0 +1,51 @@
+"""Shared test helpers: synthetic games from python-chess, fixture paths, the shared data."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import chess
+import chess.pgn
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(os.environ.get("CHESSDT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def random_game(seed: int, max_plies: int = 120, headers: dict[str, str] | None = None) -> chess.pgn.Game:
+    """A legal random game (seeded), biased to captures and promotions so odd moves appear."""
+    rng = random.Random(seed)
+    board = chess.Board()
+    game = chess.pgn.Game()
+    node: chess.pgn.GameNode = game
+    for _ in range(rng.randint(4, max_plies)):
+        moves = list(board.legal_moves)
+        if not moves:
+            break
+        promos = [m for m in moves if m.promotion]
+        move = rng.choice(promos) if promos and rng.random() < 0.7 else rng.choice(moves)
+        node = node.add_variation(move)
+        board.push(move)
+    outcome = board.outcome()
+    game.headers["Result"] = outcome.result() if outcome else rng.choice(["1-0", "0-1", "1/2-1/2"])
+    game.headers["WhiteElo"] = str(rng.randint(800, 2800))
+    game.headers["BlackElo"] = str(rng.randint(800, 2800))
+    game.headers["Site"] = f"https://example.org/game{seed}"
+    game.headers["TimeControl"] = rng.choice(["60+0", "180+2", "600+0", "1800+30"])
+    for k, v in (headers or {}).items():
+        game.headers[k] = v
+    return game
+
+
+def random_pgn(n: int, seed: int = 0, **kw: object) -> str:
+    return "\n\n".join(str(random_game(seed + i, **kw)) for i in range(n)) + "\n"  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def shared_lichess() -> Path:
+    path = SHARED_DATA / "lichess-2017.pgn.zst"
+    if not path.is_file():
+        pytest.skip(f"shared data not present at {path}")
+    return path

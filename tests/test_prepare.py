@@ -1,0 +1,214 @@
+import io
+import json
+from pathlib import Path
+
+import chess
+import chess.pgn
+import numpy as np
+import pytest
+import zstandard
+
+from chessdt import cli
+from chessdt.config import DataConfig
+from chessdt.errors import UserError
+from chessdt.prepare import prepare
+from chessdt.shards import PreparedData, board_array
+from conftest import FIXTURES, random_pgn
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    if name.endswith(".zst"):
+        path.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def decoded_games(data: PreparedData, split: str) -> list[tuple[list[str], list[chess.Move]]]:
+    out = []
+    s = data.splits[split]
+    for i in range(s.n_games):
+        toks = [int(t) for t in s.game(i)]
+        p = data.prefix_len
+        assert toks[0] == data.vocab.bos and toks[-1] == data.vocab.end
+        out.append((data.vocab.decode(toks[1:p]), [data.vocab.decode_move(t) for t in toks[p:-1]]))
+    return out
+
+
+def test_prepare_round_trips_python_chess_moves_and_boards(tmp_path):
+    text = random_pgn(120, seed=7)
+    src = write(tmp_path, "g.pgn.zst", text)
+    summary = prepare([str(src)], tmp_path / "out", DataConfig(val_fraction=0.2), progress=False)
+    data = PreparedData.open(tmp_path / "out")
+    assert summary.games["train"] + summary.games["val"] == 120
+    assert 5 < summary.games["val"] < 45
+    expected = {}
+    f = io.StringIO(text)
+    while (g := chess.pgn.read_game(f)) is not None:
+        expected[g.headers["Site"]] = (g.headers, list(g.mainline_moves()))
+    got = decoded_games(data, "train") + decoded_games(data, "val")
+    by_moves = {tuple(m.uci() for m in moves): prefix for prefix, moves in got}
+    for headers, moves in expected.values():
+        prefix = by_moves[tuple(m.uci() for m in moves)]
+        assert prefix == [data.vocab.token_str(data.vocab.rating_token(int(headers["WhiteElo"]))),
+                          data.vocab.token_str(data.vocab.rating_token(int(headers["BlackElo"])))]
+    # boards: the one after each token equals python-chess's board after that move
+    s = data.splits["train"]
+    toks = s.game(0)
+    board = chess.Board()
+    for j, t in enumerate(toks):
+        if data.vocab.is_move(int(t)):
+            board.push(data.vocab.decode_move(int(t)))
+        assert np.array_equal(s.boards[s.offsets[0] + j], board_array(board))
+
+
+def test_meta_json_contents(tmp_path):
+    src = write(tmp_path, "c.pgn", (FIXTURES / "classics.pgn").read_text())
+    prepare([str(src)], tmp_path / "o", DataConfig(label="elo+outcome", val_fraction=0.0), progress=False)
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["games"] == {"train": 4, "val": 0}
+    assert meta["vocab_size"] == 2004 and meta["vocab_hash"] == "6066a40196eac68f"
+    assert meta["label"] == "elo+outcome" and meta["prefix"] == ["white_elo", "black_elo", "result"]
+    assert meta["config"]["label"] == "elo+outcome"
+    assert meta["rating_buckets"] == {"1100": 1, "1500": 1, "1900": 1, "2000": 1}  # by mean rating
+    data = PreparedData.open(tmp_path / "o")
+    prefixes = [p for p, _ in decoded_games(data, "train")]
+    assert ["<rating:2600>", "<rating:1500>", "<result:1-0>"] in prefixes
+    assert ["<rating:1500>", "<rating:1600>", "<result:0-1>"] in prefixes
+    # variations and comments are not moves: the Sicilian keeps its 45 mainline plies
+    assert sorted(len(m) for _, m in decoded_games(data, "train")) == [4, 22, 33, 45]
+
+
+def test_split_is_deterministic_and_disjoint(tmp_path):
+    src = write(tmp_path, "g.pgn", random_pgn(200, seed=1))
+    runs = []
+    for k in range(2):
+        prepare([str(src)], tmp_path / f"o{k}", DataConfig(val_fraction=0.3), progress=False)
+        d = PreparedData.open(tmp_path / f"o{k}")
+        runs.append({s: [tuple(d.splits[s].game(i)) for i in range(d.splits[s].n_games)] for s in ("train", "val")})
+    assert runs[0] == runs[1]
+    assert not set(runs[0]["train"]) & set(runs[0]["val"])
+
+
+def test_bad_inputs_are_skipped_and_counted(tmp_path):
+    bad = "\n".join([
+        '[Result "1-0"]\n[WhiteElo "1500"]\n[BlackElo "1500"]\n\n1. e4 e5 2. Ke3 1-0\n',  # illegal
+        '[Result "1-0"]\n[WhiteElo "1500"]\n[BlackElo "1500"]\n[Variant "Crazyhouse"]\n\n1. e4 1-0\n',
+        '[Result "*"]\n[WhiteElo "1500"]\n[BlackElo "1500"]\n\n1. e4 e5 *\n',  # no result
+        '[Result "1-0"]\n[WhiteElo "1500"]\n[BlackElo "1500"]\n\n1-0\n',  # zero moves
+        '[Result "1-0"]\n[WhiteElo "1500"]\n[BlackElo "1500"]\n[White broken\n\n1. e4 e5 1-0\n',
+        '[Result "1-0"]\n[WhiteElo "?"]\n[BlackElo "1500"]\n\n1. e4 e5 1-0\n',
+        '[Result "1-0"]\n[WhiteElo "1500"]\n[BlackElo "1500"]\n[SetUp "1"]\n[FEN "8/8/8/8/8/8/8/K6k w - - 0 1"]\n\n1. Kb2 1-0\n',
+        '[Result "0-1"]\n[WhiteElo "1500"]\n[BlackElo "1500"]\n\n1. e4 e5 2. Nf3 Nc6 0-1\n',  # good
+    ])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.pgn").write_bytes(bad.encode() + b"\n[Event \"\xff\xfe\"]\n[Result \"1-0\"]\n[WhiteElo \"1500\"]\n[BlackElo \"1500\"]\n\n1. d4 d5 1-0\n")
+    (tmp_path / "in" / "empty.pgn").write_text("")
+    (tmp_path / "in" / "readme.txt").write_text("not a game")
+    code = cli.main(["prepare", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "-q"])
+    assert code == 0
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["skipped"] == {"illegal_move": 1, "non_standard_variant": 1, "missing_result": 1, "no_moves": 1,
+                               "malformed_header": 1, "missing_elo": 1, "setup_position": 1, "not_pgn_file": 1}
+    assert sum(meta["games"].values()) == 2  # the good game and the one with non-UTF-8 header bytes
+
+
+def test_truncated_archive_clear_error_or_keep(tmp_path, capsys):
+    comp = zstandard.ZstdCompressor().compressobj()
+    data = b""
+    for k in range(20):  # one zstd block per 25 games, so a cut leaves whole blocks to decode
+        data += comp.compress(random_pgn(25, seed=100 * k, max_plies=40).encode() + b"\n")
+        data += comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    data += comp.flush()
+    src = tmp_path / "t.pgn.zst"
+    src.write_bytes(data[: len(data) * 4 // 5])
+    out = tmp_path / "o"
+    assert cli.main(["prepare", str(src), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "t.pgn.zst is truncated" in err and "games read" in err and "--keep-truncated" in err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("o.partial*"))
+    assert cli.main(["prepare", str(src), "--out", str(out), "-q", "--keep-truncated"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["skipped"]["truncated"] == 1 and 100 < sum(meta["games"].values()) < 500
+    assert "truncated" in meta["notes"][0]
+
+
+def test_interrupted_prepare_leaves_nothing_that_loads(tmp_path, monkeypatch):
+    src = write(tmp_path, "g.pgn", random_pgn(50, seed=3))
+    import chessdt.prepare as prep
+
+    calls = {"n": 0}
+    real = prep.parse_moves
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(prep, "parse_moves", dying)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([str(src)], tmp_path / "o", DataConfig(batch_games=10), progress=False)
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.*"))
+    with pytest.raises(UserError, match="no meta.json"):
+        PreparedData.open(tmp_path / "o")
+
+
+def test_existing_output_needs_force_and_is_replaced_whole(tmp_path):
+    src = write(tmp_path, "g.pgn", random_pgn(20, seed=4))
+    prepare([str(src)], tmp_path / "o", DataConfig(), progress=False)
+    with pytest.raises(UserError, match="--force"):
+        prepare([str(src)], tmp_path / "o", DataConfig(), progress=False)
+    prepare([str(src)], tmp_path / "o", DataConfig(label="outcome"), force=True, progress=False)
+    assert PreparedData.open(tmp_path / "o").meta["label"] == "outcome"
+
+
+def test_no_games_kept_is_an_error_not_an_empty_set(tmp_path, capsys):
+    src = write(tmp_path, "g.pgn", random_pgn(5, seed=4))
+    assert cli.main(["prepare", str(src), "--out", str(tmp_path / "o"), "--set", "data.min_elo=3999", "-q"]) == 2
+    assert "no game passed the filters" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["prepare", str(tmp_path / "nope.pgn"), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--set", "data.bogus=1"]) == 2
+    assert cli.main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--label", "rating"]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "valid keys" in err and "data.label" in err and "Traceback" not in err
+
+
+def test_config_file_drives_prepare(tmp_path):
+    (tmp_path / "games").mkdir()
+    write(tmp_path / "games", "g.pgn", random_pgn(30, seed=9))
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text('[data]\ninputs = ["games"]\nlabel = "outcome"\nrating_bucket = 200\nmin_plies = 10\n')
+    assert cli.main(["prepare", "--config", str(cfg), "--out", str(tmp_path / "o"), "-q"]) == 0
+    d = PreparedData.open(tmp_path / "o")
+    assert d.meta["label"] == "outcome" and d.vocab.rating_bucket == 200
+    assert all(d.splits["train"].offsets[1:] - d.splits["train"].offsets[:-1] >= 10 + 3)
+
+
+def test_games_stats_cli(tmp_path, capsys):
+    src = write(tmp_path, "c.pgn.zst", (FIXTURES / "classics.pgn").read_text())
+    assert cli.main(["games", "stats", str(src), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "games: 4" in out and "blitz" in out and "Time forfeit" in out
+    assert cli.main(["games", "stats", str(src), "--json", "-q", "--moves"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["games"] == 4 and stats["kept"] == 4
+
+
+@pytest.mark.slow
+def test_both_readers_identical_on_every_shared_lichess_game(tmp_path, shared_lichess):
+    """The compiled reader gives exactly python-chess's tokens on every game of the real file."""
+    for reader in ("rust", "python-chess"):
+        prepare([str(shared_lichess)], tmp_path / reader, DataConfig(reader=reader, boards=False), progress=False)
+    a, b = PreparedData.open(tmp_path / "rust"), PreparedData.open(tmp_path / "python-chess")
+    assert a.meta["games"] == b.meta["games"] and sum(a.meta["games"].values()) > 19_000
+    assert a.meta["skipped"] == b.meta["skipped"]
+    for split in ("train", "val"):
+        assert np.array_equal(a.splits[split].offsets, b.splits[split].offsets)
+        assert np.array_equal(a.splits[split].tokens, b.splits[split].tokens)
