@@ -15,6 +15,7 @@ sampling and that is reported).
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,19 @@ class Session:
                            p._tensor(np.tile(plies, reps)))
         self._last = GPT.move_logits(out).float()
 
+    def select(self, games: list[int]) -> None:
+        """Keep only the given games, in that order (drop finished ones so later steps cost less)."""
+        if not games:
+            raise ValueError("a session needs at least one game")
+        rows = list(games) + ([self.n_games + g for g in games] if self.guidance else [])
+        idx = torch.tensor(rows, dtype=torch.long, device=self._last.device)
+        self.cache = self.cache.select(idx)
+        self._last = self._last[idx]
+        self.rows = [self.rows[r] for r in rows]
+        self.prompts = [self.prompts[g] for g in games]
+        self.boards = [self.boards[g] for g in games]
+        self.n_games = len(games)
+
 
 class ModelPlayer:
     """The model as a Player, prompted with its own rating and its opponent's.
@@ -321,7 +335,7 @@ class ModelPlayer:
         """A session whose game equals board's move history (incremental when it continues)."""
         color = board.turn
         s = self._session
-        if s is not None and self._color == color:
+        if s is not None and self._color == color and s.boards[0].root() == board.root():
             known = s.boards[0].move_stack
             stack = board.move_stack
             if len(stack) >= len(known) and stack[: len(known)] == known:
@@ -330,17 +344,64 @@ class ModelPlayer:
                 return s
         prompt = self.policy.player_prompt(color, self.rating, self.opponent_rating)
         s = Session(self.policy, [prompt], self.sampling.guidance)
-        if board.move_stack:
+        if board.move_stack or board.root() != chess.Board():  # a history, or a set-up (FEN) start
             s.boards[0] = board.copy()
             s._encode_from_scratch()
         self._session, self._color = s, color
         return s
 
-    def distribution(self, board: chess.Board) -> torch.Tensor:
-        """Probabilities (1968,) over move tokens for the side to move, at this player's prompt."""
+    def distribution(self, board: chess.Board, temperature: float | None = None) -> torch.Tensor:
+        """Probabilities (1968,) over move tokens for the side to move, at this player's prompt.
+
+        At the sampling temperature by default; ``temperature=1.0`` gives the model's own
+        probabilities (guidance applied), which is what hints and UCI info lines report.
+        """
+        t = self.sampling.temperature if temperature is None else temperature
         logits = self._sync(board).logits[0]
-        return torch.softmax(logits / max(self.sampling.temperature, 1e-6), dim=-1)
+        return torch.softmax(logits / max(t, 1e-6), dim=-1)
 
     def play(self, board: chess.Board) -> chess.Move:
         session = self._sync(board)
         return self.policy.choose(session.logits, [board], self.sampling, self.generator, self.stats)[0]
+
+
+class QuantilizerPlayer:
+    """An explicit quantilizer: draw k moves from the base model's legal-move distribution, keep
+    the top fraction q of the draws by a Stockfish evaluation at a fixed node budget, play one of
+    those uniformly at random. q = 1 is the base model; q -> 1/k approaches best-of-k.
+
+    `engine` is a started chessdt.engine.Engine (full strength; the caller owns its lifetime).
+    """
+
+    def __init__(self, base: ModelPlayer, engine: object, k: int = 8, q: float = 0.25, nodes: int = 2000,
+                 seed: int = 0) -> None:
+        if k < 1 or not 0 < q <= 1:
+            raise ValueError(f"quantilizer needs k >= 1 and 0 < q <= 1 (got k={k}, q={q})")
+        self.base, self.engine, self.k, self.q, self.nodes = base, engine, k, q, nodes
+        self.rng = random.Random(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def name(self) -> str:
+        return f"quantilizer(k={self.k}, q={self.q}, nodes={self.nodes}, base={self.base.name})"
+
+    def evaluate(self, board: chess.Board, move: chess.Move) -> int:
+        """Centipawns for the mover after `move` (mates as +-100000)."""
+        after = board.copy(stack=False)
+        after.push(move)
+        info = self.engine.analyse(after, chess.engine.Limit(nodes=self.nodes))  # type: ignore[attr-defined]
+        return int(info["score"].pov(board.turn).score(mate_score=100_000))
+
+    def play(self, board: chess.Board) -> chess.Move:
+        probs = self.base.distribution(board).cpu()
+        legal = torch.zeros_like(probs, dtype=torch.bool)
+        legal[[self.base.policy.vocab.encode_move(m) for m in board.legal_moves]] = True
+        probs = torch.where(legal, probs, torch.zeros_like(probs))
+        if float(probs.sum()) <= 0:
+            probs = legal.float()
+        draws = torch.multinomial(probs, self.k, replacement=True, generator=self.generator).tolist()
+        moves = [self.base.policy.vocab.decode_move(t) for t in draws]
+        scores = {m: self.evaluate(board, m) for m in set(moves)}
+        ranked = sorted(moves, key=lambda m: scores[m], reverse=True)
+        keep = ranked[: max(1, math.ceil(self.q * self.k))]
+        return self.rng.choice(keep)

@@ -1,0 +1,295 @@
+"""RL fine-tuning (the RLHF recipe, for chess): policy gradient with a KL penalty to the base model.
+
+Each update plays `games_per_step` games with the current policy (half as white, half as black)
+against an opponent, all games advancing together through one KV-cache Session. The reward is the
+game result from the model's side (+1 / 0 / -1; unfinished games are draws, or judged by a
+Stockfish evaluation with ``reward = "engine"``). The loss per game is REINFORCE with a
+leave-one-out baseline, plus beta times the exact KL(pi || pi_base) over legal moves at every
+position where the model moved:
+
+    loss = -mean_i (R_i - mean_{j != i} R_j) * sum_t log pi(a_t | s_t) + beta * mean_t KL_t
+
+The policy samples among legal moves only, and log-probabilities and KL are taken over the
+legal-masked distribution, so the gradient matches how the moves were drawn. Logged per update:
+reward, KL, policy entropy, and distinct openings in the batch, so collapse shows as it happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chess
+import chess.engine
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from chessdt import checkpoint as ckpt_io
+from chessdt.config import Config, RLConfig, to_dict
+from chessdt.errors import UserError
+from chessdt.model import GPT
+from chessdt.players import ModelPolicy, Player, RandomPlayer, Sampling, Session, StockfishPlayer
+from chessdt.shards import board_array
+from chessdt.tokenizer import NUM_MOVES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rollout:
+    """One game played by the policy, as the model saw it."""
+
+    prompt: list[int]
+    color: chess.Color  # the model's side (self-play: both, recorded as WHITE)
+    moves: list[chess.Move]
+    model_plies: list[int]  # indices into moves that the model chose
+    legal: list[np.ndarray]  # per model ply: legal move ids
+    reward: float
+    result: str
+
+
+def result_reward(board: chess.Board, color: chess.Color) -> tuple[float, str]:
+    """+1 / 0 / -1 from `color`'s side for a finished game, 0 for an unfinished one."""
+    outcome = board.outcome(claim_draw=True)
+    if outcome is None:
+        return 0.0, "*"
+    if outcome.winner is None:
+        return 0.0, outcome.result()
+    return (1.0 if outcome.winner == color else -1.0), outcome.result()
+
+
+def engine_reward(engine: Any, board: chess.Board, color: chess.Color, nodes: int) -> float:
+    """Expected score in [-1, 1] from a Stockfish evaluation (for games cut at max_plies)."""
+    info = engine.analyse(board, chess.engine.Limit(nodes=nodes))
+    score = info["score"].pov(color)
+    wdl = score.wdl(model="sf15.1").expectation()  # 0..1
+    return 2.0 * wdl - 1.0
+
+
+def legal_ids(board: chess.Board, policy: ModelPolicy) -> np.ndarray:
+    return np.array([policy.vocab.encode_move(m) for m in board.legal_moves], dtype=np.int64)
+
+
+@torch.no_grad()
+def play_rollouts(policy: ModelPolicy, prompts: list[list[int]], colors: list[chess.Color | None],
+                  opponent: Player | None, cfg: RLConfig, generator: torch.Generator,
+                  judge: Any = None) -> list[Rollout]:
+    """Play one game per prompt in lockstep; colors[i] None means self-play (model moves both sides)."""
+    session = Session(policy, prompts)
+    n = len(prompts)
+    boards = [chess.Board() for _ in range(n)]
+    model_plies: list[list[int]] = [[] for _ in range(n)]
+    legal: list[list[np.ndarray]] = [[] for _ in range(n)]
+    done = [False] * n
+    sampling = Sampling(temperature=cfg.temperature, mask_illegal=True)
+    for ply in range(cfg.max_plies):
+        if all(done):
+            break
+        logits = session.logits
+        to_move = [i for i in range(n) if not done[i] and (colors[i] is None or boards[i].turn == colors[i])]
+        chosen: dict[int, chess.Move] = {}
+        if to_move:
+            picks = policy.choose(logits[to_move], [boards[i] for i in to_move], sampling, generator)
+            for i, m in zip(to_move, picks):
+                chosen[i] = m
+                model_plies[i].append(ply)
+                legal[i].append(legal_ids(boards[i], policy))
+        for i in range(n):
+            if not done[i] and i not in chosen:
+                assert opponent is not None
+                chosen[i] = opponent.play(boards[i])
+        moves = [chosen.get(i) for i in range(n)]
+        for i, m in enumerate(moves):
+            if m is not None:
+                boards[i].push(m)
+        session.push(moves)
+        for i in range(n):
+            if not done[i] and boards[i].is_game_over(claim_draw=True):
+                done[i] = True
+    out = []
+    for i in range(n):
+        color = colors[i] if colors[i] is not None else chess.WHITE
+        reward, result = result_reward(boards[i], color)
+        if result == "*" and judge is not None and colors[i] is not None:
+            reward = engine_reward(judge, boards[i], color, cfg.eval_nodes)
+        out.append(Rollout(prompts[i], color, list(boards[i].move_stack), model_plies[i], legal[i], reward, result))
+    return out
+
+
+def sequence_inputs(rollouts: list[Rollout], policy: ModelPolicy) -> tuple[torch.Tensor, ...]:
+    """Padded (B, T) tokens, (B, T, 64) boards and (B, T) plies of whole games, laid out as in
+    training: position t holds token t and the board after it."""
+    vocab = policy.vocab
+    rows = []
+    for r in rollouts:
+        board = chess.Board()
+        tokens = list(r.prompt)
+        boards = [board_array(board)] * len(r.prompt)
+        plies = [0] * len(r.prompt)
+        for k, m in enumerate(r.moves):
+            tokens.append(vocab.encode_move(m))
+            board.push(m)
+            boards.append(board_array(board))
+            plies.append(k + 1)
+        rows.append((tokens, boards, plies))
+    T = max(len(t) for t, _, _ in rows)
+    tok = np.full((len(rows), T), vocab.pad, np.int64)
+    bds = np.zeros((len(rows), T, 64), np.uint8)
+    pls = np.zeros((len(rows), T), np.int64)
+    for i, (t, b, p) in enumerate(rows):
+        tok[i, : len(t)], bds[i, : len(t)], pls[i, : len(t)] = t, np.stack(b), p
+    return tuple(torch.as_tensor(a, device=policy.device) for a in (tok, bds, pls))
+
+
+@dataclass
+class UpdateStats:
+    loss: float
+    reward: float
+    kl: float
+    entropy: float
+    logp: float
+
+
+def rl_loss(policy_model: GPT, base_model: GPT, rollouts: list[Rollout], policy: ModelPolicy,
+            beta: float) -> tuple[torch.Tensor, UpdateStats]:
+    """REINFORCE with a leave-one-out baseline + beta * KL(pi || pi_base), over legal moves."""
+    tokens, boards, plies = sequence_inputs(rollouts, policy)
+    logits = GPT.move_logits(policy_model(tokens, boards, plies)).float()  # (B, T, 1968)
+    with torch.no_grad():
+        base_logits = GPT.move_logits(base_model(tokens, boards, plies)).float()
+    rewards = torch.tensor([r.reward for r in rollouts], device=logits.device)
+    n = len(rollouts)
+    advantages = rewards - (rewards.sum() - rewards) / (n - 1)
+    P = len(rollouts[0].prompt)
+    rows, cols, actions, masks = [], [], [], []
+    for i, r in enumerate(rollouts):
+        for k, ply in enumerate(r.model_plies):
+            rows.append(i)
+            cols.append(P - 1 + ply)  # the position whose output predicts move `ply`
+            actions.append(policy.vocab.encode_move(r.moves[ply]))
+            mask = torch.zeros(NUM_MOVES, dtype=torch.bool)
+            mask[torch.as_tensor(r.legal[k])] = True
+            masks.append(mask)
+    if not rows:
+        raise RuntimeError("no model moves in this batch of rollouts")
+    idx_r = torch.tensor(rows, device=logits.device)
+    idx_c = torch.tensor(cols, device=logits.device)
+    legal = torch.stack(masks).to(logits.device)  # (N, 1968)
+    # A large finite negative (not -inf) keeps 0 * log 0 terms, and their gradients, at zero.
+    lp = F.log_softmax(logits[idx_r, idx_c].masked_fill(~legal, -1e9), dim=-1)
+    lp_base = F.log_softmax(base_logits[idx_r, idx_c].masked_fill(~legal, -1e9), dim=-1)
+    p = lp.exp()
+    kl = torch.where(legal, p * (lp - lp_base), torch.zeros_like(p)).sum(-1)  # (N,)
+    entropy = -torch.where(legal, p * lp, torch.zeros_like(p)).sum(-1)
+    chosen = lp.gather(1, torch.tensor(actions, device=logits.device)[:, None]).squeeze(1)  # (N,)
+    game_logp = torch.zeros(n, device=logits.device).index_add(0, idx_r, chosen)
+    pg = -(advantages * game_logp).mean()
+    loss = pg + beta * kl.mean()
+    stats = UpdateStats(float(loss.detach()), float(rewards.mean()), float(kl.detach().mean()),
+                        float(entropy.detach().mean()), float(chosen.detach().mean()))
+    return loss, stats
+
+
+def distinct_openings(rollouts: list[Rollout], plies: int) -> int:
+    return len({tuple(m.uci() for m in r.moves[:plies]) for r in rollouts})
+
+
+@contextlib.contextmanager
+def _opponent(cfg: RLConfig) -> Iterator[Player | None]:
+    if cfg.opponent == "self":
+        yield None
+    elif cfg.opponent == "random":
+        yield RandomPlayer(cfg.seed)
+    else:
+        elo = cfg.opponent_elo or None
+        with StockfishPlayer(cfg.engine or None, elo=elo, skill=None if elo else cfg.opponent_skill,
+                             nodes=cfg.opponent_nodes) as sf:
+            yield sf
+
+
+@contextlib.contextmanager
+def _judge(cfg: RLConfig) -> Iterator[Any]:
+    if cfg.reward != "engine":
+        yield None
+        return
+    from chessdt.engine import Engine, find_stockfish
+
+    with Engine(find_stockfish(cfg.engine or None)) as engine:
+        yield engine
+
+
+def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool = True) -> Path:
+    """Fine-tune cfg.rl.base with policy gradient + KL; returns the run directory.
+
+    The run directory gets `rl.jsonl` (one line per update: reward, KL, entropy, distinct
+    openings, results) and `checkpoints/step_*`, loadable like any training
+    checkpoint (their meta.json carries the RL settings under "rl").
+    """
+    rc = cfg.rl
+    if not rc.base:
+        raise UserError("rl.base is empty: set the pretrained checkpoint (--set rl.base=PATH)")
+    base_policy = ModelPolicy.from_checkpoint(rc.base, device)
+    base_model = base_policy.model
+    model = copy.deepcopy(base_model).train()
+    for prm in base_model.parameters():
+        prm.requires_grad_(False)
+    policy = ModelPolicy(model, base_policy.vocab, base_policy.cfg, device, model_id=f"rl({base_policy.model_id})")
+    max_plies = min(rc.max_plies, policy.context - len(policy.prompt(None, None)))
+    rc = dataclasses.replace(rc, max_plies=max_plies)
+    out_dir = Path(out_dir)
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    # The saved config is the base model's (so checkpoints load as usual) with this [rl] section.
+    saved_cfg = dataclasses.replace(base_policy.cfg, rl=rc, name=cfg.name, run_dir=str(out_dir))
+    (out_dir / "config.json").write_text(json.dumps(to_dict(saved_cfg), indent=1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=rc.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(rc.seed)
+    torch.manual_seed(rc.seed)
+    rating = rc.rating or None
+    metrics_path = out_dir / "rl.jsonl"
+    metrics_path.write_text("")
+    t0 = time.perf_counter()
+    with _opponent(rc) as opponent, _judge(rc) as judge:
+        bar = tqdm(range(1, rc.steps + 1), disable=not progress, unit="update", desc="finetune-rl")
+        for step in bar:
+            if rc.opponent == "self":
+                colors: list[chess.Color | None] = [None] * rc.games_per_step
+                prompts = [policy.prompt(rating, rating, None) for _ in colors]
+            else:
+                colors = [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(rc.games_per_step)]
+                prompts = [policy.player_prompt(c, rating, None) for c in colors]  # type: ignore[arg-type]
+            model.eval()
+            rollouts = play_rollouts(policy, prompts, colors, opponent, rc, generator, judge)
+            model.train()
+            loss, stats = rl_loss(model, base_model, rollouts, policy, rc.beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if rc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), rc.grad_clip)
+            optimizer.step()
+            results = {res: sum(r.result == res for r in rollouts) for res in ("1-0", "0-1", "1/2-1/2", "*")}
+            score = float(np.mean([(r.reward + 1) / 2 for r in rollouts]))
+            line = {"step": step, **dataclasses.asdict(stats), "score": score,
+                    "distinct_openings": distinct_openings(rollouts, rc.opening_plies),
+                    "games": len(rollouts), "mean_plies": float(np.mean([len(r.moves) for r in rollouts])),
+                    "results": results, "time_s": round(time.perf_counter() - t0, 1)}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+            bar.set_postfix(R=f"{stats.reward:+.2f}", KL=f"{stats.kl:.3f}", H=f"{stats.entropy:.2f}",
+                            open=line["distinct_openings"])
+            if step % rc.save_every == 0 or step == rc.steps:
+                extra = {"rl": {"step": step, "base": str(rc.base), **{k: v for k, v in line.items() if k != "results"}}}
+                ckpt_io.save_checkpoint(out_dir / "checkpoints" / f"{ckpt_io.STEP_PREFIX}{step:07d}", model,
+                                        saved_cfg, policy.vocab, step=step, tokens_seen=0, metrics=line,
+                                        extra=extra)
+    return out_dir
