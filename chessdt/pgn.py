@@ -41,7 +41,7 @@ from chessdt.tokenizer import NUM_MOVES, Vocab
 PGN_SUFFIXES = (".pgn", ".pgn.gz", ".pgn.bz2", ".pgn.zst", ".pgn.zstd")
 CHUNK_BYTES = 1 << 20
 RESULTS = ("1-0", "0-1", "1/2-1/2")
-_HEADER = re.compile(r'^\[\s*([A-Za-z0-9_]+)\s+"((?:[^"\\]|\\.)*)"\s*\]\s*$')
+_HEADERS = re.compile(r'^\[\s*([A-Za-z0-9_]+)\s+"((?:[^"\\\n]|\\.)*)"\s*\]\s*$', re.MULTILINE)
 
 
 class TruncatedArchive(Exception):
@@ -213,17 +213,11 @@ class RawGame:
     malformed_headers: int = 0  # header-looking lines that did not parse
 
 
-def _parse_header(line: str) -> tuple[str, str] | None:
-    """('White', 'Carlsen') from '[White "Carlsen"]'; None when the line is not a header."""
-    if line.endswith('"]') and ' "' in line:  # fast path, the common shape
-        key, _, value = line[1:-2].partition(' "')
-        if key.isalnum() and ('"' not in value or '\\"' in value):
-            return key, value.replace('\\"', '"').replace("\\\\", "\\") if "\\" in value else value
-    m = _HEADER.match(line)
-    if m is None:
-        return None
-    value = m.group(2)
-    return m.group(1), value.replace('\\"', '"').replace("\\\\", "\\") if "\\" in value else value
+def _make_game(header_lines: list[str], moves: list[str]) -> RawGame:
+    """A RawGame from its header lines (parsed with one regex call) and movetext lines."""
+    pairs = _HEADERS.findall("\n".join(header_lines))
+    headers = {k: (v.replace('\\"', '"').replace("\\\\", "\\") if "\\" in v else v) for k, v in pairs}
+    return RawGame(headers, "\n".join(moves), len(header_lines) - len(pairs))
 
 
 def iter_games(source: Iterable[str] | Iterable[list[str]] | IO[str]) -> Iterator[RawGame]:
@@ -233,29 +227,24 @@ def iter_games(source: Iterable[str] | Iterable[list[str]] | IO[str]) -> Iterato
     with '%' are escapes and are dropped; a header line that does not parse is counted on the game
     (it is not silently taken as movetext).
     """
-    headers: dict[str, str] = {}
+    header_lines: list[str] = []
     moves: list[str] = []
-    malformed = 0
     in_moves = False
     for block in source:
-        for line in ([l.rstrip("\r\n") for l in [block]] if isinstance(block, str) else block):
+        for line in ([block.rstrip("\r\n")] if isinstance(block, str) else block):
             if line.startswith("["):
                 if in_moves:
-                    yield RawGame(headers, "\n".join(moves), malformed)
-                    headers, moves, malformed, in_moves = {}, [], 0, False
-                kv = _parse_header(line.rstrip())
-                if kv is None:
-                    malformed += 1
-                else:
-                    headers[kv[0]] = kv[1]
+                    yield _make_game(header_lines, moves)
+                    header_lines, moves, in_moves = [], [], False
+                header_lines.append(line.rstrip())
             elif not line or line.isspace():
-                if headers or malformed:
+                if header_lines:
                     in_moves = True
             elif not line.startswith("%"):
                 moves.append(line)
                 in_moves = True
-    if headers or moves or malformed:
-        yield RawGame(headers, "\n".join(moves), malformed)
+    if header_lines or moves:
+        yield _make_game(header_lines, moves)
 
 
 # -- header facts and filters ---------------------------------------------------------------------
