@@ -1,0 +1,168 @@
+"""The UCI front end: protocol lines in memory, FEN positions, and a real game against Stockfish."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import chess
+import chess.engine
+import pytest
+import torch
+
+from chessdt.engine import find_stockfish
+from chessdt.errors import UserError
+from chessdt.players import ModelPlayer, ModelPolicy
+from chessdt.uci import Options, UciEngine
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_checkpoint: Path) -> ModelPolicy:
+    return ModelPolicy.from_checkpoint(tiny_checkpoint)
+
+
+def _talk(engine: UciEngine, *lines: str) -> list[str]:
+    """Send lines; the engine's answers to them."""
+    out = engine.out
+    assert isinstance(out, io.StringIO)
+    start = len(out.getvalue())
+    for line in lines:
+        assert engine.handle(line)
+    return out.getvalue()[start:].splitlines()
+
+
+def test_handshake_lists_options(policy: ModelPolicy) -> None:
+    engine = UciEngine(policy, io.StringIO())
+    lines = _talk(engine, "uci", "isready")
+    assert lines[0] == f"id name chessdt {policy.model_id}" and lines[-2:] == ["uciok", "readyok"]
+    options = [ln.split()[2] for ln in lines if ln.startswith("option name ")]
+    assert options == ["Rating", "OpponentRating", "Temperature", "TopP", "Guidance", "Seed"]
+    assert "option name Rating type spin default 1500 min 400 max 3199" in lines
+    assert not engine.handle("quit")
+
+
+def test_setoption(policy: ModelPolicy) -> None:
+    engine = UciEngine(policy, io.StringIO())
+    assert _talk(engine, "setoption name Rating value 1800", "setoption name opponentrating value 1200",
+                 "setoption name Temperature value 0.5", "setoption name TopP value 0.9",
+                 "setoption name Guidance value 1.5", "setoption name Seed value 7") == []
+    assert engine.options == Options(rating=1800, opponent_rating=1200, temperature=0.5, top_p=0.9, guidance=1.5,
+                                     seed=7)
+    p = engine.player
+    assert (p.rating, p.opponent_rating, p.sampling.temperature, p.sampling.top_p, p.sampling.guidance) == (
+        1800, 1200, 0.5, 0.9, 1.5)
+    bad = _talk(engine, "setoption name Rating value high", "setoption name Rating value 99",
+                "setoption name TopP value 0", "setoption name Temperature value nan", "setoption name Hash value 16",
+                "setoption Rating 1500", "setoption name Rating")
+    assert len(bad) == 7 and all(ln.startswith("info string ") for ln in bad)
+    assert "must be between 400 and 3199" in bad[1] and "unknown option 'Hash'" in bad[4]
+    assert engine.options.rating == 1800  # unchanged by the bad lines
+
+
+def test_malformed_lines_never_crash(policy: ModelPolicy) -> None:
+    engine = UciEngine(policy, io.StringIO())
+    _talk(engine, "position startpos moves e2e4")
+    garbage = ["", "   ", "xyzzy", "position", "position startpos moves e2e5", "position fen",
+               "position fen 8/8/8 w - - 0 1", "position fen 8/8/8/8/8/8/8/8 w - - 0 1",
+               "position startpos moves e2e4 e2e4", "go depth", "go wtime x btime 10", "go bogus",
+               "go searchmoves zz99", "setoption name", "stop", "ponderhit", "position startpos junk"]
+    for line in garbage:
+        answer = _talk(engine, line)
+        if line.strip() in ("", "stop", "ponderhit"):
+            assert answer == [], line
+        else:
+            assert any(a.startswith("info string ") for a in answer), line
+    assert _talk(engine, "isready") == ["readyok"]
+    assert engine.board == chess.Board()  # the last valid position (`startpos junk` still set it)
+
+
+def test_position_and_go(policy: ModelPolicy) -> None:
+    engine = UciEngine(policy, io.StringIO())
+    lines = _talk(engine, "ucinewgame", "position startpos moves e2e4 e7e5 g1f3", "go wtime 1000 btime 1000 winc 0")
+    assert engine.board.move_stack == [chess.Move.from_uci(m) for m in ("e2e4", "e7e5", "g1f3")]
+    best = chess.Move.from_uci(lines[-1].split()[1])
+    assert lines[-1].startswith("bestmove ") and best in engine.board.legal_moves
+    info = lines[-2].split()
+    assert info[:2] == ["info", "depth"] and info[info.index("pv") + 1] == best.uci()
+    p = float(info[info.index("string") + 1].removeprefix("p="))
+    expected = engine.player.distribution(engine.board, temperature=1.0)[policy.vocab.encode_move(best)]
+    assert p == pytest.approx(float(expected), abs=1e-4)
+    # searchmoves restricts the choice
+    lines = _talk(engine, "go searchmoves a7a6 h7h6 movetime 10")
+    assert lines[-1] in ("bestmove a7a6", "bestmove h7h6")
+
+
+def test_go_infinite_waits_for_stop(policy: ModelPolicy) -> None:
+    engine = UciEngine(policy, io.StringIO())
+    lines = _talk(engine, "position startpos", "go infinite")
+    assert not any(ln.startswith("bestmove") for ln in lines)
+    assert _talk(engine, "isready") == ["readyok"]
+    stop = _talk(engine, "stop")
+    assert len(stop) == 1 and stop[0].startswith("bestmove ")
+    assert _talk(engine, "stop") == []
+    lines = _talk(engine, "go ponder")
+    assert not any(ln.startswith("bestmove") for ln in lines)
+    assert _talk(engine, "ponderhit")[0].startswith("bestmove ")
+
+
+def test_game_over_position(policy: ModelPolicy) -> None:
+    engine = UciEngine(policy, io.StringIO())
+    lines = _talk(engine, "position fen 7k/6Q1/6K1/8/8/8/8/8 b - - 0 1", "go")
+    assert lines[-1] == "bestmove 0000"
+
+
+def test_fen_positions_start_from_the_fen(policy: ModelPolicy) -> None:
+    """A FEN is the model's starting board: its inputs are that position, then the moves after it."""
+    fen = "r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3"
+    player = ModelPlayer(policy, 1500, seed=0)
+
+    def reference(board: chess.Board) -> torch.Tensor:
+        prompt = policy.player_prompt(board.turn, 1500, None)
+        return torch.softmax(policy.logits_full(board, prompt), -1)
+
+    board = chess.Board(fen)
+    assert torch.allclose(player.distribution(board, temperature=1.0), reference(board), atol=1e-5)
+    board.push_san("Bc4")
+    board.push_san("Nf6")
+    assert torch.allclose(player.distribution(board, temperature=1.0), reference(board), atol=1e-5)
+    # Same side to move and no moves, but another start: must not reuse the FEN game's cache.
+    start = chess.Board()
+    assert torch.allclose(player.distribution(start, temperature=1.0), reference(start), atol=1e-5)
+    assert not torch.allclose(reference(chess.Board(fen)), reference(start), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def stockfish() -> Path:
+    try:
+        return find_stockfish()
+    except UserError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.slow
+def test_full_game_against_stockfish(tiny_checkpoint: Path, stockfish: Path) -> None:
+    board = chess.Board()
+    clock = chess.engine.Limit(white_clock=60, black_clock=60, white_inc=1, black_inc=1)
+    probabilities = []
+    with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", str(tiny_checkpoint)],
+                                             timeout=120) as model, \
+            chess.engine.SimpleEngine.popen_uci(str(stockfish)) as sf:
+        assert model.id["name"] == f"chessdt {ModelPolicy.from_checkpoint(tiny_checkpoint).model_id}"
+        assert {"Rating", "OpponentRating", "Temperature", "TopP", "Seed", "Guidance"} <= set(model.options)
+        model.configure({"Rating": 1800, "OpponentRating": 1400, "Temperature": "0.8", "TopP": "0.95", "Seed": 3})
+        sf.configure({"Threads": 1, "Hash": 16})
+        # Full-strength Stockfish on a tiny node budget: it mates a barely trained model quickly.
+        while not board.is_game_over(claim_draw=True) and len(board.move_stack) < 400:
+            if board.turn == chess.WHITE:
+                result = model.play(board, clock, info=chess.engine.INFO_ALL)
+                assert result.move in board.legal_moves and result.info["pv"] == [result.move]
+                probabilities.append(float(result.info["string"].removeprefix("p=")))
+            else:
+                result = sf.play(board, chess.engine.Limit(nodes=200))
+            assert result.move is not None
+            board.push(result.move)
+        model.ping()  # still alive after a whole game
+    assert board.is_game_over(claim_draw=True), "400 plies without an end"
+    assert len(probabilities) == (len(board.move_stack) + 1) // 2
+    assert all(0.0 < p <= 1.0 for p in probabilities)
