@@ -1,0 +1,119 @@
+"""`chessdt run CONFIG`: prepare -> train -> evaluate -> report, skipping steps already complete.
+
+Completion is read from the outputs themselves: prepared data has its meta.json, a finished
+training run has `train.done` (written only after `train` returns; a run with checkpoints but no
+marker is resumed), each evaluator has its JSON file, and the report is always rewritten (it is
+cheap). Interrupt it at any point and run the same command again to continue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chessdt.config import Config, to_dict
+from chessdt.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STEPS = ("prepare", "train", "legality", "strength", "openings", "report")
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    done: list[str] = field(default_factory=list)  # steps run now
+    skipped: list[str] = field(default_factory=list)  # steps already complete
+    seconds: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def _timed(result: PipelineResult, name: str, fn: Callable[[], object]) -> None:
+    start = time.perf_counter()
+    log.info("run: %s", name)
+    fn()
+    result.seconds[name] = round(time.perf_counter() - start, 1)
+    result.done.append(name)
+
+
+def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = True,
+                 only: tuple[str, ...] = STEPS) -> PipelineResult:
+    """Run the whole job of an experiment config; returns what ran and what was already there."""
+    from chessdt.evals.heldout import default_source, load_games
+    from chessdt.players import ModelPolicy
+    from chessdt.train import open_data, run_directory, train
+
+    bad = set(only) - set(STEPS)
+    if bad:
+        raise UserError(f"unknown steps {sorted(bad)}; choose from {', '.join(STEPS)}")
+    run = run_directory(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    result = PipelineResult(run)
+    (run / "pipeline-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+
+    data_dir = Path(cfg.data.prepared) if cfg.data.prepared else run / "data"
+    if (data_dir / "meta.json").is_file():
+        result.skipped.append("prepare")
+    elif "prepare" in only:
+        _timed(result, "prepare", lambda: open_data(cfg, run, progress))
+
+    done_marker = run / "train.done"
+    if done_marker.is_file():
+        result.skipped.append("train")
+    elif "train" in only:
+        resume = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*"))
+
+        def do_train() -> None:
+            train(cfg, resume=resume, device=device, progress=progress)
+            done_marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+
+        _timed(result, "train", do_train)
+
+    evals = [s for s in ("legality", "strength", "openings") if s in only]
+    out = run / "eval"
+    pending = [s for s in evals if not (out / f"{s}.json").is_file()]
+    result.skipped += [s for s in evals if s not in pending]
+    if pending:
+        if not done_marker.is_file():
+            raise UserError(f"{run}: training is not complete, cannot evaluate")
+        policy = ModelPolicy.from_checkpoint(run, device or "cpu")
+        ev = cfg.eval
+        source = default_source(cfg, run)
+        if source is None:
+            raise UserError(f"no held-out games for evaluation: set eval.games (looked next to {run})")
+        need = max(ev.legality_games, ev.matching_games, 2 * ev.cpl_positions, ev.openings_human_games)
+        games = load_games(source, need)
+        out.mkdir(parents=True, exist_ok=True)
+        for step in pending:
+            _timed(result, step, lambda step=step: _evaluate(step, policy, games, cfg, out, progress))
+
+    if "report" in only:
+        from chessdt.report import write_report
+
+        def do_report() -> None:
+            result.report = write_report(run, out).path
+
+        _timed(result, "report", do_report)
+    return result
+
+
+def _evaluate(step: str, policy: object, games: list, cfg: Config, out: Path, progress: bool) -> None:
+    from chessdt.evals import model_subjects
+
+    ev = cfg.eval
+    if step == "legality":
+        from chessdt.evals.legality import evaluate_legality
+
+        evaluate_legality(policy, games[: ev.legality_games], ev, out / "legality.json")  # type: ignore[arg-type]
+    elif step == "strength":
+        from chessdt.evals.strength import evaluate_strength
+
+        evaluate_strength(model_subjects(policy, ev), games, ev, out, progress=progress)  # type: ignore[arg-type]
+    elif step == "openings":
+        from chessdt.evals.openings import evaluate_openings
+
+        evaluate_openings(model_subjects(policy, ev), games[: ev.openings_human_games], ev, out)  # type: ignore[arg-type]
