@@ -11,9 +11,17 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chessdt.config import ConfigError, load_config
 from chessdt.errors import UserError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from chessdt.config import EvalConfig
+    from chessdt.evals.heldout import HeldOutGame
+    from chessdt.players import ModelPolicy
 
 
 def _print_counts(title: str, counts: dict[str, int], total: int | None = None) -> None:
@@ -65,6 +73,416 @@ def _cmd_games_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- games generate / ladder / label / download (engine-rated games) -------------------------------
+def _cmd_games_generate(args: argparse.Namespace) -> int:
+    from chessdt.engine import find_stockfish
+    from chessdt.generate import DEFAULT_RUNGS, LadderConfig, Rung, generate, load_start_lines
+
+    rungs = tuple(Rung.parse(s) for s in args.rungs.split(",")) if args.rungs else DEFAULT_RUNGS
+    cfg = LadderConfig(rungs=rungs, games=args.games, seed=args.seed, nodes=args.nodes,
+                       hash_mb=args.hash_mb, max_plies=args.max_plies, adjudicate_cp=args.adjudicate_cp,
+                       adjudicate_moves=args.adjudicate_moves, book=Path(args.book) if args.book else None,
+                       book_plies=args.book_plies,
+                       start_lines=load_start_lines(Path(args.start_lines)) if args.start_lines else ())
+    summary = generate(cfg, Path(args.out), find_stockfish(args.engine), workers=args.workers,
+                       progress=not args.quiet)
+    rate = 60.0 * summary.played / max(summary.seconds, 1e-9)
+    print(f"wrote {args.out}: {summary.played:,} new games ({rate:,.0f} games/min), "
+          f"{summary.total:,} of {cfg.games:,} in the file")
+    return 0
+
+
+def _cmd_games_ladder(args: argparse.Namespace) -> int:
+    from chessdt.ladder import ladder_report
+
+    print(ladder_report([Path(f) for f in args.files]).format())
+    return 0
+
+
+def _cmd_games_label(args: argparse.Namespace) -> int:
+    from chessdt.engine import find_stockfish
+    from chessdt.label import LabelConfig, calibrate, label
+
+    cfg = LabelConfig(nodes=args.nodes, blunder_cp=args.blunder_cp)
+    engine = find_stockfish(args.engine)
+    if args.fit:
+        if not args.calibration:
+            raise UserError("games label --fit: say where to save the fit with --calibration FILE.json")
+        fit = calibrate(Path(args.input), Path(args.calibration), engine, cfg, games=args.games,
+                        workers=args.workers, progress=not args.quiet,
+                        rows_out=Path(args.fit_rows) if args.fit_rows else None)
+        print(fit.format())
+        return 0
+    if not args.out:
+        raise UserError("games label: --out is required (or --fit to fit a calibration)")
+    summary = label(Path(args.input), Path(args.out), engine, cfg,
+                    calibration=Path(args.calibration) if args.calibration else None,
+                    workers=args.workers, progress=not args.quiet)
+    print(summary.format())
+    return 0
+
+
+def _cmd_games_download(args: argparse.Namespace) -> int:
+    from chessdt.download import download_lichess
+
+    path = download_lichess(args.month, Path(args.out), base_url=args.base_url, progress=not args.quiet)
+    print(f"downloaded and verified {path}")
+    return 0
+
+
+def _add_engine_games_parsers(gsub: argparse._SubParsersAction) -> None:
+    p = gsub.add_parser("generate", help="Stockfish-vs-Stockfish games over a ladder of strengths (resumable)")
+    p.add_argument("--out", required=True, help="output .pgn.zst (appended to; an interrupted run resumes)")
+    p.add_argument("--games", type=int, required=True, help="total games wanted in the file")
+    p.add_argument("--rungs", help="comma-separated rungs: RATING (UCI_Elo), RATING:skill=K, RATING:full, "
+                                   "each optionally /NODES (default 1350,1475,1600,1725,1850,1975/2000,2100:full)")
+    p.add_argument("--nodes", type=int, default=1000, help="node limit per move (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="fixes pairings, colours and start lines")
+    p.add_argument("--workers", type=int, default=0, help="engine processes (default: one per core)")
+    p.add_argument("--hash-mb", type=int, default=16, help="hash per engine in MB")
+    p.add_argument("--max-plies", type=int, default=300, help="draw adjudicated after this many plies")
+    p.add_argument("--adjudicate-cp", type=int, default=800, help="win adjudication threshold (centipawns)")
+    p.add_argument("--adjudicate-moves", type=int, default=3,
+                   help="consecutive own moves at the threshold to adjudicate (0 = play to the end)")
+    p.add_argument("--book", help="optional Polyglot opening book")
+    p.add_argument("--book-plies", type=int, default=8, help="plies taken from the book")
+    p.add_argument("--start-lines", help="optional file of start lines (SAN or UCI moves, one line each)")
+    p.add_argument("--engine", help="Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_games_generate)
+
+    p = gsub.add_parser("ladder", help="check a ladder file: score vs rating difference between rungs")
+    p.add_argument("files", nargs="+", help="ladder .pgn.zst/.pgn files")
+    p.set_defaults(func=_cmd_games_ladder)
+
+    p = gsub.add_parser("label", help="engine quality tags per player: ACPL, accuracy, blunders, engine Elo")
+    p.add_argument("input", help="PGN file (.pgn, .gz, .bz2, .zst)")
+    p.add_argument("--out", help="output .pgn.zst or .pgn (resumes an interrupted run)")
+    p.add_argument("--calibration", help="calibration JSON: read for labeling, written with --fit")
+    p.add_argument("--fit", action="store_true", help="fit the Elo calibration on INPUT's rated games")
+    p.add_argument("--games", type=int, default=1000, help="games used by --fit")
+    p.add_argument("--fit-rows", help="with --fit: also save the measured features (JSON) for refits")
+    p.add_argument("--nodes", type=int, default=5000, help="node budget per analysed position")
+    p.add_argument("--blunder-cp", type=int, default=300, help="centipawn loss that counts as a blunder")
+    p.add_argument("--workers", type=int, default=0, help="engine processes (default: one per core)")
+    p.add_argument("--engine", help="Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_games_label)
+
+    p = gsub.add_parser("download", help="download a Lichess monthly dump with resume and sha256 check")
+    p.add_argument("source", choices=["lichess"], help="where from")
+    p.add_argument("month", help="YYYY-MM")
+    p.add_argument("--out", default=".", help="directory to write into")
+    p.add_argument("--base-url", default="https://database.lichess.org/standard/",
+                   help="where the dump and sha256sums.txt live")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_games_download)
+
+
+# -- RL fine-tuning ------------------------------------------------------------------------------
+def _cmd_finetune_rl(args: argparse.Namespace) -> int:
+    from chessdt.rl import finetune_rl
+
+    cfg = load_config(args.config, list(args.set or []))
+    out = Path(args.out) if args.out else Path(cfg.run_dir or Path.cwd() / "runs" / cfg.name)
+    run = finetune_rl(cfg, out, device=args.device, progress=not args.quiet)
+    last = [json.loads(line) for line in (run / "rl.jsonl").read_text().splitlines() if line]
+    if last:
+        m = last[-1]
+        print(f"wrote {run}: {m['step']} updates; last batch reward {m['reward']:+.3f}, KL {m['kl']:.4f}, "
+              f"entropy {m['entropy']:.3f} nats, {m['distinct_openings']}/{m['games']} distinct openings")
+    return 0
+
+
+def _add_rl_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune-rl", help="RL fine-tuning (policy gradient + KL to the base model)")
+    p.add_argument("config", help="experiment TOML with an [rl] section (rl.base = the pretrained checkpoint)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    p.add_argument("--out", help="run directory (default: run_dir of the config, else runs/<name>)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_finetune_rl)
+
+
+# -- play / uci (the model against a human, or inside a chess GUI) ----------------------------------
+def _load_policy(checkpoint: str, device: str) -> ModelPolicy:
+    from chessdt.players import ModelPolicy
+
+    try:
+        return ModelPolicy.from_checkpoint(checkpoint, device=device)
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise UserError(f"cannot load checkpoint {checkpoint}: {' '.join(str(e).split())}") from None
+
+
+def _check_prompt_args(args: argparse.Namespace) -> None:
+    from chessdt.tokenizer import RATING_MAX, RATING_MIN
+
+    for flag, value in (("--rating", args.rating), ("--opponent-rating", args.opponent_rating)):
+        if value is not None and not RATING_MIN <= value < RATING_MAX:
+            raise UserError(f"{flag} {value}: use a rating between {RATING_MIN} and {RATING_MAX - 1}")
+    if not args.temperature >= 0:
+        raise UserError(f"--temperature {args.temperature}: must be 0 (most likely move) or more")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    import random
+
+    import chess
+
+    from chessdt.play import TerminalGame, default_pgn_path, supports_color
+    from chessdt.players import ModelPlayer, Sampling
+
+    _check_prompt_args(args)
+    board = chess.Board()
+    if args.fen:
+        try:
+            board = chess.Board(args.fen)
+        except ValueError as e:
+            raise UserError(f"--fen {args.fen!r}: {e}") from None
+        if board.status() != chess.STATUS_VALID or board.is_game_over():
+            raise UserError(f"--fen {args.fen!r}: not a playable position")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    side = args.color if args.color != "random" else random.Random(seed).choice(["white", "black"])
+    policy = _load_policy(args.checkpoint, args.device)
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, guidance=args.guidance)
+    model = ModelPlayer(policy, args.rating, args.opponent_rating, sampling, seed=seed)
+    game = TerminalGame(model, chess.WHITE if side == "white" else chess.BLACK, inp=sys.stdin, out=sys.stdout,
+                        pgn_path=Path(args.pgn) if args.pgn else default_pgn_path(), board=board,
+                        color=supports_color(sys.stdout), seed=seed)
+    summary = game.run()
+    return 0 if summary.pgn_path is not None else 1
+
+
+def _cmd_uci(args: argparse.Namespace) -> int:
+    from chessdt.uci import Options, serve
+
+    _check_prompt_args(args)
+    policy = _load_policy(args.checkpoint, args.device)
+    options = Options(rating=args.rating, opponent_rating=args.opponent_rating or 0, temperature=args.temperature,
+                      top_p=args.top_p, guidance=args.guidance, seed=args.seed or 0)
+    serve(policy, sys.stdin, sys.stdout, options)
+    return 0
+
+
+def _add_play_parsers(sub: argparse._SubParsersAction) -> None:
+    def add_prompt_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
+        p.add_argument("--rating", type=int, default=1500, help="the model's prompted rating (default 1500)")
+        p.add_argument("--opponent-rating", type=int, help="rating the model is told its opponent has "
+                                                           "(default: the same)")
+        p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = most likely move")
+        p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
+        p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight (0 = off)")
+        p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+    p = sub.add_parser("play", help="play the model in the terminal at a chosen rating")
+    add_prompt_args(p)
+    p.add_argument("--color", choices=["white", "black", "random"], default="white", help="your side")
+    p.add_argument("--fen", help="start from this position instead of the initial one")
+    p.add_argument("--pgn", help="where the game is saved (default chessdt-game-<date>-<time>.pgn here)")
+    p.add_argument("--seed", type=int, help="seeds the model's sampling and --color random (default: fresh)")
+    p.set_defaults(func=_cmd_play)
+
+    p = sub.add_parser("uci", help="the model as a UCI engine on stdin/stdout (for chess GUIs and bots)")
+    add_prompt_args(p)
+    p.add_argument("--seed", type=int, default=0, help="seeds the model's sampling (UCI option Seed)")
+    p.set_defaults(func=_cmd_uci)
+
+
+# -- train ---------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from chessdt.train import train
+
+    cfg = load_config(args.config, list(args.set or []))
+    try:
+        run_dir = train(cfg, resume=args.resume, device=args.device, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("chessdt: interrupted; a checkpoint was saved (continue with --resume)", file=sys.stderr)
+        return 130
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    print(f"run {run_dir}: step {last.get('step', '?')}, {last.get('tokens', 0):,} tokens, "
+          f"val loss {last.get('val_loss', float('nan')):.4f}, top-1 {last.get('top1', 0):.1%}, "
+          f"legal {last.get('legal', 0):.1%}")
+    return 0
+
+
+# -- eval / report ---------------------------------------------------------------------------------
+def _eval_setup(args: argparse.Namespace,
+                n_games: Callable[[EvalConfig], int]) -> tuple[ModelPolicy, EvalConfig, Path, list[HeldOutGame]]:
+    """(policy, eval config, output folder, held-out games) for an `eval` command.
+
+    The eval settings are the checkpoint's own [eval] section, or that of --config, with --set
+    overrides; n_games(cfg) says how many held-out games the command reads.
+    """
+    import dataclasses
+
+    import torch
+
+    from chessdt.checkpoint import resolve_checkpoint
+    from chessdt.config import config_from_dict, parse_overrides, to_dict
+    from chessdt.evals import eval_dir
+    from chessdt.evals.heldout import default_source, load_games
+
+    policy = _load_policy(args.checkpoint, args.device)
+    overrides = list(args.set or [])
+    if args.config:
+        cfg = load_config(args.config, overrides)
+    else:
+        def merge(a: dict, b: dict) -> dict:
+            return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                            for k, v in b.items()}}
+
+        cfg = config_from_dict(merge(to_dict(policy.cfg), parse_overrides(overrides)))
+    ev = cfg.eval
+    if getattr(args, "engine", None):
+        ev = dataclasses.replace(ev, engine=args.engine)
+    if ev.threads > 0:
+        torch.set_num_threads(ev.threads)  # small eval batches run fastest on one thread per process
+    ckpt = resolve_checkpoint(args.checkpoint)
+    source = Path(args.games) if args.games else default_source(cfg, ckpt)
+    games = load_games(source, n_games(ev)) if source is not None else []
+    if source is not None and not games:
+        raise UserError(f"no usable games in {source}")
+    out = Path(args.out) if args.out else eval_dir(ckpt)
+    return policy, ev, out, games
+
+
+def _cmd_eval_legality(args: argparse.Namespace) -> int:
+    from chessdt.evals.legality import evaluate_legality
+
+    policy, ev, out, games = _eval_setup(args, lambda ev: ev.legality_games)
+    if not games:
+        raise UserError("eval legality needs held-out games: pass --games (prepared data dir or PGN file)")
+    result = evaluate_legality(policy, games, ev, out / "legality.json")
+    print(result.format())
+    print(f"wrote {out / 'legality.json'}")
+    return 0
+
+
+def _cmd_eval_strength(args: argparse.Namespace) -> int:
+    from chessdt.evals import model_subjects
+    from chessdt.evals.strength import evaluate_strength
+
+    policy, ev, out, games = _eval_setup(args, lambda ev: max(ev.matching_games, 2 * ev.cpl_positions))
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    result = evaluate_strength(model_subjects(policy, ev), games, ev, out, parts=parts, progress=not args.quiet)
+    print(result.format())
+    print(f"wrote {out / 'strength.json'} (games in {out / 'strength_games.jsonl'})")
+    return 0
+
+
+def _cmd_eval_openings(args: argparse.Namespace) -> int:
+    from chessdt.evals import model_subjects
+    from chessdt.evals.openings import evaluate_openings
+
+    policy, ev, out, games = _eval_setup(args, lambda ev: ev.openings_human_games)
+    result = evaluate_openings(model_subjects(policy, ev), games, ev, out)
+    print(result.format())
+    print(f"wrote {out / 'openings.json'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from chessdt.report import write_report
+
+    report = write_report(Path(args.run_dir), Path(args.eval_dir) if args.eval_dir else None)
+    print(f"wrote {report.path} ({', '.join(report.sections)}; {len(report.plots)} plots in "
+          f"{report.path.parent / 'report'})")
+    return 0
+
+
+def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings")
+    esub = ev.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
+    helps = {"legality": "legality of raw predictions on held-out games, illegal attempts in self-play",
+             "strength": "Stockfish-ladder Elo per prompted rating, human move matching, centipawn loss",
+             "openings": "opening variety per prompted rating next to human games of that band"}
+    funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings}
+    for name, help_text in helps.items():
+        p = esub.add_parser(name, help=help_text)
+        p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
+        p.add_argument("--games", help="held-out games: prepared data dir (val split) or PGN file "
+                                       "(default: eval.games, else the model's prepared data)")
+        p.add_argument("--out", help="output folder (default: <run_dir>/eval)")
+        p.add_argument("--config", help="take the [eval] settings from this experiment TOML "
+                                        "(default: the checkpoint's own)")
+        p.add_argument("--set", action="append", metavar="eval.KEY=VALUE",
+                       help="override an eval setting, e.g. --set eval.ratings=1200,1800 (repeatable)")
+        p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+        if name != "legality":
+            p.add_argument("--engine", help="Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
+        if name == "strength":
+            p.add_argument("--parts", default="ladder,matching,cpl", help="which parts to run (default all three)")
+            p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=funcs[name])
+
+    p = sub.add_parser("report", help="report.md with plots from a run's evaluation results")
+    p.add_argument("run_dir", help="run directory (reads RUN_DIR/eval/*.json)")
+    p.add_argument("--eval-dir", help="read results from here instead of RUN_DIR/eval")
+    p.set_defaults(func=_cmd_report)
+
+
+# -- the main job -----------------------------------------------------------------------------------
+def _cmd_run(args: argparse.Namespace) -> int:
+    from chessdt.pipeline import STEPS, run_pipeline
+
+    cfg = load_config(args.config, list(args.set or []))
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else STEPS
+    try:
+        result = run_pipeline(cfg, device=args.device, progress=not args.quiet, only=only)
+    except KeyboardInterrupt:
+        print("chessdt: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    for step in STEPS:
+        if step in result.done:
+            print(f"  {step:<9} done in {result.seconds[step]:,.0f} s")
+        elif step in result.skipped:
+            print(f"  {step:<9} already complete")
+    if result.report is not None:
+        print(f"report: {result.report}")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from chessdt.experiment import run_experiment
+
+    cfg = load_config(args.config, list(args.set or []))
+    try:
+        run = run_experiment(cfg, device=args.device, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("chessdt: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    print((run / "frontier.md").read_text())
+    print(f"wrote {run / 'frontier.md'}, {run / 'frontier.png'}, {run / 'frontier.json'}")
+    return 0
+
+
+def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="conditioning vs filtered imitation vs RL vs quantilizer: the frontier")
+    p.add_argument("config", help="experiment TOML, e.g. experiments/conditioning-vs-rl.toml")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_experiment)
+
+    p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping completed steps")
+    p.add_argument("config", help="experiment TOML, e.g. experiments/quickstart.toml")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    p.add_argument("--only", help="comma-separated steps to run (prepare,train,legality,strength,openings,report)")
+    p.add_argument("--device", help="torch device for training and evals (default: train.device)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chessdt", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -97,7 +515,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_args(p)
     p.set_defaults(func=_cmd_games_stats)
+    _add_engine_games_parsers(gsub)
 
+    _add_rl_parsers(sub)
+    _add_run_parsers(sub)
+    _add_play_parsers(sub)
+    p = sub.add_parser("train", help="train a model: run directory with checkpoints and metrics")
+    p.add_argument("config", help="experiment TOML, e.g. experiments/tiny.toml")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    p.add_argument("--device", help="cuda, mps, cpu, cuda:1 ... (default: train.device, auto)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    _add_eval_parsers(sub)
     # Further commands register here (one helper function per module group).
     return parser
 

@@ -79,6 +79,7 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on attention output and MLP output; 0 for short CPU runs
     board_input: bool = True  # add an embedding of the board after each token (needs boards in the data)
     move_features: bool = True  # a move's embedding also sums from-square, to-square, promotion embeddings
+    board_head: bool = True  # add to each move's logit a learned score of the pieces on its from- and to-square
     init_std: float = 0.02  # std of the normal init of weights; residual projections get /sqrt(2*n_layer)
 
     def __post_init__(self) -> None:
@@ -86,6 +87,8 @@ class ModelConfig:
             raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
         if min(self.n_layer, self.n_head, self.d_model, self.mlp_ratio, self.context) <= 0:
             raise ConfigError("model sizes must be positive")
+        if self.board_head and not self.board_input:
+            raise ConfigError("model.board_head needs model.board_input = true")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +101,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     max_steps: int = 1000  # optimizer steps; the cosine schedule ends here
     max_minutes: float = 0.0  # also stop (and save) after this much wall time; 0 = no limit
+    schedule_by_time: bool = False  # cosine over max_minutes of training time, not max_steps (fixed-time budgets; not bit-reproducible)
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
     warmup_steps: int = 100  # linear warmup from ~0 to lr
@@ -122,6 +126,123 @@ class TrainConfig:
             raise ConfigError(f"train.cond_dropout={self.cond_dropout} must be in [0, 1]")
         if self.batch_tokens <= 0 or self.grad_accum <= 0 or self.max_steps <= 0:
             raise ConfigError("train.batch_tokens, grad_accum and max_steps must be positive")
+        if self.schedule_by_time and self.max_minutes <= 0:
+            raise ConfigError("train.schedule_by_time needs train.max_minutes > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RLConfig:
+    """RL fine-tuning of a pretrained model (`chessdt finetune-rl`): REINFORCE + KL to the base."""
+
+    base: str = ""  # checkpoint (or run directory) of the pretrained model; relative to the config file
+    steps: int = 50  # policy-gradient updates
+    games_per_step: int = 16  # rollout games per update (half with white, half with black)
+    lr: float = 1e-5  # AdamW learning rate (constant)
+    beta: float = 0.1  # KL(pi || pi_base) penalty coefficient
+    rating: int = 0  # prompted rating of the model's own side during rollouts; 0 = <rating:?>
+    opponent: str = "stockfish"  # stockfish, random, or self (the model plays both sides)
+    opponent_elo: int = 0  # Stockfish UCI_Elo (1350-2850); 0 = use opponent_skill
+    opponent_skill: int = 0  # Stockfish Skill Level 0-20 when opponent_elo = 0
+    opponent_nodes: int = 2000  # Stockfish node budget per move
+    engine: str = ""  # Stockfish binary; "" = PATH, then /usr/games/stockfish
+    reward: str = "result"  # result (+1 win, 0 draw, -1 loss) or engine (unfinished games judged by eval)
+    eval_nodes: int = 5000  # node budget for engine adjudication of unfinished games
+    max_plies: int = 160  # a game stops here and counts as a draw (or is adjudicated)
+    temperature: float = 1.0  # rollout sampling temperature (legal moves only)
+    grad_clip: float = 1.0  # clip the global gradient norm; 0 = off
+    save_every: int = 25  # updates between checkpoints (and at the end)
+    opening_plies: int = 8  # 'distinct openings per batch' counts distinct first-N-ply lines
+    seed: int = 0  # rollouts and sampling
+
+    def __post_init__(self) -> None:
+        if self.opponent not in ("stockfish", "random", "self"):
+            raise ConfigError(f"rl.opponent={self.opponent!r}: use stockfish, random or self")
+        if self.reward not in ("result", "engine"):
+            raise ConfigError(f"rl.reward={self.reward!r}: use result or engine")
+        if self.games_per_step < 2:
+            raise ConfigError("rl.games_per_step must be at least 2 (the baseline is the others' mean)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Sizes and settings of the evaluators (`chessdt eval ...`, `chessdt run`).
+
+    The defaults run all three evaluators in a few minutes on 2 CPU cores; raise the counts
+    (ladder_games, matching_games, openings_games, ...) for numbers with tight intervals.
+    """
+
+    # -- shared --
+    ratings: tuple[int, ...] = (1200, 1600, 2000, 2400)  # prompted ratings evaluated
+    temperature: float = 1.0  # model sampling temperature in played games (0 = most likely move)
+    top_p: float = 1.0  # nucleus sampling mass in played games (1 = off)
+    guidance: float = 0.0  # classifier-free guidance weight in played games (0 = off)
+    mask_illegal: bool = False  # sample among legal moves only when playing (reported; legality is measured raw)
+    band_width: int = 200  # human rating band of a prompted rating r: ratings in [r - w/2, r + w/2)
+    games: str = ""  # held-out games: prepared data dir (val split) or PGN file; "" = the run's prepared data
+    engine: str = ""  # Stockfish binary; "" = stockfish on PATH, then /usr/games/stockfish
+    seed: int = 0  # seeds sampling, position choice and openings
+    batch_size: int = 64  # model games advanced together through the KV cache
+    workers: int = 2  # engine processes per Stockfish opponent (their moves run in parallel)
+    max_plies: int = 300  # a game still running after this many half-moves is a draw (move_limit)
+    threads: int = 1  # torch CPU threads set by the CLI for evals (small batches run best on 1); 0 = leave as is
+    # -- legality --
+    legality_positions: int = 2000  # held-out positions scored (taken in order from legality_games games)
+    legality_games: int = 200  # held-out games read for legality
+    ply_buckets: tuple[int, ...] = (0, 10, 20, 40, 80)  # lower edges of the ply buckets
+    legality_selfplay: int = 8  # full self-play games per prompted rating, for illegal attempts per game
+    # -- strength: ladder matches --
+    ladder: tuple[str, ...] = ("random", "skill=0", "1350", "1600")  # opponents; UCI_Elo rungs anchor the fit
+    ladder_games: int = 4  # games per prompted rating per opponent (each opening played with both colours)
+    ladder_nodes: int = 1000  # Stockfish node budget per move in ladder games
+    calibration_games: int = 4  # games between neighbouring opponents, tying unanchored ones to the scale
+    opening_plies: int = 4  # plies of the paired opening lines (0 = every game from the start position)
+    virtual_draws: float = 1.0  # draws added per pair that met, in the Elo fit (keeps perfect scores finite)
+    # -- strength: human move matching and centipawn loss --
+    matching_games: int = 200  # held-out games for move matching
+    skip_plies: int = 10  # opening plies left out of move matching and centipawn loss (Maia's protocol)
+    cpl_positions: int = 60  # held-out positions analysed per prompted rating
+    cpl_nodes: int = 2000  # Stockfish node budget per analysed position
+    # -- openings --
+    openings_games: int = 40  # self-play games per prompted rating (first max(line_plies) plies)
+    openings_vs_games: int = 40  # games per prompted rating against openings_opponent
+    openings_opponent: str = "skill=0"  # the fixed opponent: random, skill=N or a UCI_Elo rating (at ladder_nodes)
+    line_plies: tuple[int, ...] = (2, 4, 8, 12)  # k of the first-k-ply line distributions
+    repeat_samples: int = 50  # samples of the same position in the repeated-prompt test
+    repeat_lines: tuple[str, ...] = ("start", "e2e4", "d2d4")  # its positions: moves from the start ("start" = none)
+    openings_human_games: int = 5000  # held-out human games read for the data side (split into bands)
+
+    def __post_init__(self) -> None:
+        if not self.ratings:
+            raise ConfigError("eval.ratings must list at least one prompted rating")
+        if self.band_width <= 0 or self.batch_size <= 0 or self.workers <= 0 or self.max_plies <= 0:
+            raise ConfigError("eval.band_width, batch_size, workers and max_plies must be positive")
+        if not self.line_plies or min(self.line_plies) <= 0:
+            raise ConfigError("eval.line_plies must be positive numbers of plies")
+        if self.ladder_games % 2:
+            raise ConfigError(f"eval.ladder_games={self.ladder_games} must be even (openings are paired by colour)")
+        if not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
+            raise ConfigError("eval.top_p must be in (0, 1] and eval.temperature >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """The conditioning-vs-RL experiment (`chessdt experiment`): which arms, at which settings.
+
+    Every arm is measured with the same [eval] settings in one Elo fit and one openings run.
+    """
+
+    base: str = ""  # pretrained rating-conditioned checkpoint; "" = train it from [data]/[model]/[train]
+    ratings: tuple[int, ...] = (1200, 1600, 2000, 2400)  # conditioning arm: prompted ratings
+    guidance_rating: int = 2000  # guidance arm: prompted rating
+    guidance: tuple[float, ...] = (1.0, 3.0)  # guidance arm: weights w (needs train.cond_dropout > 0)
+    filtered_min_elo: int = 2000  # filtered-imitation arm: keep games with both players at/above; 0 = off
+    filtered_minutes: float = 0.0  # its training budget in minutes; 0 = the same [train] settings as the base
+    rl_betas: tuple[float, ...] = (0.02, 0.2)  # RL arm: one fine-tuning run per KL coefficient ([rl] for the rest)
+    quantilizer_k: int = 8  # quantilizer arm: moves drawn from the base model per decision
+    quantilizer_q: tuple[float, ...] = (0.5, 0.125)  # quantilizer arm: kept fractions; empty = off
+    quantilizer_nodes: int = 500  # quantilizer arm: Stockfish nodes per candidate evaluation
+    base_rating: int = 0  # prompt of the RL and quantilizer arms' base model; 0 = <rating:?>
+    kl_positions: int = 600  # held-out positions (first 12 plies of games) for KL from the base model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +254,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def _section_types(cls: type) -> dict[str, Any]:
@@ -263,7 +387,11 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
         inputs=tuple(_resolve(p, base) for p in cfg.data.inputs),
         prepared=_resolve(cfg.data.prepared, base),
     )
-    return dataclasses.replace(cfg, data=data, run_dir=_resolve(cfg.run_dir, base))
+    rl = dataclasses.replace(cfg.rl, base=_resolve(cfg.rl.base, base))
+    ev = dataclasses.replace(cfg.eval, games=_resolve(cfg.eval.games, base))
+    experiment = dataclasses.replace(cfg.experiment, base=_resolve(cfg.experiment.base, base))
+    return dataclasses.replace(cfg, data=data, rl=rl, eval=ev, experiment=experiment,
+                               run_dir=_resolve(cfg.run_dir, base))
 
 
 def to_dict(obj: Any) -> Any:

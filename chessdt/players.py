@@ -385,6 +385,17 @@ class QuantilizerPlayer:
     def name(self) -> str:
         return f"quantilizer(k={self.k}, q={self.q}, nodes={self.nodes}, base={self.base.name})"
 
+    def __enter__(self) -> "QuantilizerPlayer":
+        start = getattr(self.engine, "start", None)
+        if start is not None:
+            start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
     def evaluate(self, board: chess.Board, move: chess.Move) -> int:
         """Centipawns for the mover after `move` (mates as +-100000)."""
         after = board.copy(stack=False)
