@@ -185,6 +185,8 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
         kinds[label] = ("quantilizer", f"k={ex.quantilizer_k}, q={q:g}", None, [], 0.0)
 
     # -- evaluation ------------------------------------------------------------------------------------
+    if ev.threads:
+        torch.set_num_threads(ev.threads)  # small batched steps run best on one thread
     source = Path(ev.games) if ev.games else default_source(base.cfg, base_path)
     if source is None:
         raise UserError("no held-out games: set eval.games (a prepared data dir or a PGN file)")

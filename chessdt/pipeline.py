@@ -80,6 +80,10 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
     if pending:
         if not done_marker.is_file():
             raise UserError(f"{run}: training is not complete, cannot evaluate")
+        if cfg.eval.threads:
+            import torch
+
+            torch.set_num_threads(cfg.eval.threads)  # small batched steps run best on one thread
         policy = ModelPolicy.from_checkpoint(run, device or "cpu")
         ev = cfg.eval
         source = default_source(cfg, run)

@@ -243,10 +243,11 @@ class Session:
         self._encode_from_scratch()
 
     @torch.no_grad()
-    def _encode_from_scratch(self) -> None:
-        """(Re)build the cache from each row's prompt and game (keeping the latest moves)."""
+    def _encode_from_scratch(self, window: int | None = None) -> None:
+        """(Re)build the cache from each row's prompt and game, keeping the latest moves that fit
+        in `window` positions (default: the whole context)."""
         p = self.policy
-        inputs = [position_inputs(row, self.boards[i % self.n_games], p.context, p.vocab)
+        inputs = [position_inputs(row, self.boards[i % self.n_games], window or p.context, p.vocab)
                   for i, row in enumerate(self.rows)]
         n = min(len(t) for t, _, _ in inputs)
         tokens = np.stack([t[-n:] for t, _, _ in inputs])
@@ -271,7 +272,9 @@ class Session:
             for b, m in zip(self.boards, moves):
                 if m is not None:
                     b.push(m)
-            self._encode_from_scratch()
+            # Re-encode into half the context, then go on incrementally: one re-encoding per
+            # context/2 plies instead of one per ply once a game is longer than the context.
+            self._encode_from_scratch(window=max(len(self.rows[0]) + 1, p.context // 2))
             return
         tokens = np.full(self.n_games, p.vocab.pad, np.int64)
         boards = np.zeros((self.n_games, 64), np.uint8)

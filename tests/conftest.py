@@ -49,3 +49,21 @@ def shared_lichess() -> Path:
     if not path.is_file():
         pytest.skip(f"shared data not present at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of experiments/tiny.toml trained a few steps on random games (seconds on CPU)."""
+    from chessdt.checkpoint import resolve_checkpoint
+    from chessdt.config import load_config
+    from chessdt.prepare import prepare
+    from chessdt.train import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "games.pgn").write_text(random_pgn(60, seed=1))
+    cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "tiny.toml", [
+        f"data.prepared={root / 'data'}", f"run_dir={root / 'run'}", "data.val_fraction=0.1",
+        "model.context=64", "train.device=cpu", "train.max_steps=4", "train.warmup_steps=1",
+        "train.batch_tokens=512", "train.eval_every=4", "train.save_every=4", "train.eval_tokens=1024"])
+    prepare([str(root / "games.pgn")], root / "data", cfg.data, workers=1, progress=False)
+    return resolve_checkpoint(train(cfg, progress=False))

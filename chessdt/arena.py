@@ -1,0 +1,666 @@
+"""Games between Players: `play_game` for one game, `run_games` for many, the model's batched.
+
+`run_games` takes a list of :class:`GameSpec` (who plays White and Black, a forced opening line)
+and a seat per player label: a :class:`ModelSeat` (a policy prompted with a rating) or a
+:class:`PlayerSeat` (anything with `play(board)`, e.g. Stockfish or the random mover). Games with a
+model seat are played in lockstep, up to `batch_size` at a time, through one
+:class:`~chessdt.players.Session`: one forward step of the model per ply for all of them, while
+the opponents' moves come from their Players (engine calls spread over `workers` threads, one
+engine process each). Finished games leave the batch, so late plies cost only the games still
+running.
+
+Every finished game is appended to a JSONL file as one :class:`GameRecord` (PGN included) the
+moment it ends; a rerun with the same file skips the games already there, so an interrupted
+evaluation resumes. An engine that crashes or hangs is restarted by :class:`chessdt.engine.Engine`
+(the restarts are counted in the record); one that keeps failing ends its game as ``*`` with
+termination ``engine_failure``, and evaluators leave such games out.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+import logging
+import os
+import queue
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import chess
+import chess.engine
+import chess.pgn
+import torch
+from tqdm import tqdm
+
+from chessdt.engine import EngineFailure, Strength, find_stockfish
+from chessdt.errors import UserError
+from chessdt.players import ModelPolicy, MoveStats, Player, RandomPlayer, Sampling, Session, StockfishPlayer
+
+log = logging.getLogger(__name__)
+
+RESULTS = ("1-0", "0-1", "1/2-1/2")
+ABORTED = "*"
+
+
+# -- rules -------------------------------------------------------------------------------------------
+def game_over(board: chess.Board) -> tuple[str, str] | None:
+    """(result, termination) if the game is over, with threefold repetition and the fifty-move rule
+    applied automatically (as Lichess and engine matches do), else None.
+
+    >>> game_over(chess.Board("7k/6Q1/6K1/8/8/8/8/8 b - - 0 1"))
+    ('1-0', 'checkmate')
+    >>> game_over(chess.Board()) is None
+    True
+    """
+    outcome = board.outcome(claim_draw=False)
+    if outcome is not None:
+        return outcome.result(), outcome.termination.name.lower()
+    if board.halfmove_clock >= 100:
+        return "1/2-1/2", "fifty_moves"
+    if board.is_repetition(3):
+        return "1/2-1/2", "threefold_repetition"
+    return None
+
+
+def parse_line(text: str) -> tuple[chess.Move, ...]:
+    """Moves of a line written in UCI or SAN, space-separated, checked for legality from the start.
+
+    >>> [m.uci() for m in parse_line("e4 e5 Nf3")]
+    ['e2e4', 'e7e5', 'g1f3']
+    >>> parse_line("")
+    ()
+    """
+    board = chess.Board()
+    moves = []
+    for word in text.split():
+        try:
+            move = chess.Move.from_uci(word)
+            if move not in board.legal_moves:
+                raise ValueError
+        except ValueError:
+            try:
+                move = board.parse_san(word)
+            except ValueError:
+                raise UserError(f"line {text!r}: {word!r} is not a legal move in {board.fen()}") from None
+        board.push(move)
+        moves.append(move)
+    return tuple(moves)
+
+
+# -- seats ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ModelSeat:
+    """The model at a prompted rating: it plays from the batched session, never through `play`."""
+
+    policy: ModelPolicy
+    rating: int | None  # prompted rating of the model's own side (None = unknown token)
+    opponent_rating: int | None = None  # prompted rating of the other side (None = same as rating)
+    sampling: Sampling = field(default_factory=Sampling)
+
+    def prompt(self, color: chess.Color) -> list[int]:
+        return self.policy.player_prompt(color, self.rating, self.opponent_rating)
+
+
+@dataclass(frozen=True, eq=False)
+class PlayerSeat:
+    """Any Player, made by `make(seed)`.
+
+    pooled=True: up to `workers` instances serve all games (engine processes are costly);
+    pooled=False: a fresh instance per game, seeded from the game, so its moves do not depend on
+    which other games ran (the random mover).
+    """
+
+    make: Callable[[int], Player]
+    pooled: bool = False
+
+
+Seat = ModelSeat | PlayerSeat
+
+
+@dataclass(frozen=True)
+class Opponent:
+    """A non-model opponent written as a short spec: 'random', 'skill=N' (Stockfish Skill Level N)
+    or a rating like '1350' (Stockfish UCI_Elo 1350; 'elo=1350' also works).
+
+    >>> Opponent.parse("1350").elo, Opponent.parse("skill=0").skill, Opponent.parse("random").kind
+    (1350, 0, 'random')
+    """
+
+    kind: str  # random | stockfish
+    elo: int | None = None  # UCI_Elo setting (the rung's nominal rating)
+    skill: int | None = None  # Skill Level setting
+
+    @classmethod
+    def parse(cls, spec: str) -> Opponent:
+        s = spec.strip().lower()
+        if s == "random":
+            return cls("random")
+        key, sep, value = s.partition("=")
+        try:
+            if not sep:
+                return cls("stockfish", elo=int(s), skill=None)._checked()
+            if key == "skill":
+                return cls("stockfish", skill=int(value))._checked()
+            if key == "elo":
+                return cls("stockfish", elo=int(value))._checked()
+        except ValueError:
+            pass
+        raise UserError(f"opponent {spec!r}: use 'random', 'skill=N' or a UCI_Elo rating such as '1350'")
+
+    def _checked(self) -> Opponent:
+        Strength(elo=self.elo, skill=self.skill)  # raises UserError when out of range
+        return self
+
+    @property
+    def label(self) -> str:
+        """Name in game tables and PGN: 'random', 'sf-skill0' or 'sf-1350'."""
+        if self.kind == "random":
+            return "random"
+        return f"sf-skill{self.skill}" if self.skill is not None else f"sf-{self.elo}"
+
+    def seat(self, engine: str | Path | None = None, *, nodes: int = 1000, timeout_s: float = 30.0) -> PlayerSeat:
+        """How to make this opponent: Stockfish at a node budget per move (reproducible strength,
+        unlike a time limit on a loaded machine), or the seeded random mover."""
+        if self.kind == "random":
+            return PlayerSeat(make=lambda seed: RandomPlayer(seed), pooled=False)
+        path = find_stockfish(engine)  # fail now, not in the middle of a run
+        elo, skill = self.elo, self.skill
+        return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=elo, skill=skill, nodes=nodes,
+                                                            timeout_s=timeout_s), pooled=True)
+
+
+# -- specs and records ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GameSpec:
+    """One game to play: seat labels, a forced opening line, extra tags carried into the record."""
+
+    id: str  # unique within a run: the resume key
+    white: str  # seat label
+    black: str  # seat label
+    opening: tuple[str, ...] = ()  # UCI moves played before anyone chooses
+    seed: int = 0  # mixed with the id: seeds the model's sampling and per-game players
+    tags: dict[str, Any] = field(default_factory=dict)  # e.g. prompted rating, opponent, colour
+
+
+@dataclass(frozen=True)
+class GameRecord:
+    """A finished game as stored in the JSONL log."""
+
+    id: str
+    white: str
+    black: str
+    result: str  # 1-0, 0-1, 1/2-1/2, or * when an engine failed for good
+    termination: str  # checkmate, stalemate, ..., move_limit, engine_failure
+    plies: int  # half-moves in the game, opening included
+    model_moves: dict[str, int]  # 'white'/'black': moves the model chose for that side
+    illegal: dict[str, int]  # 'white'/'black': of those, sampled moves that were illegal (raw model)
+    masked: bool  # the model sampled with illegal moves masked out (play-time option, reported)
+    engine_restarts: int  # engine processes replaced during this game (crash or hang)
+    seconds: float  # wall time of the game (shared with the other games of its batch)
+    pgn: str
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> bool:
+        """The game has a result (not aborted by an engine failure)."""
+        return self.result in RESULTS
+
+    @property
+    def white_score(self) -> float:
+        return {"1-0": 1.0, "0-1": 0.0, "1/2-1/2": 0.5}[self.result]
+
+    def score_of(self, label: str) -> float:
+        """Points scored by the seat `label` (which must have played this game and finished it)."""
+        return self.white_score if label == self.white else 1.0 - self.white_score
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GameRecord:
+        return cls(**d)
+
+    def game(self) -> chess.pgn.Game:
+        """The game as python-chess parses it from the stored PGN."""
+        game = chess.pgn.read_game(io.StringIO(self.pgn))
+        assert game is not None
+        return game
+
+
+# -- the JSONL log -------------------------------------------------------------------------------------------
+class GameLog:
+    """Append-only JSONL: a first line `{"meta": ...}` then one GameRecord per line.
+
+    Opening an existing log with different meta is an error (a resume must not mix two runs); a
+    line torn by a crash is dropped.
+    """
+
+    def __init__(self, path: Path, meta: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.meta = json.loads(json.dumps(dict(meta)))  # normalised as it will read back
+        self.records: dict[str, GameRecord] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size:
+            self._load()
+        else:
+            with open(self.path, "w") as f:
+                f.write(json.dumps({"meta": self.meta}) + "\n")
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        if not raw.endswith(b"\n"):  # torn last line: cut it off before appending
+            raw = raw[: raw.rfind(b"\n") + 1]
+            with open(self.path, "r+b") as f:
+                f.truncate(len(raw))
+        lines = raw.decode().splitlines()
+        if not lines:
+            with open(self.path, "w") as f:
+                f.write(json.dumps({"meta": self.meta}) + "\n")
+            return
+        try:
+            head = json.loads(lines[0])["meta"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{self.path}: not a chessdt game log (first line has no meta)") from None
+        if head != self.meta:
+            diff = sorted(k for k in set(head) | set(self.meta) if head.get(k) != self.meta.get(k))
+            raise UserError(f"{self.path} holds games of other settings (differs in {', '.join(diff)}); "
+                            "delete it or write to another directory")
+        for line in lines[1:]:
+            try:
+                rec = GameRecord.from_json(json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                log.warning("%s: skipping an unreadable line", self.path)
+                continue
+            self.records[rec.id] = rec
+
+    def add(self, record: GameRecord) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record.to_json()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[record.id] = record
+
+
+def read_game_log(path: Path) -> tuple[dict[str, Any], list[GameRecord]]:
+    """(meta, records) of a game log, for reports and re-analysis."""
+    lines = Path(path).read_text().splitlines()
+    meta = json.loads(lines[0])["meta"] if lines else {}
+    records = []
+    for line in lines[1:]:
+        try:
+            records.append(GameRecord.from_json(json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return meta, records
+
+
+# -- one game, sequentially ----------------------------------------------------------------------------------
+def _pgn(board: chess.Board, white: str, black: str, result: str, termination: str,
+         headers: Mapping[str, str] | None) -> chess.pgn.Game:
+    game = chess.pgn.Game.from_board(board)
+    game.headers["Event"] = "chessdt arena"
+    game.headers["White"] = white
+    game.headers["Black"] = black
+    game.headers["Result"] = result
+    game.headers["Termination"] = termination
+    game.headers["PlyCount"] = str(board.ply())
+    for k, v in (headers or {}).items():
+        game.headers[k] = str(v)
+    return game
+
+
+def _restarts(player: object) -> int:
+    return int(getattr(player, "restarts", 0) or 0)
+
+
+def play_game(white: Player, black: Player, *, opening: Sequence[chess.Move] = (), max_plies: int = 400,
+              headers: Mapping[str, str] | None = None) -> chess.pgn.Game:
+    """Play one game between two Players from the standard start (after a forced opening line).
+
+    A game still running after `max_plies` half-moves is a draw by ``move_limit``. A player that
+    raises EngineFailure (its engine kept crashing or hanging) ends the game as ``*`` with
+    termination ``engine_failure``. The Termination header says how it ended.
+    """
+    board = chess.Board()
+    for m in opening:
+        board.push(m)
+    result, termination = ABORTED, ""
+    while True:
+        over = game_over(board)
+        if over is not None:
+            result, termination = over
+            break
+        if board.ply() >= max_plies:
+            result, termination = "1/2-1/2", "move_limit"
+            break
+        player = white if board.turn == chess.WHITE else black
+        try:
+            move = player.play(board.copy())
+        except (EngineFailure, chess.engine.EngineError) as e:
+            log.warning("%s failed: %s", player.name, e)
+            result, termination = ABORTED, "engine_failure"
+            break
+        if move not in board.legal_moves:
+            raise ValueError(f"{player.name} played illegal {move} in {board.fen()}")
+        board.push(move)
+    return _pgn(board, white.name, black.name, result, termination, headers)
+
+
+# -- many games ---------------------------------------------------------------------------------------------------
+def _mix(seed: int, game_id: str, salt: str) -> int:
+    return zlib.crc32(f"{seed}:{game_id}:{salt}".encode())
+
+
+class _Pools:
+    """Player instances for PlayerSeats: `workers` shared instances each (pooled) or one per game."""
+
+    def __init__(self, seats: Mapping[str, Seat], workers: int) -> None:
+        self.seats = seats
+        self.workers = max(1, workers)
+        self.free: dict[str, queue.Queue[Player]] = {}
+        self.made: list[Player] = []
+
+    def acquire(self, label: str, seed: int) -> Player:
+        seat = self.seats[label]
+        assert isinstance(seat, PlayerSeat)
+        if not seat.pooled:
+            return seat.make(seed)
+        self.prepare([label])
+        return self.free[label].get()
+
+    def prepare(self, labels: Sequence[str]) -> None:
+        """Create (and start, in this thread) the instances of pooled seats: an engine started from
+        a worker thread would leave asyncio's child watcher confused when it exits."""
+        for label in labels:
+            seat = self.seats[label]
+            if not isinstance(seat, PlayerSeat) or not seat.pooled or label in self.free:
+                continue
+            self.free[label] = queue.Queue()
+            for k in range(self.workers):
+                p = seat.make(k)
+                enter = getattr(p, "__enter__", None)
+                if enter is not None:
+                    enter()
+                self.made.append(p)
+                self.free[label].put(p)
+
+    def release(self, label: str, player: Player) -> None:
+        """Return a pooled instance; close a per-game one (its game is over)."""
+        seat = self.seats[label]
+        if isinstance(seat, PlayerSeat) and seat.pooled:
+            self.free[label].put(player)
+        else:
+            _close(player)
+
+    def close(self) -> None:
+        for p in self.made:
+            _close(p)
+        self.made.clear()
+        self.free.clear()
+
+
+def _close(player: object) -> None:
+    """Close a Player that holds a resource (an engine); plain players have nothing to close."""
+    leave = getattr(player, "__exit__", None)
+    if leave is not None:
+        leave(None, None, None)
+
+
+@dataclass
+class _Game:
+    """A game in progress inside a batch."""
+
+    spec: GameSpec
+    opening: tuple[chess.Move, ...]
+    board: chess.Board = field(default_factory=chess.Board)
+    rows: dict[bool, int] = field(default_factory=dict)  # colour -> session row (model seats)
+    gens: dict[bool, torch.Generator] = field(default_factory=dict)
+    stats: dict[bool, MoveStats] = field(default_factory=dict)
+    players: dict[bool, Player] = field(default_factory=dict)  # per-game (unpooled) players
+    result: str = ""
+    termination: str = ""
+    restarts: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.result)
+
+
+def _label(spec: GameSpec, color: chess.Color) -> str:
+    return spec.white if color == chess.WHITE else spec.black
+
+
+def _record(g: _Game, seats: Mapping[str, Seat]) -> GameRecord:
+    spec = g.spec
+    masked = any(isinstance(seats[_label(spec, c)], ModelSeat) and seats[_label(spec, c)].sampling.mask_illegal  # type: ignore[union-attr]
+                 for c in (chess.WHITE, chess.BLACK))
+    stats = {"white": g.stats.get(chess.WHITE, MoveStats()), "black": g.stats.get(chess.BLACK, MoveStats())}
+    headers = {"GameId": spec.id}
+    pgn = _pgn(g.board, spec.white, spec.black, g.result, g.termination, headers)
+    return GameRecord(id=spec.id, white=spec.white, black=spec.black, result=g.result, termination=g.termination,
+                      plies=g.board.ply(), model_moves={k: s.moves for k, s in stats.items()},
+                      illegal={k: s.illegal for k, s in stats.items()}, masked=masked,
+                      engine_restarts=g.restarts, seconds=round(time.monotonic() - g.start, 3),
+                      pgn=str(pgn), tags=dict(spec.tags))
+
+
+def _check_game_end(g: _Game, max_plies: int) -> None:
+    over = game_over(g.board)
+    if over is not None:
+        g.result, g.termination = over
+    elif g.board.ply() >= max_plies:
+        g.result, g.termination = "1/2-1/2", "move_limit"
+
+
+def _opponent_move(pools: _Pools, g: _Game, label: str) -> tuple[chess.Move | None, int]:
+    """(move or None on engine failure, restarts) for a PlayerSeat's turn in game g."""
+    player = g.players.get(g.board.turn) or pools.acquire(label, 0)
+    before = _restarts(player)
+    try:
+        move = player.play(g.board.copy())
+        if move not in g.board.legal_moves:
+            raise ValueError(f"{player.name} played illegal {move} in {g.board.fen()}")
+        return move, _restarts(player) - before
+    except (EngineFailure, chess.engine.EngineError) as e:
+        log.warning("game %s: %s failed: %s", g.spec.id, player.name, e)
+        return None, _restarts(player) - before
+    finally:
+        if g.board.turn not in g.players:
+            pools.release(label, player)
+
+
+def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
+                executor: concurrent.futures.Executor | None, max_plies: int,
+                on_done: Callable[[_Game], None]) -> None:
+    """Play a batch of games with at least one model seat each, in lockstep through one Session."""
+    prompts: list[list[int]] = []
+    row_game: list[int] = []  # session row -> index into games
+    guidance = {seats[_label(g.spec, c)].sampling.guidance  # type: ignore[union-attr]
+                for g in games for c in (chess.WHITE, chess.BLACK) if isinstance(seats[_label(g.spec, c)], ModelSeat)}
+    if len(guidance) != 1:
+        raise ValueError("all model seats of a batch must share one guidance weight")
+    for gi, g in enumerate(games):
+        for color in (chess.WHITE, chess.BLACK):
+            label = _label(g.spec, color)
+            seat = seats[label]
+            seed = _mix(g.spec.seed, g.spec.id, "white" if color else "black")
+            if isinstance(seat, ModelSeat):
+                prompt = seat.prompt(color)
+                other = g.rows.get(not color)
+                if other is not None and seats[_label(g.spec, not color)] is seat and prompts[other] == prompt:
+                    g.rows[color] = other  # self-play under one prompt: one row serves both sides
+                else:
+                    g.rows[color] = len(prompts)
+                    prompts.append(prompt)
+                    row_game.append(gi)
+                g.gens[color] = torch.Generator().manual_seed(seed)
+                g.stats[color] = MoveStats()
+            elif not seat.pooled:
+                g.players[color] = seat.make(seed)
+    session = Session(policy, prompts, guidance.pop())
+    while True:
+        live = [g for g in games if not g.done]
+        if not live:
+            return
+        logits = session.logits  # (rows, 1968)
+        moves: dict[int, chess.Move | None] = {}  # game index -> move this ply
+        tasks: list[tuple[int, str]] = []
+        for gi, g in enumerate(games):
+            if g.done:
+                continue
+            color = g.board.turn
+            ply = g.board.ply()
+            label = _label(g.spec, color)
+            seat = seats[label]
+            if ply < len(g.opening):
+                moves[gi] = g.opening[ply]
+            elif isinstance(seat, ModelSeat):
+                r = g.rows[color]
+                moves[gi] = policy.choose(logits[r : r + 1], [g.board], seat.sampling, g.gens[color],
+                                          g.stats[color])[0]
+            else:
+                tasks.append((gi, label))
+        if executor is not None and len(tasks) > 1:
+            results = list(executor.map(lambda t: _opponent_move(pools, games[t[0]], t[1]), tasks))
+        else:
+            results = [_opponent_move(pools, games[gi], label) for gi, label in tasks]
+        for (gi, _), (move, restarts) in zip(tasks, results):
+            games[gi].restarts += restarts
+            moves[gi] = move
+            if move is None:
+                games[gi].result, games[gi].termination = ABORTED, "engine_failure"
+        row_moves: list[chess.Move | None] = [None] * len(row_game)
+        for gi, g in enumerate(games):
+            move = moves.get(gi)
+            if move is None:
+                if g.done and gi in moves:  # aborted this ply
+                    on_done(g)
+                continue
+            g.board.push(move)
+            for r in set(g.rows.values()):
+                row_moves[r] = move
+            _check_game_end(g, max_plies)
+            if g.done:
+                on_done(g)
+        for g in games:
+            if g.done and g.players:
+                for p in g.players.values():
+                    _close(p)
+                g.players.clear()
+        if all(g.done for g in games):
+            return
+        session.push(row_moves)
+        # Drop finished games' rows once enough have ended: every later step then costs less.
+        live_rows = [r for r, gi in enumerate(row_game) if not games[gi].done]
+        if len(live_rows) <= 0.75 * len(row_game) and live_rows:
+            session.select(live_rows)
+            remap = {old: new for new, old in enumerate(live_rows)}
+            row_game = [row_game[r] for r in live_rows]
+            for g in games:
+                if not g.done:
+                    g.rows = {c: remap[r] for c, r in g.rows.items()}
+
+
+def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | None = None, *,
+              meta: Mapping[str, Any] | None = None, batch_size: int = 64, workers: int = 1,
+              max_plies: int = 400, progress: bool = False) -> list[GameRecord]:
+    """Play every spec not already in `out`; return the records of all specs, in spec order.
+
+    Games with a model seat go through :func:`_play_batch` (batched, cached model); games between
+    two PlayerSeats through :func:`play_game`. Each finished game is appended to `out` at once.
+    All model seats must share one policy object per batch; batches are formed in spec order per
+    policy and guidance weight.
+    """
+    ids = [s.id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("game ids must be unique")
+    for s in specs:
+        for label in (s.white, s.black):
+            if label not in seats:
+                raise ValueError(f"game {s.id}: no seat {label!r}")
+    game_log = GameLog(out, meta or {}) if out is not None else None
+    done: dict[str, GameRecord] = dict(game_log.records) if game_log is not None else {}
+    todo = [s for s in specs if s.id not in done]
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="game", disable=not progress,
+               desc="games", leave=False)
+
+    def finish(record: GameRecord) -> None:
+        done[record.id] = record
+        if game_log is not None:
+            game_log.add(record)
+        bar.update(1)
+
+    pools = _Pools(seats, workers)
+    pools.prepare(sorted({x for s in todo for x in (s.white, s.black)}))
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        batched: dict[tuple[int, float], list[GameSpec]] = {}
+        plain: list[GameSpec] = []
+        for s in todo:
+            model_seats = [seats[x] for x in (s.white, s.black) if isinstance(seats[x], ModelSeat)]
+            if not model_seats:
+                plain.append(s)
+                continue
+            policies = {id(m.policy) for m in model_seats}  # type: ignore[union-attr]
+            if len(policies) != 1:
+                raise ValueError(f"game {s.id}: two different policies cannot share a batched game")
+            key = (policies.pop(), model_seats[0].sampling.guidance)  # type: ignore[union-attr]
+            batched.setdefault(key, []).append(s)
+        for group in batched.values():
+            policy = next(seats[x].policy for x in (group[0].white, group[0].black)  # type: ignore[union-attr]
+                          if isinstance(seats[x], ModelSeat))
+            for i in range(0, len(group), batch_size):
+                games = [_Game(spec=s, opening=tuple(chess.Move.from_uci(m) for m in s.opening))
+                         for s in group[i : i + batch_size]]
+                _play_batch(policy, games, seats, pools, executor, max_plies,
+                            lambda g: finish(_record(g, seats)))
+        for s in plain:
+            finish(_play_plain(s, seats, pools, max_plies))
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+        pools.close()
+        bar.close()
+    return [done[i] for i in ids]
+
+
+def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_plies: int) -> GameRecord:
+    """A game between two PlayerSeats (e.g. ladder calibration: one Stockfish rung against another)."""
+    start = time.monotonic()
+    white = pools.acquire(spec.white, _mix(spec.seed, spec.id, "white"))
+    same = spec.white == spec.black and isinstance(seats[spec.white], PlayerSeat) and seats[spec.white].pooled  # type: ignore[union-attr]
+    black = white if same else pools.acquire(spec.black, _mix(spec.seed, spec.id, "black"))
+    players = {chess.WHITE: white, chess.BLACK: black}
+    before = _restarts(white) + (0 if same else _restarts(black))
+    try:
+        game = play_game(_Named(players[chess.WHITE], spec.white), _Named(players[chess.BLACK], spec.black),
+                         opening=[chess.Move.from_uci(m) for m in spec.opening], max_plies=max_plies,
+                         headers={"GameId": spec.id})
+    finally:
+        pools.release(spec.white, white)
+        if not same:
+            pools.release(spec.black, black)
+    board = game.end().board()
+    return GameRecord(id=spec.id, white=spec.white, black=spec.black, result=game.headers["Result"],
+                      termination=game.headers["Termination"], plies=board.ply(),
+                      model_moves={"white": 0, "black": 0}, illegal={"white": 0, "black": 0}, masked=False,
+                      engine_restarts=_restarts(white) + (0 if same else _restarts(black)) - before,
+                      seconds=round(time.monotonic() - start, 3), pgn=str(game), tags=dict(spec.tags))
+
+
+class _Named:
+    """A Player shown under a seat label (so PGN names match the game table)."""
+
+    def __init__(self, player: Player, name: str) -> None:
+        self.player = player
+        self.name = name
+
+    def play(self, board: chess.Board) -> chess.Move:
+        return self.player.play(board)
+

@@ -1,0 +1,188 @@
+"""Held-out human games: read them, group them by rating band, and score the model on them.
+
+Games come from a prepared data directory (its validation split: games the model never trained
+on) or from a PGN file. A prepared set stores ratings as bucket tokens, so a player's rating is
+the middle of its bucket (1500-1599 -> 1550); a PGN file gives the exact header ratings.
+
+Scoring is teacher-forced: one forward pass over a whole game gives the model's raw logits for
+every move of it (up to the model's context), exactly as in training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import chess
+import chess.pgn
+import numpy as np
+import torch
+
+from chessdt.config import Config
+from chessdt.data import position_inputs
+from chessdt.errors import UserError
+from chessdt.model import GPT
+from chessdt.players import ModelPolicy
+from chessdt.tokenizer import NUM_MOVES
+
+
+@dataclass(frozen=True)
+class HeldOutGame:
+    """A game's moves and its players' ratings (None when unknown)."""
+
+    moves: tuple[chess.Move, ...]
+    white: int | None
+    black: int | None
+    result: str | None = None  # 1-0, 0-1, 1/2-1/2 when known (fills an outcome slot of the prompt)
+
+    def rating(self, color: chess.Color) -> int | None:
+        return self.white if color == chess.WHITE else self.black
+
+    @property
+    def mean_rating(self) -> float | None:
+        if self.white is None or self.black is None:
+            return None
+        return (self.white + self.black) / 2.0
+
+    def board(self, plies: int | None = None) -> chess.Board:
+        """The board after the first `plies` moves (all moves by default), with its move stack."""
+        board = chess.Board()
+        for m in self.moves[: len(self.moves) if plies is None else plies]:
+            board.push(m)
+        return board
+
+
+def band_of(rating: float | None, center: int, width: int) -> bool:
+    """Whether a rating lies in the band [center - width/2, center + width/2).
+
+    >>> band_of(1550, 1600, 200), band_of(1700, 1600, 200), band_of(None, 1600, 200)
+    (True, False, False)
+    """
+    return rating is not None and center - width / 2 <= rating < center + width / 2
+
+
+def band_label(center: int, width: int) -> str:
+    """Text of a band, e.g. '1500-1699'.
+
+    >>> band_label(1600, 200)
+    '1500-1699'
+    """
+    lo = int(math.floor(center - width / 2))
+    return f"{lo}-{lo + width - 1}"
+
+
+def default_source(cfg: Config, checkpoint: Path) -> Path | None:
+    """Where held-out games come from by default: eval.games, else the prepared data the model
+    was trained on (data.prepared, else <run_dir>/data), if present."""
+    from chessdt.evals import eval_dir
+
+    if cfg.eval.games:
+        return Path(cfg.eval.games)
+    candidates = [Path(cfg.data.prepared)] if cfg.data.prepared else []
+    candidates.append(eval_dir(checkpoint).parent / "data")
+    return next((p for p in candidates if (p / "meta.json").is_file()), None)
+
+
+def load_games(source: str | Path, limit: int) -> list[HeldOutGame]:
+    """The first `limit` games of a prepared data directory's val split, or of a PGN file."""
+    path = Path(source)
+    if (path / "meta.json").is_file():
+        return _from_prepared(path, limit)
+    if path.is_file():
+        return _from_pgn(path, limit)
+    raise UserError(f"held-out games {path}: not a prepared data directory (with meta.json) or a PGN file")
+
+
+def _from_prepared(path: Path, limit: int) -> list[HeldOutGame]:
+    from chessdt.shards import PreparedData
+
+    data = PreparedData.open(path)
+    vocab, split = data.vocab, data.splits["val"]
+    slots = list(data.meta["prefix"])
+    P = data.prefix_len
+
+    def slot_rating(tokens: np.ndarray, color: str) -> int | None:
+        for kind in ("elo", "engine"):
+            name = f"{color}_{kind}"
+            if name in slots:
+                r = vocab.rating_of_token(int(tokens[1 + slots.index(name)]))
+                return None if r is None else r + vocab.rating_bucket // 2
+        return None
+
+    def slot_result(tokens: np.ndarray) -> str | None:
+        if "result" not in slots:
+            return None
+        text = vocab.token_str(int(tokens[1 + slots.index("result")]))  # '<result:1-0>'
+        return text[len("<result:") : -1] if text != "<result:?>" else None
+
+    out = []
+    for i in range(min(limit, split.n_games)):
+        tokens = split.game(i)
+        moves = tuple(vocab.decode_move(int(t)) for t in tokens[P:] if vocab.is_move(int(t)))
+        out.append(HeldOutGame(moves=moves, white=slot_rating(tokens, "white"), black=slot_rating(tokens, "black"),
+                               result=slot_result(tokens)))
+    return out
+
+
+def _from_pgn(path: Path, limit: int) -> list[HeldOutGame]:
+    from chessdt.pgn import open_text, parse_rating
+
+    out: list[HeldOutGame] = []
+    with open_text(path) as f:
+        while len(out) < limit:
+            game = chess.pgn.read_game(f)
+            if game is None:
+                break
+            h = game.headers
+            if "FEN" in h or h.get("Variant", "Standard").lower() not in ("standard", "chess", "") or game.errors:
+                continue
+            moves = tuple(game.mainline_moves())
+            if not moves:
+                continue
+            result = h.get("Result")
+            out.append(HeldOutGame(moves=moves, white=parse_rating(h.get("WhiteElo")),
+                                   black=parse_rating(h.get("BlackElo")),
+                                   result=result if result in ("1-0", "0-1", "1/2-1/2") else None))
+    return out
+
+
+# -- teacher-forced scoring ----------------------------------------------------------------------------------
+def scored_moves(policy: ModelPolicy, game: HeldOutGame) -> int:
+    """How many of a game's moves one forward pass can score (the model's context is the limit)."""
+    P = len(policy.prompt(None, None))
+    return min(len(game.moves), policy.context - P + 1)
+
+
+@torch.no_grad()
+def teacher_forced_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], prompts: Sequence[list[int]],
+                          batch_size: int = 16) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, raw move logits (n_i, 1968)) for each game: row j predicts move j from the moves before
+    it, under prompts[i]; n_i = scored_moves(policy, game). Games are batched, padded at the end."""
+    if len(games) != len(prompts):
+        raise ValueError("one prompt per game")
+    vocab = policy.vocab
+    for start in range(0, len(games), batch_size):
+        idx = list(range(start, min(start + batch_size, len(games))))
+        rows = []
+        for i in idx:
+            g, prompt = games[i], prompts[i]
+            n = min(len(g.moves), policy.context - len(prompt) + 1)
+            rows.append((n, len(prompt), position_inputs(prompt, g.board(max(n - 1, 0)), policy.context, vocab)))
+        width = max(len(t) for _, _, (t, _, _) in rows)
+        tokens = np.full((len(rows), width), vocab.pad, np.int64)
+        boards = np.zeros((len(rows), width, 64), np.uint8)
+        plies = np.zeros((len(rows), width), np.int64)
+        for r, (_, _, (t, b, p)) in enumerate(rows):
+            tokens[r, : len(t)], boards[r, : len(t)], plies[r, : len(t)] = t, b, p
+        out = policy.model(policy._tensor(tokens), policy._tensor(boards), policy._tensor(plies))  # (B, T, V)
+        for r, (i, (n, P, _)) in enumerate(zip(idx, rows)):
+            yield i, GPT.move_logits(out[r, P - 1 : P - 1 + n]).float().cpu()
+
+
+def legal_mask(board: chess.Board, policy: ModelPolicy) -> torch.Tensor:
+    """(1968,) bool: which move tokens are legal in `board`."""
+    mask = torch.zeros(NUM_MOVES, dtype=torch.bool)
+    mask[[policy.vocab.encode_move(m) for m in board.legal_moves]] = True
+    return mask

@@ -1,0 +1,211 @@
+"""Does the model know the rules? Legality of its raw predictions, never masked.
+
+On held-out game prefixes (teacher-forced, each game under its own players' ratings):
+
+* top-1 legal: share of positions whose most likely move token is a legal move;
+* sampled legal: share of moves sampled at the play-time temperature / top-p that are legal;
+* illegal mass: probability (temperature 1) the model puts on illegal moves, averaged;
+
+overall, by ply bucket and by the mover's rating band. In played games (self-play at every
+prompted rating, raw sampling): illegal attempts per game, where an attempt is a sampled illegal
+move that the player then replaced by its most likely legal move.
+"""
+
+from __future__ import annotations
+
+import json
+import bisect
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import chess
+import torch
+
+from chessdt.arena import GameSpec, ModelSeat, run_games
+from chessdt.config import EvalConfig
+from chessdt.evals import from_dict, fmt, save_json, jsonable, sampling_of
+from chessdt.evals.heldout import HeldOutGame, legal_mask, teacher_forced_logits
+from chessdt.players import ModelPolicy, Sampling, sample
+
+
+@dataclass(frozen=True)
+class LegalityCell:
+    """Legality over one group of held-out positions."""
+
+    group: str  # 'all', a ply bucket like '10-19', or a rating band like '1400-1599'
+    positions: int
+    top1_legal: float  # share of positions whose raw top-1 move is legal
+    sampled_legal: float  # share of raw samples (play-time temperature / top-p) that are legal
+    illegal_mass: float  # mean probability on illegal moves (temperature 1)
+
+
+@dataclass(frozen=True)
+class PlayedLegality:
+    """Illegal attempts in full self-play games at one prompted rating (raw sampling, no mask)."""
+
+    rating: int | None
+    games: int
+    moves: int  # moves the model chose
+    illegal: int  # of those, sampled illegal moves (each replaced by the most likely legal move)
+    per_game: float  # illegal attempts per game
+    max_per_game: int
+    mean_plies: float  # average game length in half-moves
+
+
+@dataclass(frozen=True)
+class LegalityResult:
+    overall: LegalityCell
+    by_ply: tuple[LegalityCell, ...]
+    by_rating: tuple[LegalityCell, ...]
+    played: tuple[PlayedLegality, ...]
+    held_out_games: int  # games the positions came from
+    temperature: float  # of the sampled-legal measure and the played games
+    top_p: float
+
+    def to_dict(self) -> dict:
+        return jsonable(self)
+
+    def save(self, path: Path) -> Path:
+        return save_json(self, path)
+
+    @classmethod
+    def load(cls, path: Path) -> LegalityResult:
+        return from_dict(cls, json.loads(Path(path).read_text()))
+
+    def format(self) -> str:
+        """Markdown tables."""
+        lines = [f"Held-out positions: {self.overall.positions:,} from {self.held_out_games:,} games "
+                 f"(raw model; sampled at T={self.temperature}, top-p={self.top_p})"]
+        for title, cells in (("ply", (self.overall, *self.by_ply)), ("mover's rating", self.by_rating)):
+            lines += ["", f"| {title} | positions | top-1 legal | sampled legal | illegal mass |",
+                      "|---|---:|---:|---:|---:|"]
+            for cell in cells:
+                lines.append(f"| {cell.group} | {cell.positions:,} | {fmt(cell.top1_legal, 2, True)} | "
+                             f"{fmt(cell.sampled_legal, 2, True)} | {fmt(cell.illegal_mass, 2, True)} |")
+        if self.played:
+            lines += ["", "| prompted rating | self-play games | mean plies | model moves | illegal attempts | per game | max |",
+                      "|---:|---:|---:|---:|---:|---:|---:|"]
+            for p in self.played:
+                lines.append(f"| {p.rating} | {p.games} | {p.mean_plies:.0f} | {p.moves:,} | {p.illegal:,} | "
+                             f"{p.per_game:.2f} | {p.max_per_game} |")
+        return "\n".join(lines)
+
+
+def ply_bucket(ply: int, edges: Sequence[int]) -> str:
+    """Label of the bucket (given by sorted lower edges) that holds a ply.
+
+    >>> ply_bucket(0, [0, 10, 20]), ply_bucket(15, [0, 10, 20]), ply_bucket(99, [0, 10, 20])
+    ('0-9', '10-19', '20+')
+    """
+    k = bisect.bisect_right(edges, ply) - 1
+    if k < 0:
+        return f"<{edges[0]}"
+    return f"{edges[k]}+" if k == len(edges) - 1 else f"{edges[k]}-{edges[k + 1] - 1}"
+
+
+def rating_band(rating: int | None, width: int) -> str:
+    """'1400-1599' style band (aligned to multiples of width) of a rating; '?' when unknown.
+
+    >>> rating_band(1550, 200), rating_band(None, 200)
+    ('1400-1599', '?')
+    """
+    if rating is None:
+        return "?"
+    lo = rating // width * width
+    return f"{lo}-{lo + width - 1}"
+
+
+@dataclass
+class _Acc:
+    n: int = 0
+    top1: float = 0.0
+    sampled: float = 0.0
+    mass: float = 0.0
+
+    def cell(self, group: str) -> LegalityCell:
+        d = max(self.n, 1)
+        return LegalityCell(group=group, positions=self.n, top1_legal=self.top1 / d if self.n else math.nan,
+                            sampled_legal=self.sampled / d if self.n else math.nan,
+                            illegal_mass=self.mass / d if self.n else math.nan)
+
+
+def score_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], *, positions: int,
+                   ply_buckets: Sequence[int] = (0, 10, 20, 40, 80), band_width: int = 200,
+                   temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                   batch_size: int = 16) -> tuple[LegalityCell, tuple[LegalityCell, ...], tuple[LegalityCell, ...], int]:
+    """(overall, by ply bucket, by rating band, games used) over the first `positions` positions."""
+    gen = torch.Generator().manual_seed(seed)
+    total, by_ply, by_band = _Acc(), defaultdict(_Acc), defaultdict(_Acc)
+    used = 0
+    prompts = [policy.prompt(g.white, g.black, g.result) for g in games]
+    for i, logits in teacher_forced_logits(policy, games, prompts, batch_size):
+        if total.n >= positions:
+            break
+        g = games[i]
+        n = min(len(logits), positions - total.n)
+        if n <= 0:
+            continue
+        used += 1
+        board = chess.Board()
+        masks = []
+        for j in range(n):
+            masks.append(legal_mask(board, policy))
+            board.push(g.moves[j])
+        mask = torch.stack(masks)  # (n, 1968)
+        lg = logits[:n]
+        illegal_mass = 1.0 - (torch.softmax(lg, -1) * mask).sum(-1)  # (n,)
+        top1 = mask.gather(1, lg.argmax(-1, keepdim=True)).squeeze(1)
+        picks = sample(lg, temperature, top_p, gen)
+        sampled = mask.gather(1, picks[:, None]).squeeze(1)
+        for j in range(n):
+            mover = chess.WHITE if j % 2 == 0 else chess.BLACK
+            t, s, m = float(top1[j]), float(sampled[j]), float(illegal_mass[j])
+            for acc in (total, by_ply[ply_bucket(j, ply_buckets)], by_band[rating_band(g.rating(mover), band_width)]):
+                acc.n += 1
+                acc.top1 += t
+                acc.sampled += s
+                acc.mass += m
+    ply_cells = tuple(by_ply[k].cell(k) for k in sorted(by_ply, key=lambda k: int(k.split("-")[0].strip("+<"))))
+    band_cells = tuple(by_band[k].cell(k) for k in sorted(by_band, key=lambda k: (k == "?", 0 if k == "?" else int(k.split("-")[0]))))
+    return total.cell("all"), ply_cells, band_cells, used
+
+
+def played_legality(policy: ModelPolicy, ratings: Sequence[int | None], *, games: int, sampling: Sampling,
+                    max_plies: int = 300, seed: int = 0, batch_size: int = 64) -> tuple[PlayedLegality, ...]:
+    """Illegal attempts per game in `games` full self-play games at each prompted rating.
+
+    Sampling is forced raw (mask_illegal off): with a mask there would be nothing to count.
+    """
+    raw = replace(sampling, mask_illegal=False)
+    seats = {f"model@{r}": ModelSeat(policy, r, None, raw) for r in ratings}
+    specs = [GameSpec(id=f"selfplay-{r}-{k}", white=f"model@{r}", black=f"model@{r}", seed=seed, tags={"rating": r})
+             for r in ratings for k in range(games)]
+    records = run_games(specs, seats, None, batch_size=batch_size, max_plies=max_plies)
+    out = []
+    for r in ratings:
+        rs = [x for x in records if x.tags["rating"] == r]
+        per = [sum(x.illegal.values()) for x in rs]
+        out.append(PlayedLegality(rating=r, games=len(rs), moves=sum(sum(x.model_moves.values()) for x in rs),
+                                  illegal=sum(per), per_game=sum(per) / len(rs) if rs else math.nan,
+                                  max_per_game=max(per, default=0),
+                                  mean_plies=sum(x.plies for x in rs) / len(rs) if rs else math.nan))
+    return tuple(out)
+
+
+def evaluate_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: EvalConfig,
+                      out: Path | None = None) -> LegalityResult:
+    """The legality evaluation of issue 4 at the sizes of `cfg`; saved as JSON to `out` if given."""
+    overall, by_ply, by_band, used = score_legality(
+        policy, games, positions=cfg.legality_positions, ply_buckets=cfg.ply_buckets, band_width=cfg.band_width,
+        temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    played = played_legality(policy, cfg.ratings, games=cfg.legality_selfplay, sampling=sampling_of(cfg),
+                             max_plies=cfg.max_plies, seed=cfg.seed, batch_size=cfg.batch_size) \
+        if cfg.legality_selfplay > 0 else ()
+    result = LegalityResult(overall=overall, by_ply=by_ply, by_rating=by_band, played=played, held_out_games=used,
+                            temperature=cfg.temperature, top_p=cfg.top_p)
+    if out is not None:
+        result.save(out)
+    return result

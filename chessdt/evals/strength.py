@@ -1,0 +1,477 @@
+"""How strong is the model at each prompted rating, and does it play like humans of that rating?
+
+Three measurements, each a library function over :class:`~chessdt.evals.Subject` s:
+
+1. :func:`play_ladder`: every subject plays every opponent of a ladder (Stockfish at nominal
+   UCI_Elo rungs, Stockfish Skill Level 0, a random mover) `ladder_games` times: each opening
+   line of a fixed list is played once with each colour (paired openings), and neighbouring
+   opponents also play each other (`calibration_games`) so that the unanchored ones (random,
+   Skill Level 0) are tied to the scale. One maximum-likelihood Elo fit over all games, with the
+   UCI_Elo rungs fixed at their nominal ratings, gives each subject a measured Elo with a 95%
+   interval; Spearman correlation and slope of measured vs prompted rating summarise it. Games
+   stream to a JSONL log, so an interrupted run resumes. Nominal means nominal: at a fixed node
+   budget Stockfish's UCI_Elo is not calibrated (`chessdt games ladder` shows how far off it is),
+   so read the scale as "Stockfish-ladder Elo", comparable between models and prompts.
+2. :func:`move_matching` (Maia's protocol): on held-out human games, first `skip_plies` plies
+   dropped, top-1 agreement of the raw model with the move played, as a matrix of prompted
+   rating x the mover's actual rating band (the band around each prompted rating), n per cell.
+3. :func:`centipawn_loss`: on held-out positions, the centipawns the subject's move loses
+   against Stockfish's best at a fixed node budget, per prompted rating (a cheap proxy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import chess
+import chess.engine
+import torch
+
+from chessdt.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
+from chessdt.config import EvalConfig
+from chessdt.engine import Engine, EngineFailure, find_stockfish
+from chessdt.errors import UserError
+from chessdt.evals import from_dict, Subject, fmt, jsonable, save_json
+from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
+from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
+from chessdt.players import ModelPolicy, MoveStats
+
+CP_CAP = 1000  # evaluations are clipped to +-10 pawns before taking differences (as Lichess does)
+BLUNDER_CP = 300  # a move losing at least this much counts as a blunder
+
+# Common openings (SAN), cut to `opening_plies` and deduplicated: paired start lines for the ladder.
+START_LINES = (
+    "e4 e5 Nf3 Nc6 Bb5 a6", "d4 d5 c4 e6 Nc3 Nf6", "e4 c5 Nf3 d6 d4 cxd4", "d4 Nf6 c4 g6 Nc3 Bg7",
+    "e4 e6 d4 d5 Nc3 Nf6", "c4 e5 Nc3 Nf6 Nf3 Nc6", "e4 c6 d4 d5 Nc3 dxe4", "d4 Nf6 c4 e6 Nc3 Bb4",
+    "e4 e5 Nf3 Nc6 Bc4 Bc5", "d4 d5 c4 c6 Nf3 Nf6", "Nf3 d5 g3 Nf6 Bg2 e6", "e4 c5 Nf3 Nc6 d4 cxd4",
+    "e4 d5 exd5 Qxd5 Nc3 Qa5", "d4 f5 g3 Nf6 Bg2 e6", "e4 g6 d4 Bg7 Nc3 d6", "e4 e5 Nf3 Nf6 Nxe5 d6",
+)
+
+
+def opening_lines(plies: int) -> list[tuple[str, ...]]:
+    """START_LINES cut to `plies` half-moves, as UCI, duplicates removed (order kept).
+
+    >>> opening_lines(2)[:3]
+    [('e2e4', 'e7e5'), ('d2d4', 'd7d5'), ('e2e4', 'c7c5')]
+    >>> opening_lines(0)
+    [()]
+    """
+    out: list[tuple[str, ...]] = []
+    for line in START_LINES:
+        moves = tuple(m.uci() for m in parse_line(line)[:plies])
+        if moves not in out:
+            out.append(moves)
+    return out
+
+
+# -- 1. ladder matches and the Elo fit ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SubjectRow:
+    """A subject's measured strength."""
+
+    label: str
+    prompted: int | None  # prompted rating (None for a subject without one)
+    elo: float  # measured Elo on the ladder's scale
+    lo: float  # 95% interval
+    hi: float
+    games: int  # decided games (aborted ones are left out)
+    score: float  # share of points over them
+    scores: dict[str, float]  # share of points against each opponent
+    illegal_per_game: float  # raw illegal attempts per game (0 by construction when masked)
+    masked: bool  # whether it sampled with illegal moves masked
+
+
+@dataclass(frozen=True)
+class OpponentRow:
+    label: str
+    spec: str
+    anchored: bool  # its nominal UCI_Elo is fixed in the fit
+    elo: float  # nominal (anchored) or fitted
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class LadderResult:
+    subjects: tuple[SubjectRow, ...]
+    opponents: tuple[OpponentRow, ...]
+    spearman: float  # rank correlation of measured vs prompted Elo
+    slope: float  # least-squares slope of measured on prompted Elo (1 = perfectly calibrated steps)
+    games: int  # decided games in the fit (calibration games included)
+    aborted: int  # games ended by an engine failure (left out of the fit)
+    engine_restarts: int  # engine processes replaced after a crash or hang
+    move_limit_draws: int  # games adjudicated drawn at max_plies
+    nodes: int  # Stockfish node budget per move
+    virtual_draws: float
+
+
+def ladder_specs(subjects: Sequence[Subject], opponents: Sequence[Opponent], cfg: EvalConfig) -> list[GameSpec]:
+    """The games of a ladder run: subjects x opponents x paired openings, then calibration games."""
+    lines = opening_lines(cfg.opening_plies)
+    pairs = cfg.ladder_games // 2
+    specs = []
+    for s in subjects:
+        for oi, o in enumerate(opponents):
+            for g in range(cfg.ladder_games):
+                k = (oi * pairs + g // 2) % len(lines)
+                white = g % 2 == 0
+                specs.append(GameSpec(
+                    id=f"{s.label}|{o.label}|{g}", white=s.label if white else o.label,
+                    black=o.label if white else s.label, opening=lines[k], seed=cfg.seed,
+                    tags={"subject": s.label, "prompted": s.rating, "opponent": o.label,
+                          "subject_color": "white" if white else "black", "opening": k}))
+    for a, b in zip(opponents, opponents[1:]):
+        for g in range(cfg.calibration_games):
+            k = g // 2 % len(lines)
+            w, bl = (a, b) if g % 2 == 0 else (b, a)
+            specs.append(GameSpec(id=f"calibration|{a.label}|{b.label}|{g}", white=w.label, black=bl.label,
+                                  opening=lines[k], seed=cfg.seed, tags={"calibration": True, "opening": k}))
+    return specs
+
+
+def _subject_meta(s: Subject) -> dict:
+    if s.policy is not None:
+        return {"label": s.label, "model": s.policy.model_id, "rating": s.rating, "sampling": jsonable(s.sampling)}
+    return {"label": s.label, "rating": s.rating}
+
+
+def play_ladder(subjects: Sequence[Subject], cfg: EvalConfig, out: Path | None = None, *,
+                engine: str | Path | None = None, timeout_s: float = 30.0, progress: bool = False) -> LadderResult:
+    """Play (or resume) the ladder games into the JSONL log `out` and fit Elo over them."""
+    opponents = [Opponent.parse(spec) for spec in cfg.ladder]
+    anchors = {o.label: float(o.elo) for o in opponents if o.elo is not None}
+    if not anchors:
+        raise UserError("eval.ladder needs at least one UCI_Elo rung (e.g. '1350') to anchor the Elo scale")
+    labels = [s.label for s in subjects] + [o.label for o in opponents]
+    if len(set(labels)) != len(labels):
+        raise UserError("subject and opponent labels must be distinct")
+    seats: dict[str, Seat] = {s.label: s.seat() for s in subjects}
+    for o in opponents:
+        seats[o.label] = o.seat(engine or None, nodes=cfg.ladder_nodes, timeout_s=timeout_s)
+    meta = {"kind": "strength-ladder", "subjects": [_subject_meta(s) for s in subjects], "ladder": list(cfg.ladder),
+            "nodes": cfg.ladder_nodes, "max_plies": cfg.max_plies, "opening_plies": cfg.opening_plies,
+            "seed": cfg.seed}
+    records = run_games(ladder_specs(subjects, opponents, cfg), seats, out, meta=meta, batch_size=cfg.batch_size,
+                        workers=cfg.workers, max_plies=cfg.max_plies, progress=progress)
+    return ladder_result(records, subjects, opponents, cfg.virtual_draws, cfg.ladder_nodes)
+
+
+def ladder_result(records: Sequence[GameRecord], subjects: Sequence[Subject], opponents: Sequence[Opponent],
+                  virtual_draws: float, nodes: int) -> LadderResult:
+    """Fit Elo over ladder game records and summarise per subject and opponent."""
+    anchors = {o.label: float(o.elo) for o in opponents if o.elo is not None}
+    decided = [r for r in records if r.decided]
+    fit: EloFit = fit_elo([(r.white, r.black, r.white_score) for r in decided], anchors, virtual_draws=virtual_draws)
+    rows = []
+    for s in subjects:
+        mine = [r for r in records if s.label in (r.white, r.black)]
+        won = [r for r in mine if r.decided]
+        per_opp: dict[str, list[float]] = {}
+        for r in won:
+            per_opp.setdefault(r.tags.get("opponent", r.black if r.white == s.label else r.white), []).append(r.score_of(s.label))
+        illegal = [r.illegal["white" if r.white == s.label else "black"] for r in mine]
+        est = fit[s.label] if s.label in fit else None
+        rows.append(SubjectRow(
+            label=s.label, prompted=s.rating, elo=est.elo if est else math.nan, lo=est.lo if est else math.nan,
+            hi=est.hi if est else math.nan, games=len(won),
+            score=sum(r.score_of(s.label) for r in won) / len(won) if won else math.nan,
+            scores={k: sum(v) / len(v) for k, v in per_opp.items()},
+            illegal_per_game=sum(illegal) / len(illegal) if illegal else math.nan,
+            masked=s.sampling.mask_illegal if s.policy is not None else False))
+    opp_rows = []
+    for o in opponents:
+        est = fit[o.label] if o.label in fit else None
+        opp_rows.append(OpponentRow(label=o.label, spec=o.label, anchored=o.label in anchors,
+                                    elo=est.elo if est else math.nan, lo=est.lo if est else math.nan,
+                                    hi=est.hi if est else math.nan))
+    prompted = [(row.prompted, row.elo) for row in rows if row.prompted is not None]
+    xs = [float(p) for p, _ in prompted]
+    ys = [e for _, e in prompted]
+    return LadderResult(subjects=tuple(rows), opponents=tuple(opp_rows), spearman=spearman(xs, ys), slope=slope(xs, ys),
+                        games=len(decided), aborted=len(records) - len(decided),
+                        engine_restarts=sum(r.engine_restarts for r in records),
+                        move_limit_draws=sum(r.termination == "move_limit" for r in records),
+                        nodes=nodes, virtual_draws=virtual_draws)
+
+
+# -- 2. human move matching ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MatchingResult:
+    prompted: tuple[int, ...]  # rows: prompted rating
+    bands: tuple[str, ...]  # columns: the actual-rating band around each prompted rating
+    accuracy: tuple[tuple[float, ...], ...]  # [row][column] top-1 agreement with the human move
+    n: tuple[tuple[int, ...], ...]  # [row][column] positions (the same positions in every row)
+    best_prompt: tuple[int | None, ...]  # per band: the prompted rating that matches it best (None: a tie)
+    diagonal_peaks: int  # bands whose own prompted rating matches them strictly best (well conditioned: all)
+    bands_with_data: int  # bands that had positions
+    row_peaks: int  # prompted ratings strictly best on their own band (Maia's view; confounded by band difficulty)
+    games: int  # held-out games used
+    skip_plies: int
+
+
+@torch.no_grad()
+def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Sequence[int], *,
+                  band_width: int = 200, skip_plies: int = 10, batch_size: int = 16) -> MatchingResult:
+    """Top-1 move matching of the raw model prompted at each rating, per actual rating band.
+
+    The mover's rating slot holds the prompted rating; the opponent's slot (and any result slot)
+    hold the game's own values, so only the prompt under test differs from the training input.
+    A raw top-1 that is illegal counts as a miss.
+    """
+    R = len(ratings)
+    hits = [[0] * R for _ in range(R)]
+    n = [[0] * R for _ in range(R)]
+    jobs: list[tuple[int, chess.Color, int]] = []  # (game, colour, row)
+    for gi, g in enumerate(games):
+        for color in (chess.WHITE, chess.BLACK):
+            if any(band_of(g.rating(color), r, band_width) for r in ratings):
+                jobs.extend((gi, color, ri) for ri in range(R))
+    used = {gi for gi, _, _ in jobs}
+    prompts = []
+    for gi, color, ri in jobs:
+        g = games[gi]
+        white, black = (ratings[ri], g.black) if color == chess.WHITE else (g.white, ratings[ri])
+        prompts.append(policy.prompt(white, black, g.result))
+    job_games = [games[gi] for gi, _, _ in jobs]
+    for j, logits in teacher_forced_logits(policy, job_games, prompts, batch_size):
+        gi, color, ri = jobs[j]
+        g = games[gi]
+        cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
+        start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
+        plies = range(start, len(logits), 2)  # the mover's own moves
+        if not plies:
+            continue
+        top = logits[list(plies)].argmax(-1).tolist()
+        k = sum(t == policy.vocab.encode_move(g.moves[p]) for t, p in zip(top, plies))
+        for ci in cols:
+            hits[ri][ci] += k
+            n[ri][ci] += len(plies)
+    acc = tuple(tuple(hits[ri][ci] / n[ri][ci] if n[ri][ci] else math.nan for ci in range(R)) for ri in range(R))
+    best: list[int | None] = []  # per band: the prompted rating with the strictly highest accuracy
+    for ci in range(R):
+        col = [(acc[ri][ci], ri) for ri in range(R) if not math.isnan(acc[ri][ci])]
+        top = max((a for a, _ in col), default=math.nan)
+        winners = [ri for a, ri in col if a == top]
+        best.append(ratings[winners[0]] if len(winners) == 1 else None)
+    row_peaks = 0
+    for ri in range(R):
+        row = [a for a in acc[ri] if not math.isnan(a)]
+        if not math.isnan(acc[ri][ri]) and acc[ri][ri] == max(row) and row.count(acc[ri][ri]) == 1:
+            row_peaks += 1
+    with_data = sum(n[0][ci] > 0 for ci in range(R))
+    return MatchingResult(
+        prompted=tuple(ratings), bands=tuple(band_label(r, band_width) for r in ratings), accuracy=acc,
+        n=tuple(tuple(row) for row in n), best_prompt=tuple(best),
+        diagonal_peaks=sum(best[ci] == ratings[ci] for ci in range(R)), bands_with_data=with_data,
+        row_peaks=row_peaks,
+        games=len(used), skip_plies=skip_plies)
+
+
+# -- 3. centipawn loss ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CplRow:
+    label: str
+    prompted: int | None
+    positions: int
+    mean: float  # average centipawn loss
+    lo: float  # 95% interval of the mean
+    hi: float
+    median: float
+    blunder_rate: float  # share of moves losing >= BLUNDER_CP
+
+
+@dataclass(frozen=True)
+class CplResult:
+    rows: tuple[CplRow, ...]
+    nodes: int  # Stockfish node budget per analysed position
+    cap: int  # evaluations clipped to +-cap centipawns
+    spearman: float  # rank correlation of mean loss vs prompted rating (negative = stronger when prompted higher)
+    failed: int  # positions skipped because the engine failed
+
+
+def sample_positions(games: Sequence[HeldOutGame], n: int, *, skip_plies: int, max_ply: int,
+                     seed: int = 0) -> list[tuple[int, int]]:
+    """Up to n (game, ply) positions, one per game, at ply in [skip_plies, max_ply), not game over."""
+    rng = random.Random(seed)
+    out = []
+    for gi, g in enumerate(games):
+        hi = min(len(g.moves), max_ply)
+        if hi <= skip_plies:
+            continue
+        out.append((gi, rng.randrange(skip_plies, hi)))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _mover_cp(score: chess.engine.PovScore, mover: chess.Color) -> float:
+    return float(max(-CP_CAP, min(CP_CAP, score.pov(mover).score(mate_score=100_000))))
+
+
+def _after_cp(engine: Engine, board: chess.Board, move: chess.Move, limit: chess.engine.Limit) -> float:
+    mover = board.turn
+    after = board.copy()
+    after.push(move)
+    outcome = after.outcome(claim_draw=False)
+    if outcome is not None:
+        return 0.0 if outcome.winner is None else (CP_CAP if outcome.winner == mover else -CP_CAP)
+    return _mover_cp(engine.analyse(after, limit)["score"], mover)
+
+
+def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *, positions: int, nodes: int,
+                   skip_plies: int = 10, seed: int = 0, engine: str | Path | None = None,
+                   batch_size: int = 16) -> CplResult:
+    """Centipawn loss of each subject's move on the same held-out positions, judged by Stockfish
+    (full strength, `nodes` per position). Model subjects are prompted as in play (own rating =
+    prompted, opponent = the same) and choose with their sampling settings."""
+    max_ply = min((s.policy.context - len(s.policy.prompt(None, None)) for s in subjects if s.policy is not None),
+                  default=10_000)
+    picks = sample_positions(games, positions, skip_plies=skip_plies, max_ply=max_ply, seed=seed)
+    boards = [games[gi].board(ply) for gi, ply in picks]
+    moves: dict[str, list[chess.Move]] = {}
+    for si, s in enumerate(subjects):
+        gen = torch.Generator().manual_seed(seed * 1000 + si)
+        if s.policy is not None:
+            pol = s.policy
+            prefixes = [HeldOutGame(moves=games[gi].moves[: ply + 1], white=None, black=None) for gi, ply in picks]
+            prompts = [pol.player_prompt(b.turn, s.rating, None) for b in boards]
+            chosen: list[chess.Move] = [chess.Move.null()] * len(picks)
+            for j, logits in teacher_forced_logits(pol, prefixes, prompts, batch_size):
+                chosen[j] = pol.choose(logits[-1:], [boards[j]], s.sampling, gen, MoveStats())[0]
+            moves[s.label] = chosen
+        else:
+            with s.open_player(seed) as player:
+                moves[s.label] = [player.play(b.copy()) for b in boards]
+    limit = chess.engine.Limit(nodes=nodes)
+    losses: dict[str, list[float]] = {s.label: [] for s in subjects}
+    failed = 0
+    with Engine(find_stockfish(engine)) as sf:
+        for j, board in enumerate(boards):
+            game_tag = object()  # a fresh hash per position, so results do not depend on order
+            try:
+                best = _mover_cp(sf.analyse(board, limit, game=game_tag)["score"], board.turn)
+                after: dict[chess.Move, float] = {}
+                for m in {moves[s.label][j] for s in subjects}:
+                    after[m] = _after_cp(sf, board, m, limit)
+            except EngineFailure:
+                failed += 1  # drop this position for every subject, so all see the same positions
+                continue
+            for s in subjects:
+                losses[s.label].append(max(0.0, best - after[moves[s.label][j]]))
+    rows = []
+    for s in subjects:
+        ls = losses[s.label]
+        mean, lo, hi = mean_interval(ls)
+        rows.append(CplRow(label=s.label, prompted=s.rating, positions=len(ls), mean=mean, lo=lo, hi=hi,
+                           median=statistics.median(ls) if ls else math.nan,
+                           blunder_rate=sum(x >= BLUNDER_CP for x in ls) / len(ls) if ls else math.nan))
+    pr = [(float(r.prompted), r.mean) for r in rows if r.prompted is not None]
+    return CplResult(rows=tuple(rows), nodes=nodes, cap=CP_CAP,
+                     spearman=spearman([p for p, _ in pr], [m for _, m in pr]), failed=failed)
+
+
+# -- all three ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StrengthResult:
+    ladder: LadderResult | None
+    matching: MatchingResult | None
+    cpl: CplResult | None
+    notes: tuple[str, ...]  # what was skipped and why
+
+    def to_dict(self) -> dict:
+        return jsonable(self)
+
+    def save(self, path: Path) -> Path:
+        return save_json(self, path)
+
+    @classmethod
+    def load(cls, path: Path) -> StrengthResult:
+        return from_dict(cls, json.loads(Path(path).read_text()))
+
+    def format(self) -> str:
+        """Markdown tables."""
+        out: list[str] = []
+        if self.ladder is not None:
+            L = self.ladder
+            out += [f"Ladder: {L.games} decided games ({L.aborted} aborted, {L.engine_restarts} engine restarts, "
+                    f"{L.move_limit_draws} drawn at the move limit), Stockfish at {L.nodes} nodes per move", "",
+                    "| subject | prompted | measured Elo | 95% interval | games | score | illegal/game |",
+                    "|---|---:|---:|---|---:|---:|---:|"]
+            for r in L.subjects:
+                out.append(f"| {r.label} | {r.prompted if r.prompted is not None else '-'} | {fmt(r.elo, 0)} | "
+                           f"{fmt(r.lo, 0)} .. {fmt(r.hi, 0)} | {r.games} | {fmt(r.score, 1, True)} | "
+                           f"{fmt(r.illegal_per_game, 2)}{' (masked)' if r.masked else ''} |")
+            out += ["", "| opponent | Elo | 95% interval |", "|---|---:|---|"]
+            for o in L.opponents:
+                out.append(f"| {o.label} | {fmt(o.elo, 0)}{' (anchor)' if o.anchored else ''} | "
+                           f"{fmt(o.lo, 0)} .. {fmt(o.hi, 0)} |")
+            out += ["", f"Spearman(measured, prompted) = {fmt(L.spearman, 2)}; slope = {fmt(L.slope, 2)}", ""]
+        if self.matching is not None:
+            M = self.matching
+            out += [f"Move matching (top-1, first {M.skip_plies} plies dropped, {M.games} games): "
+                    "rows = prompted rating, columns = actual rating band, accuracy (n)", "",
+                    "| prompted | " + " | ".join(M.bands) + " |", "|---:|" + "---:|" * len(M.bands)]
+            for ri, r in enumerate(M.prompted):
+                cells = [f"{fmt(a, 1, True)} ({k})" for a, k in zip(M.accuracy[ri], M.n[ri])]
+                out.append(f"| {r} | " + " | ".join(cells) + " |")
+            out += ["", f"The diagonal peaks in {M.diagonal_peaks} of {M.bands_with_data} bands "
+                    f"(best prompt per band: {', '.join(str(b) for b in M.best_prompt)}); "
+                    f"rows peak on their own band in {M.row_peaks} of {len(M.prompted)}", ""]
+        if self.cpl is not None:
+            C = self.cpl
+            out += [f"Centipawn loss (Stockfish {C.nodes} nodes, clipped at {C.cap} cp)", "",
+                    "| subject | positions | mean | 95% interval | median | blunders |", "|---|---:|---:|---|---:|---:|"]
+            for r in C.rows:
+                out.append(f"| {r.label} | {r.positions} | {fmt(r.mean)} | {fmt(r.lo)} .. {fmt(r.hi)} | "
+                           f"{fmt(r.median)} | {fmt(r.blunder_rate, 1, True)} |")
+            out += ["", f"Spearman(mean loss, prompted) = {fmt(C.spearman, 2)}", ""]
+        out += [f"note: {n}" for n in self.notes]
+        return "\n".join(out).rstrip() + "\n"
+
+
+PARTS = ("ladder", "matching", "cpl")
+
+
+def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame], cfg: EvalConfig,
+                      out_dir: Path | None = None, *, parts: Sequence[str] = PARTS, progress: bool = False) -> StrengthResult:
+    """The strength evaluation of issue 4 at the sizes of `cfg`.
+
+    Writes `strength_games.jsonl` (the resumable game log) and `strength.json` into `out_dir` if
+    given. Move matching needs model subjects of one policy with prompted ratings; matching and
+    centipawn loss need held-out games; a part that cannot run is skipped with a note.
+    """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise UserError(f"unknown strength parts {sorted(unknown)}; choose from {PARTS}")
+    engine = cfg.engine or None
+    notes: list[str] = []
+    ladder = matching = cpl = None
+    if "ladder" in parts:
+        ladder = play_ladder(subjects, cfg, out_dir / "strength_games.jsonl" if out_dir else None, engine=engine,
+                             progress=progress)
+    if "matching" in parts:
+        policies = {id(s.policy) for s in subjects}
+        if not games:
+            notes.append("move matching skipped: no held-out games")
+        elif len(policies) != 1 or subjects[0].policy is None or any(s.rating is None for s in subjects):
+            notes.append("move matching skipped: it needs model subjects of one policy, each with a prompted rating")
+        else:
+            matching = move_matching(subjects[0].policy, games[: cfg.matching_games], [s.rating for s in subjects],  # type: ignore[misc]
+                                     band_width=cfg.band_width, skip_plies=cfg.skip_plies)
+    if "cpl" in parts:
+        if not games:
+            notes.append("centipawn loss skipped: no held-out games")
+        elif cfg.cpl_positions > 0:
+            cpl = centipawn_loss(subjects, games, positions=cfg.cpl_positions, nodes=cfg.cpl_nodes,
+                                 skip_plies=cfg.skip_plies, seed=cfg.seed, engine=engine)
+    result = StrengthResult(ladder=ladder, matching=matching, cpl=cpl, notes=tuple(notes))
+    if out_dir is not None:
+        result.save(out_dir / "strength.json")
+    return result
+

@@ -1,0 +1,365 @@
+"""Pure math for the evaluators: Elo from game results, rank correlation, entropy, divergence.
+
+No chess, no model, no I/O: every function takes numbers (or counts) and returns numbers, so each
+can be checked against a hand computation.
+
+Elo uses the logistic model: the expected score of a player rated ``d`` points above the opponent
+is ``1 / (1 + 10 ** (-d / 400))``; a draw counts as half a point (the Bradley-Terry likelihood with
+half wins). Entropies and divergences are in bits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+ELO_K = math.log(10.0) / 400.0  # d(log-odds)/d(rating): 400 points = a factor 10 in the odds
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def expected_score(diff: float) -> float:
+    """Expected score of a player rated `diff` points above the opponent.
+
+    >>> expected_score(0.0)
+    0.5
+    >>> round(expected_score(400.0), 4)
+    0.9091
+    """
+    return 1.0 / (1.0 + 10.0 ** (-diff / 400.0))
+
+
+def elo_difference(score: float) -> float:
+    """Rating difference implied by an expected score (inverse of expected_score); +-inf at 1 and 0.
+
+    >>> round(elo_difference(0.75), 2)
+    190.85
+    """
+    if score <= 0.0:
+        return -math.inf
+    if score >= 1.0:
+        return math.inf
+    return 400.0 * math.log10(score / (1.0 - score))
+
+
+# -- Elo fit -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EloEstimate:
+    """One player's fitted rating."""
+
+    name: str
+    elo: float  # maximum-likelihood rating; +-inf for a perfect score, nan if not tied to an anchor
+    lo: float  # lower end of the 95% interval (Wald, from the observed information)
+    hi: float  # upper end of the 95% interval
+    games: int  # real games played (virtual draws not counted)
+    points: float  # points scored in them
+    anchored: bool  # rating fixed by the caller, not fitted
+
+    @property
+    def score(self) -> float:
+        return self.points / self.games if self.games else math.nan
+
+
+@dataclass(frozen=True)
+class EloFit:
+    """Ratings of every player in a game table, on the scale set by the anchors."""
+
+    players: tuple[EloEstimate, ...]
+    anchors: dict[str, float]
+    virtual_draws: float  # draws added per pair of opponents that met (a weak prior; 0 = pure ML)
+    iterations: int  # Newton steps taken
+
+    def __getitem__(self, name: str) -> EloEstimate:
+        for p in self.players:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(p.name == name for p in self.players)
+
+
+def _components(names: list[str], pairs: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Connected component id of every player in the graph of who played whom."""
+    parent = {n: n for n in names}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    roots: dict[str, int] = {}
+    return {n: roots.setdefault(find(n), len(roots)) for n in names}
+
+
+def fit_elo(games: Iterable[tuple[str, str, float]], anchors: Mapping[str, float], *,
+            virtual_draws: float = 0.0, max_iter: int = 100, tol: float = 1e-9) -> EloFit:
+    """Maximum-likelihood ratings of every player from (white, black, white's score) rows.
+
+    Anchored players keep their given ratings; the others are fitted jointly by Newton's method on
+    the logistic (Bradley-Terry) likelihood with draws as half points. 95% intervals are Wald
+    intervals from the inverse observed information of the free players (anchors have no error).
+    With ``virtual_draws = v``, every pair of players that met also gets ``v`` drawn games, a weak
+    prior (as BayesElo does) that keeps a perfect score finite; with 0 the fit is pure ML and a
+    player with a perfect (or zero) score gets +inf (-inf). A player in a part of the table with no
+    anchor gets nan.
+
+    >>> fit = fit_elo([("a", "b", 1.0), ("a", "b", 1.0), ("a", "b", 1.0), ("a", "b", 0.0)], {"b": 1000})
+    >>> round(fit["a"].elo, 1), fit["a"].games, fit["a"].points
+    (1190.8, 4, 3.0)
+    """
+    anchors = {k: float(v) for k, v in anchors.items()}
+    n: dict[tuple[str, str], float] = defaultdict(float)  # (i, j) with i < j: games
+    s: dict[tuple[str, str], float] = defaultdict(float)  # points of i against j
+    played: dict[str, int] = defaultdict(int)
+    points: dict[str, float] = defaultdict(float)
+    for white, black, score in games:
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"score {score} of {white} vs {black} is not in [0, 1]")
+        if white == black:
+            raise ValueError(f"{white} cannot play itself")
+        played[white] += 1
+        played[black] += 1
+        points[white] += score
+        points[black] += 1.0 - score
+        i, j, si = (white, black, score) if white < black else (black, white, 1.0 - score)
+        n[(i, j)] += 1.0
+        s[(i, j)] += si
+    if virtual_draws:
+        for key in list(n):
+            n[key] += virtual_draws
+            s[key] += virtual_draws / 2.0
+    names = sorted(set(played) | set(anchors))
+    comp = _components(names, n)
+    anchored_comps = {comp[a] for a in anchors if a in comp}
+    elo: dict[str, float] = {name: anchors.get(name, math.nan) for name in names}
+
+    # Players with a perfect or zero score (among the remaining table) have their ML rating at
+    # +-inf; take them out one at a time, since removing one can leave another perfect, or leave a
+    # group of free players with no path to an anchor (their ratings are then undefined: nan).
+    active = [x for x in names if x not in anchors and comp[x] in anchored_comps]
+    while True:
+        tot: dict[str, float] = defaultdict(float)
+        pts: dict[str, float] = defaultdict(float)
+        live = set(active) | set(anchors)
+        live_pairs = [(i, j) for (i, j) in n if i in live and j in live]
+        for i, j in live_pairs:
+            tot[i] += n[(i, j)]
+            tot[j] += n[(i, j)]
+            pts[i] += s[(i, j)]
+            pts[j] += n[(i, j)] - s[(i, j)]
+        live_comp = _components(sorted(live), live_pairs)
+        tied = {live_comp[a] for a in anchors}
+        orphans = [x for x in active if live_comp[x] not in tied]
+        extreme = [x for x in active if x not in orphans and pts[x] in (0.0, tot[x])]
+        if not orphans and not extreme:
+            break
+        for x in orphans:
+            active.remove(x)
+        for x in extreme:
+            elo[x] = math.inf if pts[x] == tot[x] else -math.inf
+            active.remove(x)
+
+    index = {name: k for k, name in enumerate(active)}
+    pair_list = [(i, j, nij, s[(i, j)]) for (i, j), nij in n.items()
+                 if (i in index or i in anchors) and (j in index or j in anchors)
+                 and (i in index or j in index)]
+    r = np.zeros(len(active))
+    if active:  # start each free player at the mean anchor of its component
+        mean_anchor = float(np.mean(list(anchors.values())))
+        r[:] = mean_anchor
+    cov = np.zeros((len(active), len(active)))
+    it = 0
+    converged = not active
+    for it in range(1, max_iter + 1):
+        if not active:
+            break
+        grad = np.zeros(len(active))
+        hess = np.zeros((len(active), len(active)))
+        for i, j, nij, sij in pair_list:
+            ri = r[index[i]] if i in index else anchors[i]
+            rj = r[index[j]] if j in index else anchors[j]
+            p = expected_score(ri - rj)
+            g = ELO_K * (sij - nij * p)
+            h = ELO_K * ELO_K * nij * p * (1.0 - p)
+            if i in index:
+                grad[index[i]] += g
+                hess[index[i], index[i]] -= h
+            if j in index:
+                grad[index[j]] -= g
+                hess[index[j], index[j]] -= h
+            if i in index and j in index:
+                hess[index[i], index[j]] += h
+                hess[index[j], index[i]] += h
+        try:
+            step = np.linalg.solve(hess, -grad)
+        except np.linalg.LinAlgError:  # information vanished: some ratings are running off to infinity
+            break
+        step = np.clip(step, -400.0, 400.0)  # damp early steps far from the optimum
+        r += step
+        if np.max(np.abs(step)) < tol * 400.0:
+            converged = True
+            break
+    if active:
+        cov = np.linalg.pinv(-hess)
+    origin = float(np.mean(list(anchors.values()))) if anchors else 0.0
+    for name, k in index.items():
+        # Without convergence a group scored perfectly against the rest: its ratings run off to infinity.
+        far = not converged and abs(r[k] - origin) > 4000  # beyond any finite ML fit of a real table
+        elo[name] = float(math.copysign(math.inf, r[k] - origin)) if far else float(r[k])
+
+    out = []
+    for name in names:
+        value = elo[name]
+        if name in anchors:
+            lo = hi = value
+        elif name in index and math.isfinite(value):
+            half = Z95 * math.sqrt(max(cov[index[name], index[name]], 0.0))
+            lo, hi = value - half, value + half
+        elif value == math.inf:
+            lo, hi = math.nan, math.inf
+        elif value == -math.inf:
+            lo, hi = -math.inf, math.nan
+        else:
+            lo = hi = math.nan
+        out.append(EloEstimate(name=name, elo=value, lo=lo, hi=hi, games=played.get(name, 0),
+                               points=points.get(name, 0.0), anchored=name in anchors))
+    return EloFit(players=tuple(out), anchors=anchors, virtual_draws=virtual_draws, iterations=it)
+
+
+# -- correlation --------------------------------------------------------------------------------------
+def ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n, ties given their average rank.
+
+    >>> ranks([10, 30, 20, 20]).tolist()
+    [1.0, 4.0, 2.5, 2.5]
+    """
+    a = np.asarray(values, dtype=float)
+    order = np.argsort(a, kind="stable")
+    out = np.empty(len(a))
+    i = 0
+    while i < len(a):
+        j = i
+        while j + 1 < len(a) and a[order[j + 1]] == a[order[i]]:
+            j += 1
+        out[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return out
+
+
+def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)})")
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    return xa[keep], ya[keep]
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation over the pairs where both are finite; nan if undefined."""
+    xa, ya = _finite_pairs(x, y)
+    if len(xa) < 2 or np.std(xa) == 0 or np.std(ya) == 0:
+        return math.nan
+    return float(np.corrcoef(xa, ya)[0, 1])
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties) over pairs where both are finite.
+
+    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
+    """
+    xa, ya = _finite_pairs(x, y)
+    if len(xa) < 2:
+        return math.nan
+    return pearson(ranks(xa), ranks(ya))
+
+
+def slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of y on x over pairs where both are finite; nan if undefined.
+
+    >>> slope([0, 1, 2], [1, 3, 5])
+    2.0
+    """
+    xa, ya = _finite_pairs(x, y)
+    if len(xa) < 2 or np.var(xa) == 0:
+        return math.nan
+    return float(np.sum((xa - xa.mean()) * (ya - ya.mean())) / np.sum((xa - xa.mean()) ** 2))
+
+
+# -- proportions and means -----------------------------------------------------------------------------
+def wilson_interval(k: float, n: float) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k / n; (nan, nan) for n = 0.
+
+    >>> tuple(round(v, 4) for v in wilson_interval(5, 10))
+    (0.2366, 0.7634)
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    z2 = Z95 * Z95
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean with a 95% normal interval (mean +- 1.96 standard errors).
+
+    >>> tuple(round(v, 3) for v in mean_interval([1.0, 3.0]))
+    (2.0, 0.04, 3.96)
+    """
+    a = np.asarray(values, dtype=float)
+    if len(a) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(a.mean())
+    if len(a) == 1:
+        return m, math.nan, math.nan
+    half = Z95 * float(a.std(ddof=1)) / math.sqrt(len(a))
+    return m, m - half, m + half
+
+
+# -- information ----------------------------------------------------------------------------------------
+def entropy_bits(weights: Iterable[float]) -> float:
+    """Shannon entropy in bits of a distribution given by nonnegative weights (counts or probabilities).
+
+    >>> entropy_bits([1, 1, 1, 1]), entropy_bits([5]), entropy_bits([0.5, 0.25, 0.25])
+    (2.0, 0.0, 1.5)
+    """
+    w = np.asarray(list(weights), dtype=float)
+    if np.any(w < 0):
+        raise ValueError("weights must be nonnegative")
+    total = w.sum()
+    if total <= 0:
+        return math.nan
+    p = w[w > 0] / total
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def js_divergence(p: Mapping[Hashable, float], q: Mapping[Hashable, float]) -> float:
+    """Jensen-Shannon divergence in bits between two distributions given as {outcome: weight}.
+
+    Weights are normalised; the result lies in [0, 1]: 0 for equal distributions, 1 for disjoint ones.
+
+    >>> js_divergence({"a": 1}, {"a": 3}), js_divergence({"a": 1}, {"b": 1})
+    (0.0, 1.0)
+    """
+    keys = list(set(p) | set(q))
+    pa = np.array([float(p.get(k, 0.0)) for k in keys])
+    qa = np.array([float(q.get(k, 0.0)) for k in keys])
+    if pa.sum() <= 0 or qa.sum() <= 0:
+        return math.nan
+    pa, qa = pa / pa.sum(), qa / qa.sum()
+    m = (pa + qa) / 2.0
+
+    def kl(a: np.ndarray) -> float:
+        keep = a > 0
+        return float((a[keep] * np.log2(a[keep] / m[keep])).sum())
+
+    return min(1.0, max(0.0, 0.5 * kl(pa) + 0.5 * kl(qa)))

@@ -1,0 +1,219 @@
+"""`chessdt report RUN_DIR`: the evaluation results of a run as report.md with PNG plots.
+
+Reads ``RUN_DIR/eval/{legality,strength,openings}.json`` (whichever exist) and the training log
+``RUN_DIR/metrics.jsonl`` if present; writes ``RUN_DIR/report.md`` and ``RUN_DIR/report/*.png``:
+
+* ``elo.png``: measured vs prompted Elo with 95% intervals, the y = x line and the anchor rungs;
+* ``matching.png``: the move-matching heat map (prompted rating x actual rating band);
+* ``openings.png``: entropy of first-k-ply lines vs rating, model and human games;
+* ``legality.png``: legality of raw predictions by ply bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from chessdt.errors import UserError  # noqa: E402
+from chessdt.evals import RESULT_FILES  # noqa: E402
+from chessdt.evals.legality import LegalityResult  # noqa: E402
+from chessdt.evals.openings import OpeningsResult  # noqa: E402
+from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402
+
+DPI = 120
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path  # report.md
+    plots: tuple[Path, ...]
+    sections: tuple[str, ...]  # evaluations found
+
+
+def _finite(*xs: float) -> bool:
+    return all(x is not None and math.isfinite(x) for x in xs)
+
+
+def plot_elo(ladder: LadderResult, path: Path) -> Path | None:
+    """Measured vs prompted Elo with 95% intervals, y = x, and the anchored rungs."""
+    rows = [r for r in ladder.subjects if r.prompted is not None and _finite(r.elo)]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    xs = [float(r.prompted) for r in rows]  # type: ignore[arg-type]
+    ys = [r.elo for r in rows]
+    lo = [r.elo - r.lo if _finite(r.lo) else 0.0 for r in rows]
+    hi = [r.hi - r.elo if _finite(r.hi) else 0.0 for r in rows]
+    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=4, color="tab:blue", label="model (95% interval)")
+    span = [min(xs + ys) - 100, max(xs + ys) + 100]
+    ax.plot(span, span, "--", color="grey", label="y = x (perfectly calibrated)")
+    for o in ladder.opponents:
+        if _finite(o.elo):
+            ax.axhline(o.elo, color="tab:red" if o.anchored else "tab:orange", lw=0.8, alpha=0.6, ls=":")
+            ax.annotate(o.label + (" (anchor)" if o.anchored else ""), (span[0] if o.anchored else span[1], o.elo),
+                        fontsize=7, va="bottom", ha="left" if o.anchored else "right",
+                        color="tab:red" if o.anchored else "tab:orange")
+    ax.set_title(f"Measured vs prompted Elo (Spearman {ladder.spearman:.2f}, slope {ladder.slope:.2f})"
+                 if _finite(ladder.spearman, ladder.slope) else "Measured vs prompted Elo")
+    ax.set_xlabel("prompted rating (Elo)")
+    ax.set_ylabel("measured Elo (Stockfish-ladder scale)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_matching(m: MatchingResult, path: Path) -> Path | None:
+    """Heat map of top-1 move-matching accuracy, n in each cell."""
+    if not m.prompted:
+        return None
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(m.bands), 1.4 + 0.8 * len(m.prompted)))
+    data = [[100.0 * a if _finite(a) else float("nan") for a in row] for row in m.accuracy]
+    im = ax.imshow(data, cmap="viridis", aspect="auto", origin="lower")
+    finite = [a for row in data for a in row if not math.isnan(a)]
+    middle = (max(finite) + min(finite)) / 2 if finite else 0.0  # dark cells get white text
+    for ri, row in enumerate(data):
+        for ci, a in enumerate(row):
+            text = "-" if math.isnan(a) else f"{a:.1f}%\nn={m.n[ri][ci]}"
+            ax.text(ci, ri, text, ha="center", va="center", fontsize=7,
+                    color="white" if math.isnan(a) or a <= middle else "black")
+    ax.set_xticks(range(len(m.bands)), m.bands, rotation=30, ha="right")
+    ax.set_yticks(range(len(m.prompted)), [str(r) for r in m.prompted])
+    ax.set_xlabel("actual rating band of the player to move (Elo)")
+    ax.set_ylabel("prompted rating (Elo)")
+    ax.set_title(f"Human move matching, top-1 (diagonal peaks in {m.diagonal_peaks} of {m.bands_with_data} bands)")
+    fig.colorbar(im, ax=ax, label="top-1 accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_openings(o: OpeningsResult, path: Path) -> Path | None:
+    """Entropy of first-k-ply lines vs rating, one panel per k; model self-play, vs opponent, held-out games."""
+    if not o.rows:
+        return None
+    ks = o.line_plies
+    cols = min(2, len(ks))
+    rows_n = math.ceil(len(ks) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.2 * cols, 3.6 * rows_n), squeeze=False)
+    sources = sorted({r.source for r in o.rows}, key=lambda s: (s == "data", s))
+    styles = {"self-play": ("o-", "tab:blue"), "data": ("s--", "black")}
+    for ki, k in enumerate(ks):
+        ax = axes[ki // cols][ki % cols]
+        for source in sources:
+            pts = [(r.rating, r.lines[ki].entropy, r.lines[ki].games) for r in o.rows
+                   if r.source == source and r.rating is not None and _finite(r.lines[ki].entropy)]
+            if not pts:
+                continue
+            style, color = styles.get(source, ("^:", "tab:green"))
+            label = "held-out games" if source == "data" else f"model, {source}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
+        n = max((r.games for r in o.rows), default=0)
+        ax.axhline(math.log2(n) if n else 0, color="grey", lw=0.8, ls=":", label=f"max for {n} games")
+        ax.set_title(f"First {k} plies")
+        ax.set_xlabel("prompted rating / human band (Elo)")
+        ax.set_ylabel("line entropy (bits)")
+        ax.grid(alpha=0.3)
+        if ki == 0:
+            ax.legend(fontsize=7)
+    for ki in range(len(ks), rows_n * cols):
+        axes[ki // cols][ki % cols].axis("off")
+    fig.suptitle("Opening variety: entropy of the first-k-ply lines")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_legality(leg: LegalityResult, path: Path) -> Path | None:
+    """Top-1 legal, sampled legal and illegal mass by ply bucket (raw model)."""
+    cells = leg.by_ply
+    if not cells:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = range(len(cells))
+    for attr, label, style in (("top1_legal", "top-1 move legal", "o-"), ("sampled_legal", "sampled move legal", "s-"),
+                               ("illegal_mass", "probability on illegal moves", "^--")):
+        ax.plot(xs, [100.0 * getattr(c, attr) for c in cells], style, label=label)
+    ax.set_xticks(list(xs), [c.group for c in cells])
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("ply bucket (half-moves played before the position)")
+    ax.set_ylabel("share of positions / probability (%)")
+    ax.set_title(f"Legality of raw predictions on held-out games (n = {leg.overall.positions:,})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _training_summary(run_dir: Path) -> list[str]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines:
+        return []
+    try:
+        last = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return []
+    items = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in last.items())
+    return ["## Training", "", f"Last evaluation in `metrics.jsonl`: {items}", ""]
+
+
+def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
+    """Write RUN_DIR/report.md and RUN_DIR/report/*.png from the evaluation results found."""
+    run_dir = Path(run_dir)
+    eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
+    found = {k: eval_dir / f for k, f in RESULT_FILES.items() if (eval_dir / f).is_file()}
+    if not found:
+        raise UserError(f"no evaluation results in {eval_dir} (run `chessdt eval legality|strength|openings` first)")
+    plot_dir = run_dir / "report"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots: list[Path] = []
+    md = [f"# Evaluation report: {run_dir.name}", "",
+          "Legality is measured on the raw model (never masked). Strength is on a Stockfish ladder whose "
+          "UCI_Elo rungs are fixed at their nominal ratings; intervals are 95%.", ""]
+    md += _training_summary(run_dir)
+
+    def image(p: Path | None, alt: str) -> None:
+        if p is not None:
+            plots.append(p)
+            md.extend([f"![{alt}]({p.relative_to(run_dir).as_posix()})", ""])
+
+    if "legality" in found:
+        leg = LegalityResult.load(found["legality"])
+        md += ["## Move legality", "", leg.format(), ""]
+        image(plot_legality(leg, plot_dir / "legality.png"), "legality by ply")
+    else:
+        md += ["## Move legality", "", "Not run: `chessdt eval legality CKPT`.", ""]
+    if "strength" in found:
+        st = StrengthResult.load(found["strength"])
+        md += ["## Strength by prompted rating", "", st.format(), ""]
+        if st.ladder is not None:
+            image(plot_elo(st.ladder, plot_dir / "elo.png"), "measured vs prompted Elo")
+        if st.matching is not None:
+            image(plot_matching(st.matching, plot_dir / "matching.png"), "move matching heat map")
+    else:
+        md += ["## Strength by prompted rating", "", "Not run: `chessdt eval strength CKPT`.", ""]
+    if "openings" in found:
+        op = OpeningsResult.load(found["openings"])
+        md += ["## Opening variety", "", op.format(), ""]
+        image(plot_openings(op, plot_dir / "openings.png"), "opening entropy vs rating")
+    else:
+        md += ["## Opening variety", "", "Not run: `chessdt eval openings CKPT`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(md).rstrip() + "\n")
+    return Report(path=path, plots=tuple(plots), sections=tuple(found))

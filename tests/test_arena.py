@@ -1,0 +1,197 @@
+"""Arena: single games, batched model games, the resumable JSONL log, engine crashes and hangs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import chess
+import chess.pgn
+import pytest
+import torch
+
+from chessdt.arena import (GameLog, GameSpec, ModelSeat, Opponent, PlayerSeat, game_over, parse_line, play_game,
+                           read_game_log, run_games)
+from chessdt.engine import DEBIAN_STOCKFISH
+from chessdt.errors import UserError
+from chessdt.players import RandomPlayer, Sampling, StockfishPlayer
+from fake_uci import script
+from tiny_policy import tiny_policy
+
+HAVE_STOCKFISH = shutil.which("stockfish") is not None or os.access(DEBIAN_STOCKFISH, os.X_OK)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny batches run far faster on one torch thread (and do not fight other jobs for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def replay(pgn: str) -> tuple[chess.pgn.Game, chess.Board]:
+    game = chess.pgn.read_game(io.StringIO(pgn))
+    assert game is not None and not game.errors
+    return game, game.end().board()
+
+
+def test_game_over_rules() -> None:
+    assert game_over(chess.Board()) is None
+    assert game_over(chess.Board("7k/6Q1/6K1/8/8/8/8/8 b - - 0 1")) == ("1-0", "checkmate")
+    assert game_over(chess.Board("7k/8/6Q1/8/8/8/8/K7 b - - 0 1")) == ("1/2-1/2", "stalemate")
+    assert game_over(chess.Board("7k/8/8/8/8/8/8/K6R w - - 100 80")) == ("1/2-1/2", "fifty_moves")
+    b = chess.Board()
+    for m in ["g1f3", "g8f6", "f3g1", "f6g8"] * 2:
+        b.push_uci(m)
+    assert game_over(b) == ("1/2-1/2", "threefold_repetition")
+
+
+def test_parse_line() -> None:
+    assert [m.uci() for m in parse_line("e4 c5 Nf3")] == ["e2e4", "c7c5", "g1f3"]
+    assert [m.uci() for m in parse_line("d2d4 Nf6")] == ["d2d4", "g8f6"]
+    with pytest.raises(UserError, match="not a legal move"):
+        parse_line("e4 e4")
+
+
+def test_opponent_specs(tmp_path: Path) -> None:
+    assert Opponent.parse("random").label == "random"
+    assert Opponent.parse("skill=3").label == "sf-skill3"
+    assert Opponent.parse("1600").label == Opponent.parse("elo=1600").label == "sf-1600"
+    for bad in ("1200", "skill=30", "fish", "elo=x"):
+        with pytest.raises(UserError):
+            Opponent.parse(bad)
+    seat = Opponent.parse("1350").seat(script(str(tmp_path)), nodes=5)
+    assert seat.pooled
+    assert not Opponent.parse("random").seat().pooled
+
+
+def test_play_game_random_players() -> None:
+    game = play_game(RandomPlayer(1), RandomPlayer(2), opening=parse_line("e4 e5"), max_plies=60,
+                     headers={"Round": "7"})
+    g, board = replay(str(game))
+    assert [m.uci() for m in list(g.mainline_moves())[:2]] == ["e2e4", "e7e5"]
+    h = g.headers
+    assert h["Round"] == "7" and int(h["PlyCount"]) == board.ply() <= 60
+    over = game_over(board)
+    if over is None:
+        assert board.ply() == 60 and (h["Result"], h["Termination"]) == ("1/2-1/2", "move_limit")
+    else:
+        assert (h["Result"], h["Termination"]) == over
+
+
+def test_play_game_records_engine_failure(tmp_path: Path) -> None:
+    crashing = script(str(tmp_path), "--crash-at", "1")  # every process dies on its first `go`
+    with StockfishPlayer(crashing, elo=1350, nodes=1, timeout_s=5) as sf:
+        game = play_game(RandomPlayer(0), sf, max_plies=20)
+        assert sf.restarts >= 1
+    assert game.headers["Result"] == "*" and game.headers["Termination"] == "engine_failure"
+    assert game.end().board().ply() == 1  # White moved, Black's engine never answered
+
+
+def _model_specs(n: int, opponent: str, opening: tuple[str, ...] = ()) -> list[GameSpec]:
+    specs = []
+    for k in range(n):
+        w, b = ("model", opponent) if k % 2 == 0 else (opponent, "model")
+        specs.append(GameSpec(id=f"g{k}", white=w, black=b, opening=opening, seed=5, tags={"k": k}))
+    return specs
+
+
+def test_batched_games_are_legal_and_counted(tmp_path: Path) -> None:
+    policy = tiny_policy(context=256)
+    seats = {"model": ModelSeat(policy, 1500), "random": Opponent.parse("random").seat(),
+             "fake": Opponent.parse("1350").seat(script(str(tmp_path)), nodes=5)}
+    specs = _model_specs(4, "random", opening=("e2e4", "e7e5")) + [
+        GameSpec(id=f"f{k}", white="model" if k == 0 else "fake", black="fake" if k == 0 else "model") for k in range(2)]
+    specs.append(GameSpec(id="self", white="model", black="model"))
+    records = run_games(specs, seats, tmp_path / "log.jsonl", meta={"run": 1}, batch_size=3, workers=2, max_plies=80)
+    assert [r.id for r in records] == [s.id for s in specs]
+    for r, s in zip(records, specs):
+        g, board = replay(r.pgn)
+        moves = [m.uci() for m in g.mainline_moves()]
+        assert tuple(moves[: len(s.opening)]) == s.opening
+        assert r.plies == board.ply() <= 80
+        assert (r.white, r.black, r.tags) == (s.white, s.black, s.tags)
+        assert r.result == g.headers["Result"] != "*"
+        # the model chose every move of its side after the opening
+        chosen = {c: sum(1 for i in range(len(s.opening), len(moves)) if (i % 2 == 0) == (c == "white")) for c in
+                  ("white", "black")}
+        for color, label in (("white", s.white), ("black", s.black)):
+            assert r.model_moves[color] == (chosen[color] if label == "model" else 0)
+            assert 0 <= r.illegal[color] <= r.model_moves[color]
+        assert not r.masked
+    meta, logged = read_game_log(tmp_path / "log.jsonl")
+    assert meta == {"run": 1} and sorted(r.id for r in logged) == sorted(s.id for s in specs)  # in finish order
+
+
+def test_batching_does_not_change_games(tmp_path: Path) -> None:
+    """A game played in a batch of 6 (with finished games dropped on the way) equals the same game alone."""
+    policy = tiny_policy(context=256)
+    seats = {"model": ModelSeat(policy, 1200, sampling=Sampling(temperature=1.0)),
+             "random": Opponent.parse("random").seat()}
+    specs = _model_specs(6, "random")
+    together = run_games(specs, seats, None, batch_size=6, max_plies=60)
+    alone = run_games(specs, seats, None, batch_size=1, max_plies=60)
+    assert [r.pgn for r in together] == [r.pgn for r in alone]
+    assert len({r.pgn for r in together}) == 6  # and the games differ from each other
+
+
+def test_resume_skips_finished_games(tmp_path: Path) -> None:
+    policy = tiny_policy(context=256)
+    seats = {"model": ModelSeat(policy, 1500), "random": Opponent.parse("random").seat()}
+    log = tmp_path / "games.jsonl"
+    specs = _model_specs(6, "random")
+    first = run_games(specs[:4], seats, log, meta={"m": 1}, max_plies=40)
+    with open(log, "a") as f:
+        f.write('{"id": "torn"')  # a crash in the middle of a write
+    calls = []
+
+    def counting(seed: int) -> RandomPlayer:
+        calls.append(seed)
+        return RandomPlayer(seed)
+
+    seats2 = {"model": seats["model"], "random": PlayerSeat(make=counting)}
+    everything = run_games(specs, seats2, log, meta={"m": 1}, max_plies=40)
+    assert everything[:4] == first
+    assert len(calls) == 2  # only the two missing games were played
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 + 6 and all(json.loads(x) for x in lines)
+    with pytest.raises(UserError, match="other settings"):
+        run_games(specs, seats, log, meta={"m": 2})
+
+
+def test_engine_crash_and_hang_are_restarted_and_recorded(tmp_path: Path) -> None:
+    policy = tiny_policy(context=256)
+    for flag in ("--crash-at", "--hang-at"):
+        fake = script(str(tmp_path), flag, "3", "--once", str(tmp_path / f"once{flag}"))
+        seats = {"model": ModelSeat(policy, 1500),
+                 "fake": Opponent.parse("1350").seat(fake, nodes=5, timeout_s=1.0)}
+        records = run_games(_model_specs(2, "fake"), seats, None, batch_size=2, max_plies=30)
+        assert sum(r.engine_restarts for r in records) == 1
+        assert all(r.decided for r in records)
+
+
+def test_gamelog_rejects_foreign_file(tmp_path: Path) -> None:
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"not": "a log"}\n')
+    with pytest.raises(UserError, match="not a chessdt game log"):
+        GameLog(p, {})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_STOCKFISH, reason="needs Stockfish (CI installs it)")
+def test_model_against_real_stockfish(tmp_path: Path) -> None:
+    policy = tiny_policy(context=256)
+    seats = {"model": ModelSeat(policy, 1500), "sf": Opponent.parse("1350").seat(nodes=200),
+             "sk": Opponent.parse("skill=0").seat(nodes=200)}
+    specs = [GameSpec(id="a", white="model", black="sf"), GameSpec(id="b", white="sk", black="model"),
+             GameSpec(id="c", white="sf", black="sk")]
+    records = run_games(specs, seats, tmp_path / "g.jsonl", batch_size=2, workers=2, max_plies=60)
+    for r in records:
+        _, board = replay(r.pgn)
+        assert r.decided and r.plies == board.ply()
+        assert r.engine_restarts == 0
