@@ -1,0 +1,201 @@
+"""Checkpoints you can trust: safetensors weights plus a meta.json that says what they mean.
+
+A checkpoint is a directory::
+
+    model.safetensors   weights of the uncompiled model (no pickle: loading never runs code)
+    train.safetensors   optimizer moments and RNG states, for an exact --resume
+    meta.json           config, vocabulary hash, step, tokens seen, git revision, metrics
+
+It is written under ``<name>.partial`` and renamed into place, so a crash never leaves a
+half-written checkpoint. A run keeps ``checkpoints/step_NNNNNNN`` (the last K) and ``best``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from chessdt.config import Config, config_from_dict, to_dict
+from chessdt.errors import UserError
+from chessdt.model import GPT
+from chessdt.tokenizer import Vocab
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+STEP_PREFIX = "step_"
+
+
+def git_revision() -> str:
+    """HEAD of the chessdt checkout (with '+dirty' when files differ), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint directory holds, loaded to CPU."""
+
+    path: Path
+    meta: dict[str, Any]
+    cfg: Config
+    weights: dict[str, torch.Tensor]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in info["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_checkpoint(path: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: int, tokens_seen: int,
+                    metrics: dict[str, Any] | None = None, optimizer: torch.optim.Optimizer | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory atomically (replacing one of the same name); returns it.
+
+    ``model`` must be the plain module (not DDP-wrapped or compiled) so names stay stable.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(tmp / "model.safetensors"))
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "vocab_hash": vocab.hash,
+        "vocab_size": vocab.size,
+        "num_params": model.num_params(),
+        "git_revision": git_revision(),
+        "torch_version": torch.__version__,
+        "metrics": metrics or {},
+        "config": to_dict(cfg),
+        **(extra or {}),
+    }
+    if optimizer is not None:
+        tensors, info = _flatten_optimizer(optimizer.state_dict())
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        save_file(tensors, str(tmp / "train.safetensors"))
+        meta["optimizer"] = info
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself, a run directory (best, else latest) or checkpoints/."""
+    path = Path(path)
+    if (path / "meta.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    for base in (path / "checkpoints", path):
+        if (base / "best" / "meta.json").is_file():
+            return base / "best"
+        steps = step_checkpoints(base)
+        if steps:
+            return steps[-1]
+    raise UserError(f"no checkpoint found at {path} (expected model.safetensors + meta.json, "
+                    "or a run directory with checkpoints/)")
+
+
+def step_checkpoints(directory: Path) -> list[Path]:
+    """Complete step checkpoints in a directory, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"{STEP_PREFIX}*")
+                  if p.is_dir() and not p.name.endswith((".partial", ".old")) and (p / "meta.json").is_file())
+
+
+def read_checkpoint(path: str | Path, vocab: Vocab | None = None) -> Checkpoint:
+    """Load a checkpoint's meta and weights to CPU, checking the vocabulary.
+
+    The vocabulary is rebuilt from the saved config; its hash must equal the one saved (else the
+    tokenizer changed since training) and, when ``vocab`` is given (e.g. that of a data set), equal
+    that one too. Either mismatch is a UserError that names both sides.
+    """
+    path = resolve_checkpoint(path)
+    meta = json.loads((path / "meta.json").read_text())
+    cfg = config_from_dict(meta["config"])
+    ours = Vocab(rating_bucket=cfg.data.rating_bucket)
+    if ours.hash != meta["vocab_hash"]:
+        raise UserError(f"{path}: trained with vocabulary {meta['vocab_hash']} (size {meta['vocab_size']}), "
+                        f"but this chessdt builds {ours.hash} (size {ours.size}) for rating_bucket="
+                        f"{cfg.data.rating_bucket}: the tokenizer changed since this checkpoint")
+    if vocab is not None and vocab.hash != meta["vocab_hash"]:
+        raise UserError(f"{path}: vocabulary mismatch: checkpoint {meta['vocab_hash']} (size "
+                        f"{meta['vocab_size']}, rating_bucket={cfg.data.rating_bucket}) vs expected "
+                        f"{vocab.hash} (size {vocab.size}, rating_bucket={vocab.rating_bucket})")
+    weights = load_file(str(path / "model.safetensors"), device="cpu")
+    return Checkpoint(path=path, meta=meta, cfg=cfg, weights=weights)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               vocab: Vocab | None = None) -> tuple[GPT, Config, Vocab]:
+    """(model in eval mode, its config, its vocabulary) from a checkpoint or run directory."""
+    ckpt = read_checkpoint(path, vocab)
+    model_vocab = Vocab(rating_bucket=ckpt.cfg.data.rating_bucket)
+    model = GPT(ckpt.cfg.model, model_vocab.size)
+    model.load_state_dict(ckpt.weights, strict=True)
+    return model.to(device).eval(), ckpt.cfg, model_vocab
+
+
+def load_training_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore weights, optimizer moments and RNG for --resume; returns the checkpoint's meta."""
+    ckpt = read_checkpoint(path)
+    model.load_state_dict(ckpt.weights, strict=True)
+    tensors = load_file(str(ckpt.path / "train.safetensors"), device="cpu")
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, ckpt.meta["optimizer"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return ckpt.meta
+
+
+def prune(directory: Path, keep_last: int) -> None:
+    """Delete all but the newest keep_last step checkpoints (best is a separate directory)."""
+    for old in step_checkpoints(directory)[: -keep_last or None] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,310 @@
+"""The whole GPT in one file: a pre-norm decoder over move tokens, optionally seeing the board.
+
+Inputs per position t (all the same length T):
+
+* ``tokens`` (B, T): ``<bos> cond... move move ...`` ids from :class:`chessdt.tokenizer.Vocab`;
+* ``boards`` (B, T, 64) uint8: the board *after* token t (piece codes of :mod:`chessdt.shards`);
+  the decision transformer's state. Only used when ``ModelConfig.board_input``;
+* ``plies`` (B, T): moves played on that board (0 for the prefix of a game from the start).
+  Its parity is the side to move, so the board can be embedded from the mover's point of view.
+
+The output at position t is the distribution of token t + 1. Input and output embeddings are
+tied; with ``move_features`` a move's embedding is the sum of its own vector and vectors for its
+from-square, to-square and promotion, so what the model learns about one move (a knight on g1
+can go to f3) transfers to moves that share a square.
+
+Generation uses a :class:`KVCache`: a batch of sequences that advance in lockstep (a batch of
+games played together, or the two prompts of classifier-free guidance), each step costing
+O(length) instead of re-running the whole prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chessdt.config import ModelConfig
+from chessdt.tokenizer import NUM_MOVES, all_moves
+
+N_PIECE_CODES = 12  # shards.board_array codes 1..12 (0 is an empty square)
+# The move prior is stored divided by this, so that Adam (whose steps are about lr in parameter
+# units) moves its scores ~20x faster than the weights: a score must travel to a few nats for
+# the prior to matter, and it should get there within the first hundred steps.
+PRIOR_SCALE = 20.0
+
+
+def move_feature_table(vocab_size: int) -> torch.Tensor:
+    """(vocab_size, 3) long: from-square, to-square, promotion index per token.
+
+    Non-move tokens get from = to = 64 and promotion = 5, entries no move shares.
+    """
+    table = torch.empty(vocab_size, 3, dtype=torch.long)
+    table[:, 0] = 64
+    table[:, 1] = 64
+    table[:, 2] = 5
+    for i, m in enumerate(all_moves()):
+        table[i, 0] = m.from_square
+        table[i, 1] = m.to_square
+        table[i, 2] = 0 if m.promotion is None else m.promotion - 1  # 1..4 = N, B, R, Q
+    return table
+
+
+def board_indices(boards: torch.Tensor, plies: torch.Tensor) -> torch.Tensor:
+    """Embedding-bag indices (B, T, 64) of boards seen by the side to move.
+
+    Pieces are recoded as own (1..6) / opponent (7..12) so that 'my piece stands here', the first
+    thing a legal move needs, is linear in the input. Empty squares map to 0, the padding index.
+    """
+    codes = boards.long()  # (B, T, 64)
+    black_to_move = (plies % 2 == 1).unsqueeze(-1)  # (B, T, 1)
+    swapped = torch.where(codes > 6, codes - 6, codes + 6)
+    rel = torch.where(black_to_move & (codes > 0), swapped, codes)
+    squares = torch.arange(64, device=boards.device)
+    return torch.where(rel > 0, 1 + squares * N_PIECE_CODES + rel - 1, torch.zeros_like(rel))
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for a batch of sequences that advance together."""
+
+    keys: list[torch.Tensor]  # per layer (B, H, max_len, head_dim)
+    values: list[torch.Tensor]  # per layer (B, H, max_len, head_dim)
+    length: int = 0  # positions filled so far
+
+    @property
+    def max_len(self) -> int:
+        return self.keys[0].shape[2]
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """A cache holding only the given batch rows (e.g. to drop finished games)."""
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.length)
+
+
+class _Gather(torch.autograd.Function):
+    """table[index] whose backward is an index_add (several times faster on CPU than the
+    index_put that plain indexing uses for its gradient)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(index)
+        ctx.size = table.numel()
+        return table[index]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (index,) = ctx.saved_tensors
+        out = torch.zeros(ctx.size, dtype=grad.dtype, device=grad.device)
+        return out.index_add_(0, index.reshape(-1), grad.reshape(-1)), None
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        mask = None
+        causal = True
+        if cache is not None:
+            start = cache.length
+            cache.keys[layer][:, :, start : start + T] = k
+            cache.values[layer][:, :, start : start + T] = v
+            k = cache.keys[layer][:, :, : start + T]
+            v = cache.values[layer][:, :, : start + T]
+            if start > 0:
+                causal = False
+                if T > 1:  # new queries see the whole past and the new positions causally
+                    mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and T > 1,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return F.dropout(self.proj(y), self.dropout, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, bias=False)
+        self.attn = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, bias=False)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer over a :class:`~chessdt.tokenizer.Vocab`; see the module doc."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        d = cfg.d_model
+        self.tok_emb = nn.Embedding(vocab_size, d)
+        self.pos_emb = nn.Embedding(cfg.context, d)
+        self.register_buffer("move_feats", move_feature_table(vocab_size), persistent=False)
+        if cfg.move_features:
+            self.from_emb = nn.Embedding(65, d)
+            self.to_emb = nn.Embedding(65, d)
+            self.promo_emb = nn.Embedding(6, d)
+        if cfg.board_input:
+            # one vector per (square, own/opponent piece); a board is the sum over its pieces
+            self.board_emb = nn.EmbeddingBag(1 + 64 * N_PIECE_CODES, d, mode="sum", padding_idx=0)
+            self.turn_emb = nn.Embedding(2, d)
+        if cfg.board_head:
+            # per move, per side to move: a score for each piece code (empty, own, opponent) on its
+            # from-square and on its to-square. "My knight on g1" makes g1f3 plausible, "my piece
+            # on f3" rules it out: most of pseudo-legality, learned from a few thousand games; the
+            # transformer handles the rest (lines blocked, pins, checks, intent).
+            self.move_prior = nn.Parameter(torch.zeros(2, 2, 1 + N_PIECE_CODES, NUM_MOVES))
+            self.register_buffer("move_ids", torch.arange(NUM_MOVES, dtype=torch.int32), persistent=False)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.ln_f = nn.LayerNorm(d, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 init: N(0, std); residual output projections shrunk by sqrt(2 * n_layer) so the
+        residual stream's variance does not grow with depth; board vectors shrunk so that a sum
+        over ~32 pieces starts at the scale of one token embedding."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() < 2 or name == "move_prior":
+                continue  # LayerNorm weights stay 1; the move prior starts at zero
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
+            elif name.startswith("board_emb"):
+                nn.init.normal_(p, 0.0, std / math.sqrt(32))
+            else:
+                nn.init.normal_(p, 0.0, std)
+        if self.cfg.board_input:
+            with torch.no_grad():
+                self.board_emb.weight[0].zero_()
+        if self.cfg.board_head:
+            nn.init.zeros_(self.move_prior)  # starts as a plain GPT
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def token_embeddings(self) -> torch.Tensor:
+        """(V, d) embedding of every token, shared by the input and the output layer."""
+        w = self.tok_emb.weight
+        if self.cfg.move_features:
+            f = self.move_feats
+            w = w + self.from_emb(f[:, 0]) + self.to_emb(f[:, 1]) + self.promo_emb(f[:, 2])
+        return w
+
+    def embed(self, tokens: torch.Tensor, boards: torch.Tensor | None, plies: torch.Tensor | None,
+              start: int, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Input vectors (B, T, d) and the board's embedding-bag indices (B*T, 64) if any."""
+        B, T = tokens.shape
+        if start + T > self.cfg.context:
+            raise ValueError(f"sequence of {start + T} tokens exceeds the model context {self.cfg.context}")
+        x = F.embedding(tokens, table) + self.pos_emb.weight[start : start + T]  # (B, T, d)
+        idx = None
+        if self.cfg.board_input:
+            if boards is None or plies is None:
+                raise ValueError("this model was trained with board_input: pass boards and plies")
+            idx = board_indices(boards, plies).view(B * T, 64)
+            x = x + self.board_emb(idx).view(B, T, -1) + self.turn_emb(plies % 2)
+        return x, idx
+
+    def forward(self, tokens: torch.Tensor, boards: torch.Tensor | None = None,
+                plies: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """Next-token logits (B, T, V) for every position.
+
+        With a cache, ``tokens`` are the next T positions after the ``cache.length`` already seen;
+        the cache is advanced by T.
+        """
+        start = 0 if cache is None else cache.length
+        if cache is not None and start + tokens.shape[1] > cache.max_len:
+            raise ValueError(f"cache of {cache.max_len} positions is full")
+        table = self.token_embeddings()
+        x, idx = self.embed(tokens, boards, plies, start, table)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.length = start + tokens.shape[1]
+        logits = F.linear(self.ln_f(x), table)  # (B, T, V)
+        if self.cfg.board_head:
+            assert boards is not None and plies is not None
+            prior = self.move_prior_logits(boards, plies)  # (B, T, NUM_MOVES)
+            logits[..., :NUM_MOVES] += prior.to(logits.dtype)  # in place: F.linear keeps no output
+        return logits
+
+    def move_prior_logits(self, boards: torch.Tensor, plies: torch.Tensor) -> torch.Tensor:
+        """(B, T, NUM_MOVES) scores of the pieces on every move's from- and to-square."""
+        B, T = plies.shape
+        flat = boards.reshape(B * T, 64).to(torch.int32)
+        turn = (plies.reshape(B * T, 1) % 2).to(torch.int32)
+        rel = torch.where((turn == 1) & (flat > 0), torch.where(flat > 6, flat - 6, flat + 6), flat)
+        rel = rel * NUM_MOVES  # (B*T, 64) offsets of each square's piece code in a (13, M) table
+        width = (1 + N_PIECE_CODES) * NUM_MOVES
+        rel = rel.add_(turn * (2 * width))  # each side to move has its own tables
+        moves = self.move_ids  # (M,): each move its own column
+        from_idx = rel[:, self.move_feats[:NUM_MOVES, 0]].add_(moves)  # (B*T, M)
+        to_idx = rel[:, self.move_feats[:NUM_MOVES, 1]].add_(moves + width)
+        table = self.move_prior.view(-1) * PRIOR_SCALE
+        return (_Gather.apply(table, from_idx) + _Gather.apply(table, to_idx)).view(B, T, NUM_MOVES)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: context)."""
+        max_len = max_len or self.cfg.context
+        p = self.tok_emb.weight
+        hd = self.cfg.d_model // self.cfg.n_head
+        shape = (batch_size, self.cfg.n_head, max_len, hd)
+        return KVCache(keys=[torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in self.blocks],
+                       values=[torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in self.blocks])
+
+    def step(self, tokens: torch.Tensor, cache: KVCache, boards: torch.Tensor | None = None,
+             plies: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed the next token(s) of every sequence: tokens (B,) or (B, T) -> logits (B, V) of the
+        last position. boards (B, 64) / (B, T, 64) and plies (B,) / (B, T) follow the same shape."""
+        if tokens.dim() == 1:
+            tokens = tokens[:, None]
+            boards = None if boards is None else boards[:, None]
+            plies = None if plies is None else plies[:, None]
+        return self.forward(tokens, boards, plies, cache)[:, -1]
+
+    @staticmethod
+    def move_logits(logits: torch.Tensor) -> torch.Tensor:
+        """The move part (..., 1968) of full-vocabulary logits (moves are ids 0..1967)."""
+        return logits[..., :NUM_MOVES]
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: decay matmul weights only (not embeddings or norms)."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (decay if p.dim() == 2 and "emb" not in name else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

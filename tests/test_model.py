@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import chess
+import pytest
+import torch
+
+from chessdt.config import ModelConfig, load_config
+from chessdt.model import GPT, NUM_MOVES, PRIOR_SCALE, board_indices
+from chessdt.shards import board_array
+from chessdt.tokenizer import Vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB = Vocab()
+TINY = ModelConfig(n_layer=2, n_head=2, d_model=32, context=48)
+
+
+def _inputs(B: int, T: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, NUM_MOVES, (B, T), generator=g)
+    boards = torch.randint(0, 13, (B, T, 64), generator=g).to(torch.uint8)
+    plies = torch.arange(T).expand(B, T) + torch.randint(0, 3, (B, 1), generator=g)
+    return tokens, boards, plies
+
+
+def _randomized(cfg: ModelConfig) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(cfg, VOCAB.size).eval()
+    with torch.no_grad():  # the move prior starts at zero; give it values so the test sees it
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("board", [True, False])
+def test_cached_logits_equal_uncached(board: bool) -> None:
+    cfg = ModelConfig(n_layer=2, n_head=2, d_model=32, context=48, board_input=board, board_head=board)
+    model = _randomized(cfg)
+    tokens, boards, plies = _inputs(3, 20)
+    if not board:
+        boards = plies = None  # type: ignore[assignment]
+    with torch.no_grad():
+        full = model(tokens, boards, plies)  # (3, 20, V)
+        cache = model.new_cache(3, 32)
+        # a 5-token prompt at once, then 4 tokens together, then one token per step
+        parts = [model(tokens[:, :5], None if boards is None else boards[:, :5],
+                       None if plies is None else plies[:, :5], cache)]
+        parts.append(model(tokens[:, 5:9], None if boards is None else boards[:, 5:9],
+                           None if plies is None else plies[:, 5:9], cache))
+        for t in range(9, 20):
+            step = model.step(tokens[:, t], cache, None if boards is None else boards[:, t],
+                              None if plies is None else plies[:, t])
+            parts.append(step[:, None])
+    cached = torch.cat(parts, dim=1)
+    assert cache.length == 20
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(full[:, 0], full[:, 1])  # positions differ: the test can fail
+
+
+def test_cache_select_keeps_rows() -> None:
+    model = _randomized(TINY)
+    tokens, boards, plies = _inputs(3, 6)
+    with torch.no_grad():
+        full = model(tokens, boards, plies)
+        cache = model.new_cache(3, 8)
+        model(tokens[:, :5], boards[:, :5], plies[:, :5], cache)
+        sub = cache.select(torch.tensor([0, 2]))
+        last = model.step(tokens[[0, 2], 5], sub, boards[[0, 2], 5], plies[[0, 2], 5])
+    torch.testing.assert_close(last, full[[0, 2], 5], atol=1e-4, rtol=1e-4)
+
+
+def test_logits_depend_only_on_the_past() -> None:
+    model = _randomized(TINY)
+    tokens, boards, plies = _inputs(2, 12)
+    other = tokens.clone()
+    other[:, 8:] = (other[:, 8:] + 1) % NUM_MOVES
+    with torch.no_grad():
+        a, b = model(tokens, boards, plies), model(other, boards, plies)
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_move_prior_matches_a_direct_lookup() -> None:
+    model = _randomized(TINY)
+    board = chess.Board()
+    for uci in ("e2e4", "e7e5", "g1f3"):
+        board.push_uci(uci)
+    boards = torch.from_numpy(board_array(board))[None, None]  # (1, 1, 64), black to move
+    plies = torch.tensor([[3]])
+    got = model.move_prior_logits(boards, plies)[0, 0]
+    prior = model.move_prior.detach() * PRIOR_SCALE  # (turn, from/to, code, move)
+    for uci in ("b8c6", "e5e4", "f3g5"):
+        m = chess.Move.from_uci(uci)
+        code = lambda sq: 0 if board.piece_at(sq) is None else (
+            board.piece_at(sq).piece_type + (0 if board.piece_at(sq).color == chess.BLACK else 6))
+        i = VOCAB.encode_move(m)
+        want = prior[1, 0, code(m.from_square), i] + prior[1, 1, code(m.to_square), i]
+        torch.testing.assert_close(got[i], want)
+
+
+def test_board_indices_are_relative_to_the_side_to_move() -> None:
+    board = torch.zeros(1, 2, 64, dtype=torch.uint8)
+    board[0, :, chess.E2] = 1  # white pawn
+    board[0, :, chess.E7] = 7  # black pawn
+    idx = board_indices(board, torch.tensor([[0, 1]]))
+    # white to move: the white pawn is "own pawn" (code 1); black to move: the black pawn is
+    own = lambda sq: 1 + sq * 12 + 0
+    opp = lambda sq: 1 + sq * 12 + 6
+    assert idx[0, 0, chess.E2] == own(chess.E2) and idx[0, 0, chess.E7] == opp(chess.E7)
+    assert idx[0, 1, chess.E7] == own(chess.E7) and idx[0, 1, chess.E2] == opp(chess.E2)
+    assert idx[0, 0, chess.A1] == 0  # empty squares are the padding index
+
+
+def test_context_overflow_is_an_error() -> None:
+    model = GPT(TINY, VOCAB.size)
+    tokens, boards, plies = _inputs(1, TINY.context + 1)
+    with pytest.raises(ValueError, match="context"):
+        model(tokens, boards, plies)
+
+
+def test_board_input_required_when_configured() -> None:
+    model = GPT(TINY, VOCAB.size)
+    with pytest.raises(ValueError, match="boards"):
+        model(torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_input_and_output_embeddings_are_tied() -> None:
+    model = _randomized(TINY)
+    tokens, boards, plies = _inputs(1, 4)
+    with torch.no_grad():
+        before = model(tokens, boards, plies)
+        model.tok_emb.weight[100] += 1.0  # changes move 100 as an input and as an output
+        after = model(tokens, boards, plies)
+    changed = (after - before).abs()[0, 0]
+    assert changed[100] > 10 * changed[:100].max()
+
+
+def test_shipped_configs_have_the_promised_sizes() -> None:
+    small = GPT(load_config(ROOT / "experiments" / "human-small.toml").model, VOCAB.size).num_params()
+    gpu = GPT(load_config(ROOT / "experiments" / "gpu-25m.toml").model, VOCAB.size).num_params()
+    assert 5e6 <= small <= 10e6
+    assert 20e6 <= gpu <= 30e6

@@ -1,0 +1,53 @@
+"""A tiny prepared data set for model/training tests, written with shards.SplitWriter directly.
+
+Random legal games from conftest.random_game, tokenized like `chessdt prepare --label elo`
+(``<bos> <white elo> <black elo> moves <end>``, boards after every token), so these tests do not
+depend on the PGN reader.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import chess
+import numpy as np
+from conftest import random_game
+
+from chessdt.shards import SplitWriter, board_array
+from chessdt.tokenizer import Vocab
+
+
+def game_arrays(seed: int, vocab: Vocab, max_plies: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    game = random_game(seed, max_plies=max_plies)
+    board = chess.Board()
+    start = board_array(board)
+    tokens = [vocab.bos, vocab.rating_token(int(game.headers["WhiteElo"])),
+              vocab.rating_token(int(game.headers["BlackElo"]))]
+    boards = [start] * 3
+    for move in game.mainline_moves():
+        board.push(move)
+        tokens.append(vocab.encode_move(move))
+        boards.append(board_array(board))
+    tokens.append(vocab.end)
+    boards.append(boards[-1])
+    return np.array(tokens, dtype=np.uint16), np.stack(boards)
+
+
+def write_dataset(directory: Path, n_train: int = 48, n_val: int = 8, seed: int = 0,
+                  max_plies: int = 60) -> Path:
+    vocab = Vocab()
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 100_000)):
+        writer = SplitWriter(directory, split, boards=True)
+        for i in range(n):
+            tokens, boards = game_arrays(seed + offset + i, vocab, max_plies)
+            writer.write(tokens, np.array([len(tokens)]), boards)
+        writer.close(directory, split)
+        counts[split] = writer.n_tokens
+    meta = {"format_version": 1, "prefix": ["white_elo", "black_elo"], "rating_bucket": 100,
+            "vocab_hash": vocab.hash, "vocab_size": vocab.size, "boards": True, "label": "elo",
+            "tokens": counts}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return directory
