@@ -1,0 +1,239 @@
+"""Stockfish as a resource: find the binary, open it with a strength setting, survive crashes and hangs.
+
+Everything that talks to a UCI engine goes through here: `find_stockfish` resolves the binary
+(explicit path, then `stockfish` on PATH, then Debian's `/usr/games/stockfish`), `open_engine` is a
+plain context manager around `chess.engine.SimpleEngine`, and `Engine` adds what long batch jobs need:
+a per-call timeout, and a restart-and-retry when the process dies or stops answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import chess
+import chess.engine
+
+from chessdt.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Debian/Ubuntu's `apt-get install stockfish` puts the binary here, outside most users' PATH.
+DEBIAN_STOCKFISH = Path("/usr/games/stockfish")
+# UCI_Elo range of Stockfish 15.1 (`option name UCI_Elo type spin default 1350 min 1350 max 2850`).
+UCI_ELO_MIN, UCI_ELO_MAX = 1350, 2850
+INSTALL_HINT = ("install it (`apt-get install stockfish` on Debian/Ubuntu, `brew install stockfish` on "
+                "macOS) or pass its path with --engine PATH")
+
+EngineCommand = str | Path | Sequence[str]
+
+
+class EngineFailure(RuntimeError):
+    """The engine kept crashing or hanging after all restarts allowed for one call."""
+
+
+def find_stockfish(path: str | Path | None = None) -> Path:
+    """The Stockfish binary: `path` if given, else `stockfish` on PATH, else /usr/games/stockfish.
+
+    Raises UserError (with how to install) when none is found or `path` is not executable.
+    """
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+        found = shutil.which(str(path))
+        if found:
+            return Path(found)
+        raise UserError(f"engine {str(path)!r} not found or not executable: {INSTALL_HINT}")
+    found = shutil.which("stockfish")
+    if found:
+        return Path(found)
+    if DEBIAN_STOCKFISH.is_file() and os.access(DEBIAN_STOCKFISH, os.X_OK):
+        return DEBIAN_STOCKFISH
+    raise UserError(f"Stockfish not found (looked for `stockfish` on PATH and {DEBIAN_STOCKFISH}): "
+                    f"{INSTALL_HINT}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Strength:
+    """How strong the engine plays: full strength, a UCI_Elo rating, or a Skill Level (0-20)."""
+
+    elo: int | None = None  # UCI_LimitStrength + UCI_Elo (1350-2850 in Stockfish 15.1); None = unlimited
+    skill: int | None = None  # "Skill Level" 0-20, for settings below the UCI_Elo floor
+
+    def __post_init__(self) -> None:
+        if self.elo is not None and self.skill is not None:
+            raise UserError("give a UCI_Elo or a Skill Level, not both")
+        if self.elo is not None and not UCI_ELO_MIN <= self.elo <= UCI_ELO_MAX:
+            raise UserError(f"UCI_Elo {self.elo} outside Stockfish's range {UCI_ELO_MIN}-{UCI_ELO_MAX}; "
+                            "use a Skill Level for weaker play")
+        if self.skill is not None and not 0 <= self.skill <= 20:
+            raise UserError(f"Skill Level {self.skill} outside 0-20")
+
+    def options(self) -> dict[str, int | bool]:
+        """The UCI options that set this strength (resetting the other mechanism)."""
+        if self.elo is not None:
+            return {"UCI_LimitStrength": True, "UCI_Elo": self.elo, "Skill Level": 20}
+        if self.skill is not None:
+            return {"UCI_LimitStrength": False, "Skill Level": self.skill}
+        return {"UCI_LimitStrength": False, "Skill Level": 20}
+
+    def describe(self) -> str:
+        """Short text for PGN headers, e.g. 'UCI_Elo=1600'."""
+        if self.elo is not None:
+            return f"UCI_LimitStrength=true UCI_Elo={self.elo}"
+        if self.skill is not None:
+            return f"Skill Level={self.skill}"
+        return "full strength"
+
+
+def _command(path: EngineCommand) -> str | list[str]:
+    if isinstance(path, (str, Path)):
+        return str(path)
+    return [str(part) for part in path]
+
+
+def _engine_options(strength: Strength | None, threads: int, hash_mb: int,
+                    extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"Threads": threads, "Hash": hash_mb}
+    if strength is not None:
+        options.update(strength.options())
+    options.update(extra or {})
+    return options
+
+
+def _configure(engine: chess.engine.SimpleEngine, options: Mapping[str, Any]) -> None:
+    # Only send options the engine declares, so a minimal engine (or a test fake) still opens.
+    known = engine.options
+    engine.configure({k: v for k, v in options.items() if k in known})
+
+
+@contextlib.contextmanager
+def open_engine(path: EngineCommand, *, elo: int | None = None, skill: int | None = None, threads: int = 1,
+                hash_mb: int = 16, options: Mapping[str, Any] | None = None,
+                timeout_s: float = 10.0) -> Iterator[chess.engine.SimpleEngine]:
+    """Open a UCI engine configured for a strength; closed when the block ends."""
+    strength = Strength(elo=elo, skill=skill)
+    engine = chess.engine.SimpleEngine.popen_uci(_command(path), timeout=timeout_s)
+    try:
+        _configure(engine, _engine_options(strength, threads, hash_mb, options))
+        yield engine
+    finally:
+        _kill(engine)
+
+
+def _kill(engine: chess.engine.SimpleEngine) -> None:
+    """Stop an engine without waiting on it: a hung process gets no chance to block us."""
+    with contextlib.suppress(Exception):
+        engine.protocol.loop.call_soon_threadsafe(engine.transport.kill)
+    with contextlib.suppress(Exception):
+        engine.close()
+
+
+class Engine:
+    """A UCI engine that restarts itself: every call has a timeout, a crash or hang restarts the
+    process and retries the call (up to `retries` times), then raises EngineFailure.
+
+    Use as a context manager: `with Engine(find_stockfish(), strength=Strength(elo=1600)) as e: ...`.
+    """
+
+    def __init__(self, path: EngineCommand, *, strength: Strength | None = None, threads: int = 1,
+                 hash_mb: int = 16, options: Mapping[str, Any] | None = None, timeout_s: float = 30.0,
+                 retries: int = 2) -> None:
+        self.path = path
+        self.strength = strength
+        self.threads = threads
+        self.hash_mb = hash_mb
+        self.extra_options = dict(options or {})
+        self.timeout_s = timeout_s  # per call, on top of any time limit of the search itself
+        self.retries = retries
+        self.restarts = 0  # how many times the process was replaced
+        self._engine: chess.engine.SimpleEngine | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start (or restart) the engine process with the configured options."""
+        self.close()
+        engine = chess.engine.SimpleEngine.popen_uci(_command(self.path), timeout=self.timeout_s)
+        try:
+            _configure(engine, _engine_options(self.strength, self.threads, self.hash_mb, self.extra_options))
+        except BaseException:
+            _kill(engine)
+            raise
+        self._engine = engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            _kill(self._engine)
+            self._engine = None
+
+    def restart(self) -> None:
+        self.restarts += 1
+        log.warning("restarting engine %s (restart %d)", self.path, self.restarts)
+        self.start()
+
+    @property
+    def raw(self) -> chess.engine.SimpleEngine:
+        """The underlying python-chess engine (started on first use)."""
+        if self._engine is None:
+            self.start()
+        assert self._engine is not None
+        return self._engine
+
+    @property
+    def name(self) -> str:
+        """The engine's `id name`, e.g. 'Stockfish 15.1'."""
+        return self.raw.id.get("name", str(self.path))
+
+    def set_strength(self, strength: Strength | None) -> None:
+        """Change the playing strength; kept across restarts."""
+        self.strength = strength
+        self._call(lambda e: e.protocol.configure(
+            {k: v for k, v in _engine_options(strength, self.threads, self.hash_mb, self.extra_options).items()
+             if k in e.protocol.options}), None)
+
+    # -- calls ------------------------------------------------------------------------------
+    def play(self, board: chess.Board, limit: chess.engine.Limit, *, game: object = None,
+             info: chess.engine.Info = chess.engine.INFO_NONE) -> chess.engine.PlayResult:
+        """The engine's move in `board` (restarting and retrying on crash or hang)."""
+        return self._call(lambda e: e.protocol.play(board, limit, game=game, info=info), limit)
+
+    def analyse(self, board: chess.Board, limit: chess.engine.Limit, *, game: object = None,
+                info: chess.engine.Info = chess.engine.INFO_SCORE) -> chess.engine.InfoDict:
+        """The engine's evaluation of `board` (restarting and retrying on crash or hang)."""
+        return self._call(lambda e: e.protocol.analyse(board, limit, game=game, info=info), limit)
+
+    def _call(self, make_coro: Any, limit: chess.engine.Limit | None) -> Any:
+        timeout = self.timeout_s + (limit.time if limit is not None and limit.time else 0.0)
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.restart()
+            engine = self.raw
+            try:
+                future = asyncio.run_coroutine_threadsafe(
+                    asyncio.wait_for(make_coro(engine), timeout), engine.protocol.loop)
+                return future.result(timeout + 5.0)
+            except (chess.engine.EngineError, asyncio.TimeoutError, concurrent.futures.TimeoutError,
+                    TimeoutError, RuntimeError, ConnectionError) as e:
+                last = e
+                log.warning("engine call failed (%s: %s)", type(e).__name__, e)
+                self.close()
+        raise EngineFailure(f"engine {self.path} failed {self.retries + 1} times; last error: {last!r}")

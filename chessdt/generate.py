@@ -1,0 +1,375 @@
+"""Stockfish-vs-Stockfish games over a ladder of strengths, appended to a resumable .pgn.zst file.
+
+Game `i` of a run is fixed by (seed, i): which two rungs meet, who has White, and the start line.
+Every cycle of `len(rungs) * (len(rungs) - 1)` games plays each ordered pair of distinct rungs once,
+so every rung meets near and far rungs equally often with both colours. Each finished game carries
+its index in a `LadderIndex` tag; a restarted run reads the file, skips the indices already there and
+plays the rest, so an interruption neither loses nor duplicates games. Games are written in whole
+zstd frames; a frame cut off by a crash is truncated away on restart.
+
+Move choice comes from Stockfish's own UCI_LimitStrength/Skill Level randomness (an unlimited rung is
+deterministic, so it only ever meets limited ones). Stockfish 15.1 seeds that generator from the clock
+(no UCI option sets it), so a rerun reproduces the pairings, colours and start lines exactly, but not
+the moves.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import io
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import chess
+import chess.engine
+import chess.pgn
+import chess.polyglot
+from tqdm import tqdm
+
+from chessdt.engine import UCI_ELO_MIN, Engine, EngineCommand, EngineFailure, Strength
+from chessdt.errors import UserError
+from chessdt.framed import FramedWriter, read_whole, repair
+from chessdt.workers import imap_stateful
+
+log = logging.getLogger(__name__)
+
+INDEX_TAG = "LadderIndex"
+_INDEX_RE = re.compile(r'^\[LadderIndex "(\d+)"\]', re.M)
+_EVENT_RE = re.compile(r'^\[Event "([^"]*)"\]', re.M)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder: the nominal rating written to WhiteElo/BlackElo and how it is played."""
+
+    rating: int  # nominal rating for the PGN header
+    strength: Strength  # the engine setting that plays at this rung
+    nodes: int | None = None  # node limit per move for this rung; None = the run's limit
+
+    @classmethod
+    def parse(cls, spec: str) -> Rung:
+        """'1600' plays at UCI_Elo 1600; '1200:skill=0' is nominal 1200 played at Skill Level 0;
+        '2225:full' is nominal 2225 played at full strength; '/N' sets the rung's own node limit.
+
+        >>> Rung.parse("1600").strength.elo, Rung.parse("1200:skill=3").strength.skill
+        (1600, 3)
+        >>> Rung.parse("1975:full/100").nodes
+        100
+        """
+        spec_s, _, nodes_s = spec.partition("/")
+        if nodes_s:
+            try:
+                nodes = int(nodes_s)
+            except ValueError:
+                raise UserError(f"bad rung {spec!r}: node limit after '/' must be an integer") from None
+            base = cls.parse(spec_s)
+            return cls(base.rating, base.strength, nodes)
+        rating_s, _, how = spec.partition(":")
+        try:
+            rating = int(rating_s)
+            if not how:
+                if rating < UCI_ELO_MIN:
+                    raise UserError(f"rung {spec!r}: below UCI_Elo {UCI_ELO_MIN}, say how to play it, "
+                                    f"e.g. '{rating}:skill=0'")
+                return cls(rating, Strength(elo=rating))
+            key, _, value = how.partition("=")
+            if key == "full" and not value:
+                return cls(rating, Strength())
+            if key == "skill":
+                return cls(rating, Strength(skill=int(value)))
+            if key == "elo":
+                return cls(rating, Strength(elo=int(value)))
+        except ValueError:
+            pass
+        raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E or RATING:full")
+
+    def __str__(self) -> str:
+        if self.nodes is not None:
+            return f"{Rung(self.rating, self.strength)}/{self.nodes}"
+        if self.strength.elo == self.rating:
+            return str(self.rating)
+        if self.strength.skill is not None:
+            return f"{self.rating}:skill={self.strength.skill}"
+        if self.strength.elo is None:
+            return f"{self.rating}:full"
+        return f"{self.rating}:elo={self.strength.elo}"
+
+
+# Seven rungs, nominally 125 points apart, each measurably stronger than the one below. Stockfish 15.1
+# weakens play by picking among its top 4 moves at depth 1 + level, level = ((elo - 1346.6) / 143.4)
+# ** 1.24; a 1000-node search reaches about depth 5, so UCI_Elo settings from ~1850 up all play alike
+# (measured: 1850 vs 1975 48%, 2350/2600/2850 49-50% among themselves). Above 1850 the ladder therefore
+# climbs by search instead: UCI_Elo 1975 at 2000 nodes (86% vs 1850), then unlimited Stockfish at
+# 1000 nodes (85% vs the 1975 rung). Only one rung is unlimited: two would replay identical games.
+DEFAULT_RUNGS: tuple[Rung, ...] = (*(Rung(r, Strength(elo=r)) for r in range(1350, 1851, 125)),
+                                   Rung(1975, Strength(elo=1975), nodes=2000),
+                                   Rung(2100, Strength()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LadderConfig:
+    """Everything that decides what a ladder run plays (the engine path is passed separately)."""
+
+    rungs: tuple[Rung, ...] = DEFAULT_RUNGS  # the ladder, any order
+    games: int = 1000  # total games in the file when the run is complete
+    seed: int = 0  # fixes pairings, colours and start lines of game i
+    nodes: int = 1000  # node limit per move: fast, and the same for every rung
+    hash_mb: int = 16  # transposition table per engine
+    max_plies: int = 300  # a game still running after this many plies is adjudicated a draw
+    adjudicate_cp: int = 800  # win adjudicated when the side to move's engine sees >= this ...
+    adjudicate_moves: int = 3  # ... on this many consecutive own moves (0 = never adjudicate)
+    book: Path | None = None  # optional Polyglot book for the first `book_plies` plies
+    book_plies: int = 8  # plies taken from the book
+    start_lines: tuple[str, ...] = field(default=())  # optional start lines (SAN or UCI, space-separated)
+
+    def __post_init__(self) -> None:
+        if len(self.rungs) < 2:
+            raise UserError("a ladder needs at least two rungs")
+        if len({r.rating for r in self.rungs}) != len(self.rungs):
+            raise UserError("ladder rungs must have distinct ratings")
+        unlimited = [str(r) for r in self.rungs if r.strength.elo is None and r.strength.skill in (None, 20)]
+        if len(unlimited) > 1:  # no randomness on either side: every meeting would be the same game
+            raise UserError(f"at most one unlimited rung (they play deterministically): {', '.join(unlimited)}")
+        if self.games < 0 or self.nodes < 1 or self.max_plies < 1:
+            raise UserError("games must be >= 0, nodes and max_plies >= 1")
+
+    def event(self) -> str:
+        """The Event tag: identifies the run settings, so a resume cannot mix two different runs."""
+        rungs = ",".join(str(r) for r in self.rungs)
+        extra = f" book={self.book.name}:{self.book_plies}" if self.book else ""
+        extra += f" lines={len(self.start_lines)}" if self.start_lines else ""
+        adj = f"{self.adjudicate_cp}cp/{self.adjudicate_moves}" if self.adjudicate_moves else "off"
+        return (f"chessdt ladder seed={self.seed} nodes={self.nodes} rungs={rungs} "
+                f"maxplies={self.max_plies} adjudicate={adj}{extra}")
+
+
+@dataclass(frozen=True)
+class Pairing:
+    index: int
+    white: Rung
+    black: Rung
+    opening: tuple[chess.Move, ...]  # forced start line (may be empty)
+    book_seed: int  # seeds the Polyglot choice for this game
+
+
+def pairing(cfg: LadderConfig, index: int) -> Pairing:
+    """Which rungs meet in game `index`, colours and start line; a pure function of (cfg, index).
+
+    >>> cfg = LadderConfig(rungs=(Rung.parse("1400"), Rung.parse("1500"), Rung.parse("1600")))
+    >>> sorted((pairing(cfg, i).white.rating, pairing(cfg, i).black.rating) for i in range(6))
+    [(1400, 1500), (1400, 1600), (1500, 1400), (1500, 1600), (1600, 1400), (1600, 1500)]
+    """
+    ordered = [(a, b) for a in cfg.rungs for b in cfg.rungs if a != b]
+    cycle, pos = divmod(index, len(ordered))
+    order = random.Random(f"ladder/{cfg.seed}/{cycle}").sample(range(len(ordered)), len(ordered))
+    white, black = ordered[order[pos]]
+    rng = random.Random(f"game/{cfg.seed}/{index}")
+    opening: tuple[chess.Move, ...] = ()
+    if cfg.start_lines:
+        opening = parse_line(cfg.start_lines[rng.randrange(len(cfg.start_lines))])
+    return Pairing(index, white, black, opening, rng.getrandbits(32))
+
+
+def parse_line(line: str) -> tuple[chess.Move, ...]:
+    """Moves of a start line in SAN or UCI, e.g. '1. e4 c5 2. Nf3' or 'e2e4 c7c5'.
+
+    >>> [m.uci() for m in parse_line("1. e4 c5 2. Nf3")]
+    ['e2e4', 'c7c5', 'g1f3']
+    """
+    board = chess.Board()
+    for token in line.split():
+        if token.rstrip(".").isdigit() or token in ("*", "1-0", "0-1", "1/2-1/2"):
+            continue
+        token = re.sub(r"^\d+\.+", "", token)
+        try:
+            board.push(chess.Move.from_uci(token) if re.fullmatch(r"[a-h][1-8][a-h][1-8][qrbn]?", token)
+                       else board.parse_san(token))
+        except ValueError as e:
+            raise UserError(f"bad start line {line!r}: {e}") from None
+    return tuple(board.move_stack)
+
+
+def load_start_lines(path: Path) -> tuple[str, ...]:
+    """Non-empty, non-comment lines of a start-lines file (each checked to parse)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+    except OSError as e:
+        raise UserError(f"cannot read start lines {path}: {e}") from None
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    for ln in lines:
+        parse_line(ln)
+    if not lines:
+        raise UserError(f"{path}: no start lines")
+    return tuple(lines)
+
+
+# -- playing one game ---------------------------------------------------------------------------
+def _game_over(board: chess.Board) -> str | None:
+    """The result if the game is over (automatic draws on threefold and fifty moves, as Lichess)."""
+    outcome = board.outcome()
+    if outcome is not None:
+        return outcome.result()
+    if board.halfmove_clock >= 100 or board.is_repetition(3):
+        return "1/2-1/2"
+    return None
+
+
+def play_game(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, engine_name: str) -> chess.pgn.Game:
+    """Play one ladder game between two engines already set to the pairing's strengths."""
+    board = chess.Board()
+    for move in pair.opening:
+        board.push(move)
+    if cfg.book is not None and not pair.opening:
+        rng = random.Random(pair.book_seed)
+        with chess.polyglot.open_reader(cfg.book) as book:
+            while board.ply() < cfg.book_plies:
+                entry = book.get(board) and book.weighted_choice(board, random=rng)
+                if not entry:
+                    break
+                board.push(entry.move)
+    limits = {chess.WHITE: chess.engine.Limit(nodes=pair.white.nodes or cfg.nodes),
+              chess.BLACK: chess.engine.Limit(nodes=pair.black.nodes or cfg.nodes)}
+    winning_streak = {chess.WHITE: 0, chess.BLACK: 0}
+    result, termination = None, "normal"
+    game_tag = object()  # a new object per game: python-chess sends ucinewgame
+    while (result := _game_over(board)) is None:
+        if board.ply() >= cfg.max_plies:
+            result, termination = "1/2-1/2", "adjudication: move limit"
+            break
+        side = board.turn
+        engine = white if side == chess.WHITE else black
+        played = engine.play(board, limits[side], game=game_tag,
+                             info=chess.engine.INFO_SCORE if cfg.adjudicate_moves else chess.engine.INFO_NONE)
+        if played.move is None:
+            raise EngineFailure(f"engine returned no move in {board.fen()}")
+        board.push(played.move)
+        if cfg.adjudicate_moves:
+            # With UCI_LimitStrength, Stockfish searches several lines and python-chess keeps the last
+            # one's score, a lower bound on the best line: ">= threshold" is then safe to trust.
+            score = played.info.get("score")
+            pov = score.pov(side).score(mate_score=100_000) if score is not None else None
+            winning_streak[side] = winning_streak[side] + 1 if pov is not None and pov >= cfg.adjudicate_cp else 0
+            if winning_streak[side] >= cfg.adjudicate_moves and board.outcome() is None:
+                result = "1-0" if side == chess.WHITE else "0-1"
+                termination = "adjudication: decisive evaluation"
+                break
+    return _pgn(cfg, pair, board, result, termination, engine_name)
+
+
+def _pgn(cfg: LadderConfig, pair: Pairing, board: chess.Board, result: str, termination: str,
+         engine_name: str) -> chess.pgn.Game:
+    game = chess.pgn.Game.from_board(board)
+    h = game.headers
+    h["Event"] = cfg.event()
+    h["Site"] = "chessdt games generate"
+    h["Date"] = datetime.date.today().strftime("%Y.%m.%d")
+    h["Round"] = str(pair.index + 1)
+    h["White"] = f"{engine_name} {pair.white.strength.describe()} nodes={pair.white.nodes or cfg.nodes}"
+    h["Black"] = f"{engine_name} {pair.black.strength.describe()} nodes={pair.black.nodes or cfg.nodes}"
+    h["Result"] = result
+    h["WhiteElo"] = str(pair.white.rating)
+    h["BlackElo"] = str(pair.black.rating)
+    h["TimeControl"] = "-"
+    h["Termination"] = termination
+    h[INDEX_TAG] = str(pair.index)
+    h["EngineSettings"] = f"Threads=1 Hash={cfg.hash_mb} nodes={cfg.nodes}"
+    h["PlyCount"] = str(board.ply())
+    return game
+
+
+# -- workers ---------------------------------------------------------------------------------------
+class _Players:
+    """One engine per side, for the lifetime of a worker."""
+
+    def __init__(self, cfg: LadderConfig, engine_path: EngineCommand) -> None:
+        self.cfg = cfg
+        self.white = Engine(engine_path, hash_mb=cfg.hash_mb)
+        self.black = Engine(engine_path, hash_mb=cfg.hash_mb)
+        self.name = ""
+
+    def __enter__(self) -> _Players:
+        self.white.start()
+        self.black.start()
+        self.name = self.white.name
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.white.close()
+        self.black.close()
+
+
+def _play_index(players: _Players, index: int) -> tuple[int, str]:
+    """Game `index` as PGN text; a game whose engine fails is replayed from the start."""
+    cfg = players.cfg
+    pair = pairing(cfg, index)
+    for attempt in range(3):
+        try:
+            players.white.set_strength(pair.white.strength)
+            players.black.set_strength(pair.black.strength)
+            game = play_game(cfg, pair, players.white, players.black, players.name)
+            return index, str(game) + "\n\n"
+        except EngineFailure as e:
+            log.warning("game %d failed (%s), replaying it", index, e)
+    raise EngineFailure(f"game {index}: engine failed on every attempt")
+
+
+# -- output file ------------------------------------------------------------------------------------
+def existing_indices(path: Path, cfg: LadderConfig) -> set[int]:
+    """Indices already in `path`; cuts a torn final batch; refuses a file from other settings."""
+    text = repair(path)
+    events = set(_EVENT_RE.findall(text))
+    if events and events != {cfg.event()}:
+        raise UserError(f"{path} holds games from other settings ({sorted(events)[0]!r}); "
+                        f"this run is {cfg.event()!r}: use another --out or the same settings")
+    return {int(i) for i in _INDEX_RE.findall(text)}
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    played: int  # games played by this run
+    total: int  # games in the file now
+    seconds: float
+
+
+def generate(cfg: LadderConfig, out: Path, engine_path: EngineCommand, *, workers: int = 0,
+             flush_every: int = 200, progress: bool = True) -> GenerateSummary:
+    """Play the missing games of a ladder run into `out` (.pgn.zst or .pgn), resuming an earlier run."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = existing_indices(out, cfg)
+    todo = [i for i in range(cfg.games) if i not in done]
+    workers = workers or os.cpu_count() or 1
+    workers = max(1, min(workers, len(todo) or 1))
+    writer = FramedWriter(out)
+    start = time.monotonic()
+    played = 0
+    bar = tqdm(total=cfg.games, initial=cfg.games - len(todo), unit="game", disable=not progress,
+               desc="ladder", smoothing=0.05)
+    try:
+        if todo:
+            setup = functools.partial(_Players, cfg, engine_path)
+            for _index, text in imap_stateful(setup, _play_index, todo, workers):
+                writer.add(text)
+                played += 1
+                bar.update(1)
+                if progress:
+                    bar.set_postfix_str(f"{60.0 * played / max(time.monotonic() - start, 1e-9):.0f} games/min")
+                if len(writer.buffer) >= flush_every:
+                    writer.flush()
+    finally:
+        writer.flush()  # whole games only: an interrupted run keeps everything finished so far
+        bar.close()
+    return GenerateSummary(played, len(done) + played, time.monotonic() - start)
+
+
+def read_games(path: Path) -> Iterator[chess.pgn.Game]:
+    """Games of a ladder file (.pgn.zst or .pgn), headers and moves."""
+    stream = io.StringIO(read_whole(path)[0])
+    while (game := chess.pgn.read_game(stream)) is not None:
+        yield game

@@ -1,0 +1,110 @@
+"""Ladder generation: schedule, headers, resume without loss or duplicates, torn files, ladder report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import fake_uci
+from chessdt import cli
+from chessdt.engine import DEBIAN_STOCKFISH, find_stockfish
+from chessdt.generate import DEFAULT_RUNGS, LadderConfig, Rung, existing_indices, generate, pairing, read_games
+from chessdt.ladder import LadderReport, ladder_report
+
+RUNGS = tuple(Rung.parse(s) for s in ("1400", "1600", "1800", "1100:skill=0"))
+HAVE_STOCKFISH = shutil.which("stockfish") is not None or os.access(DEBIAN_STOCKFISH, os.X_OK)
+
+
+def test_pairing_balanced_and_seeded() -> None:
+    cfg = LadderConfig(rungs=RUNGS, seed=3)
+    cycle = [pairing(cfg, i) for i in range(12)]
+    ordered = Counter((p.white.rating, p.black.rating) for p in cycle)
+    assert len(ordered) == 12 and set(ordered.values()) == {1}  # every ordered pair once per cycle
+    assert [pairing(cfg, i).white for i in range(30)] == [pairing(LadderConfig(rungs=RUNGS, seed=3), i).white
+                                                          for i in range(30)]
+    assert [pairing(cfg, i).white for i in range(30)] != [pairing(LadderConfig(rungs=RUNGS, seed=4), i).white
+                                                          for i in range(30)]
+
+
+def test_rung_parse() -> None:
+    assert str(Rung.parse("1100:skill=0")) == "1100:skill=0"
+    assert Rung.parse("2100:full").strength.options()["UCI_LimitStrength"] is False
+    assert [str(Rung.parse(str(r))) for r in DEFAULT_RUNGS] == [str(r) for r in DEFAULT_RUNGS]
+    with pytest.raises(Exception, match="skill"):
+        Rung.parse("1100")
+    with pytest.raises(Exception, match="at most one unlimited"):
+        LadderConfig(rungs=(Rung.parse("1900:full/100"), Rung.parse("2000:full")))
+
+
+def test_generate_resume_and_torn_tail(tmp_path: Path) -> None:
+    out = tmp_path / "ladder.pgn.zst"
+    cfg = LadderConfig(rungs=RUNGS, games=6, max_plies=12, adjudicate_moves=0)
+    s = generate(cfg, out, fake_uci.command(), workers=1, flush_every=4, progress=False)
+    assert (s.played, s.total) == (6, 6)
+    # A crash mid-write leaves half a frame: it is cut off and those games are replayed.
+    whole = out.stat().st_size
+    with open(out, "ab") as f:
+        f.write(b"\x28\xb5\x2f\xfd garbage")
+    bigger = LadderConfig(rungs=RUNGS, games=10, max_plies=12, adjudicate_moves=0)
+    s = generate(bigger, out, fake_uci.command(), workers=2, flush_every=3, progress=False)
+    assert s.played == 4 and out.stat().st_size > whole
+    games = list(read_games(out))
+    assert sorted(int(g.headers["LadderIndex"]) for g in games) == list(range(10))
+    g = games[0]
+    i = int(g.headers["LadderIndex"])
+    assert g.headers["WhiteElo"] == str(pairing(cfg, i).white.rating)
+    assert "FakeFish" in g.headers["White"] and "nodes=1000" in g.headers["EngineSettings"]
+    assert g.headers["Termination"] == "adjudication: move limit" and g.end().ply() == 12
+    assert existing_indices(out, bigger) == set(range(10))
+
+
+def test_resume_refuses_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "l.pgn"
+    engine = fake_uci.script(str(tmp_path))
+    args = ["games", "generate", "--out", str(out), "--games", "2", "--rungs", "1400,1600", "--engine", engine,
+            "--max-plies", "6", "--workers", "1", "-q"]
+    assert cli.main(args) == 0
+    assert "2 new games" in capsys.readouterr().out
+    assert cli.main(args + ["--seed", "9"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_ladder_report_detects_order() -> None:
+    r = LadderReport()
+    for _ in range(3):
+        r.add(1400, 1600, "0-1")
+        r.add(1600, 1800, "1/2-1/2")
+        r.add(1800, 1400, "1-0")
+    assert r.pairs[(1400, 1600)].score == 1.0
+    assert r.violations() == [(1600, 1800)] and not r.is_ladder()
+    fitted = r.fitted_elo()
+    assert fitted[1800] > fitted[1400] and fitted[1600] > fitted[1400]
+    assert "NOT a ladder" in r.format()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_STOCKFISH, reason="needs Stockfish")
+def test_real_stockfish_ladder(tmp_path: Path) -> None:
+    out = tmp_path / "sf.pgn.zst"
+    cfg = LadderConfig(rungs=(Rung.parse("1350"), Rung.parse("2850")), games=6, nodes=400)
+    generate(cfg, out, find_stockfish(), workers=1, progress=False)
+    games = list(read_games(out))
+    assert len(games) == 6 and all(g.headers["Result"] in ("1-0", "0-1", "1/2-1/2") for g in games)
+    assert all(g.headers["White"].startswith("Stockfish") for g in games)
+    report = ladder_report([out])
+    assert report.games == 6 and report.rungs[2850].score > report.rungs[1350].score
+
+
+def test_rung_node_limit_in_headers(tmp_path: Path) -> None:
+    out = tmp_path / "n.pgn"
+    cfg = LadderConfig(rungs=(Rung.parse("1400/50"), Rung.parse("1600:full")), games=2, max_plies=4)
+    generate(cfg, out, fake_uci.command(), workers=1, progress=False)
+    for g in read_games(out):
+        by_elo = {g.headers["WhiteElo"]: g.headers["White"], g.headers["BlackElo"]: g.headers["Black"]}
+        assert by_elo["1400"].endswith("UCI_Elo=1400 nodes=50")
+        assert by_elo["1600"].endswith("full strength nodes=1000")
+    assert "rungs=1400/50,1600:full" in cfg.event()
