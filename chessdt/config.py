@@ -243,6 +243,8 @@ class ExperimentConfig:
     quantilizer_nodes: int = 500  # quantilizer arm: Stockfish nodes per candidate evaluation
     base_rating: int = 0  # prompt of the RL and quantilizer arms' base model; 0 = <rating:?>
     kl_positions: int = 600  # held-out positions (first 12 plies of games) for KL from the base model
+    frontier_plies: int = 4  # line length k of the frontier's variety axis (one of eval.line_plies); with
+    # few games long lines are all distinct, so the entropy hits its ceiling log2(games)
 
 
 @dataclass(frozen=True, kw_only=True)

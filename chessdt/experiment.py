@@ -35,9 +35,6 @@ from chessdt.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FRONTIER_K = 8  # the line length (plies) whose entropy is the frontier's variety axis
-
-
 @dataclass(frozen=True)
 class FrontierPoint:
     """One arm setting: its measured strength and its variety."""
@@ -49,8 +46,8 @@ class FrontierPoint:
     lo: float
     hi: float
     games: int  # decided ladder games
-    line_entropy: float | None  # bits, first-FRONTIER_K-ply lines in self-play
-    distinct_lines: int | None  # distinct first-FRONTIER_K-ply lines in self-play
+    line_entropy: float | None  # bits, first-k-ply lines in self-play (k = experiment.frontier_plies)
+    distinct_lines: int | None  # distinct first-k-ply lines in self-play
     lines_games: int | None  # self-play games behind those two numbers
     top_share: float | None  # share of the most common line
     policy_entropy: float | None  # mean bits over the first plies (model subjects)
@@ -204,7 +201,7 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     for label, (arm, setting, policy, prompt, w) in kinds.items():
         row = by_label[label]
         self_play = [o for o in openings.rows if o.label == label and o.source == "self-play"]
-        lines = next((ls for ls in self_play[0].lines if ls.k == FRONTIER_K), None) if self_play else None
+        lines = next((ls for ls in self_play[0].lines if ls.k == ex.frontier_plies), None) if self_play else None
         kl = (kl_from_base(policy, prompt, w, base, base_prompt, games, ex.kl_positions)
               if policy is not None else None)
         points.append(FrontierPoint(
@@ -213,13 +210,14 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
             lines_games=lines.games if lines else None, top_share=lines.top_share if lines else None,
             policy_entropy=self_play[0].policy_entropy if self_play else None, kl_from_base=kl))
     data_rows = {o.rating: o for o in openings.rows if o.source == "data"}  # one per band
-    data_points = [(r, next((ls for ls in o.lines if ls.k == FRONTIER_K), None)) for r, o in sorted(data_rows.items())]
+    data_points = [(r, next((ls for ls in o.lines if ls.k == ex.frontier_plies), None))
+                   for r, o in sorted(data_rows.items())]
     result = {"points": [dataclasses.asdict(p) for p in points],
               "data": [{"rating": r, "line_entropy": ls.entropy if ls else None,
                         "distinct_lines": ls.distinct if ls else None, "games": ls.games if ls else None}
                        for r, ls in data_points],
               "opponents": [dataclasses.asdict(o) for o in strength.ladder.opponents],
-              "ladder_games": strength.ladder.games, "frontier_k": FRONTIER_K, "notes": notes,
+              "ladder_games": strength.ladder.games, "frontier_k": ex.frontier_plies, "notes": notes,
               "seconds": round(time.perf_counter() - t0, 1)}
     (run / "frontier.json").write_text(json.dumps(result, indent=1))
     (run / "frontier.md").write_text(format_frontier(result))
