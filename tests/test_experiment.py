@@ -93,6 +93,7 @@ quantilizer_k = 3
 quantilizer_q = [0.5]
 quantilizer_nodes = 1
 kl_positions = 20
+frontier_plies = 2
 [rl]
 steps = 1
 games_per_step = 2
@@ -119,6 +120,8 @@ repeat_samples = 4
     assert len(result["points"]) == 6
     for p in result["points"]:
         assert p["lo"] <= p["elo"] <= p["hi"] and p["games"] > 0
+        assert p["line_entropy"] is not None and 0 < p["distinct_lines"] <= p["lines_games"]
+        assert (p["kl_from_base"] is None) == (p["arm"] == "quantilizer")
     assert (tmp_path / "run" / "frontier.png").is_file()
     assert (tmp_path / "run" / "rl-beta0.1" / "rl.done").is_file()
     # a second run reuses every trained arm and the saved evaluations
