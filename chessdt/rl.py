@@ -21,7 +21,6 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass

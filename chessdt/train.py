@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import chess
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ from chessdt.data import IGNORE, Batch, Batcher
 from chessdt.errors import UserError
 from chessdt.model import GPT
 from chessdt.shards import PreparedData
-from chessdt.tokenizer import NUM_MOVES, Vocab, all_moves
+from chessdt.tokenizer import NUM_MOVES, Vocab
 
 log = logging.getLogger(__name__)
 

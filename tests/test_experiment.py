@@ -1,7 +1,5 @@
 import json
-from pathlib import Path
 
-import chess
 import pytest
 
 import fake_uci

@@ -35,7 +35,7 @@ from chessdt.config import EvalConfig
 from chessdt.evals import from_dict, Subject, fmt, jsonable, save_json
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, legal_mask
 from chessdt.metrics import entropy_bits, js_divergence
-from chessdt.players import ModelPolicy, Sampling, Session
+from chessdt.players import Sampling, Session
 
 Line = tuple[str, ...]  # UCI moves
 
