@@ -132,9 +132,22 @@ def open_engine(path: EngineCommand, *, elo: int | None = None, skill: int | Non
 
 
 def _kill(engine: chess.engine.SimpleEngine) -> None:
-    """Stop an engine without waiting on it: a hung process gets no chance to block us."""
+    """Stop an engine without waiting on it: a hung process gets no chance to block us.
+
+    After a timed-out command, python-chess can fail to record the killed process's exit (an
+    InvalidStateError inside its connection_lost), which leaves its background thread waiting
+    forever and keeps Python from exiting; if the exit is still unrecorded a second after the
+    kill, record it ourselves so that thread ends.
+    """
+    def unstick() -> None:
+        returncode = engine.protocol.returncode
+        if not returncode.done():
+            returncode.set_result(-9)
+
     with contextlib.suppress(Exception):
-        engine.protocol.loop.call_soon_threadsafe(engine.transport.kill)
+        loop = engine.protocol.loop
+        loop.call_soon_threadsafe(engine.transport.kill)
+        loop.call_soon_threadsafe(lambda: loop.call_later(1.0, unstick))
     with contextlib.suppress(Exception):
         engine.close()
 

@@ -67,3 +67,20 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train.batch_tokens=512", "train.eval_every=4", "train.save_every=4", "train.eval_tokens=1024"])
     prepare([str(root / "games.pgn")], root / "data", cfg.data, workers=1, progress=False)
     return resolve_checkpoint(train(cfg, progress=False))
+
+
+@pytest.fixture(autouse=True)
+def no_engine_left_open():
+    """Fail a test that leaves a UCI engine open: its thread would keep pytest from exiting."""
+    import threading
+    import time
+
+    def engine_threads() -> set[int]:
+        return {t.ident for t in threading.enumerate() if t.name.startswith("SimpleEngine") and t.is_alive()}
+
+    before = engine_threads()
+    yield
+    deadline = time.monotonic() + 3.0
+    while (left := engine_threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"{len(left)} UCI engine(s) left open by this test"
