@@ -230,6 +230,7 @@ def _check_prompt_args(args: argparse.Namespace) -> None:
 
 def _cmd_play(args: argparse.Namespace) -> int:
     import random
+    import signal
 
     import chess
 
@@ -245,6 +246,9 @@ def _cmd_play(args: argparse.Namespace) -> int:
             raise UserError(f"--fen {args.fen!r}: {e}") from None
         if board.status() != chess.STATUS_VALID or board.is_game_over():
             raise UserError(f"--fen {args.fen!r}: not a playable position")
+    # Ctrl-C must end the game (and save it) even when we were started with SIGINT ignored,
+    # as background jobs of a non-interactive shell are.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     side = args.color if args.color != "random" else random.Random(seed).choice(["white", "black"])
     policy = _load_policy(args.checkpoint, args.device)
