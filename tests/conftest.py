@@ -84,3 +84,14 @@ def no_engine_left_open():
     while (left := engine_threads() - before) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"{len(left)} UCI engine(s) left open by this test"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny batches run far faster on one torch thread (and do not fight other jobs for cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,13 +6,11 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import chess
 import chess.pgn
 import pytest
-import torch
 
 from chessdt.arena import (GameLog, GameSpec, ModelSeat, Opponent, PlayerSeat, game_over, parse_line, play_game,
                            read_game_log, run_games)
@@ -25,13 +23,7 @@ from tiny_policy import tiny_policy
 HAVE_STOCKFISH = shutil.which("stockfish") is not None or os.access(DEBIAN_STOCKFISH, os.X_OK)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny batches run far faster on one torch thread (and do not fight other jobs for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def replay(pgn: str) -> tuple[chess.pgn.Game, chess.Board]:
