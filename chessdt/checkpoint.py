@@ -159,6 +159,8 @@ def read_checkpoint(path: str | Path, vocab: Vocab | None = None) -> Checkpoint:
     """
     path = resolve_checkpoint(path)
     meta = json.loads((path / "meta.json").read_text())
+    # checkpoints from before model.attack_features existed were trained without it
+    meta["config"].get("model", {}).setdefault("attack_features", False)
     cfg = config_from_dict(meta["config"])
     ours = Vocab(rating_bucket=cfg.data.rating_bucket)
     if ours.hash != meta["vocab_hash"]:

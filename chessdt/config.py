@@ -80,6 +80,7 @@ class ModelConfig:
     board_input: bool = True  # add an embedding of the board after each token (needs boards in the data)
     move_features: bool = True  # a move's embedding also sums from-square, to-square, promotion embeddings
     board_head: bool = True  # add to each move's logit a learned score of the pieces on its from- and to-square
+    attack_features: bool = True  # also see attack maps, pins and check; board_head adds a learned weight per move fact
     init_std: float = 0.02  # std of the normal init of weights; residual projections get /sqrt(2*n_layer)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,8 @@ class ModelConfig:
             raise ConfigError("model sizes must be positive")
         if self.board_head and not self.board_input:
             raise ConfigError("model.board_head needs model.board_input = true")
+        if self.attack_features and not self.board_input:
+            raise ConfigError("model.attack_features needs model.board_input = true")
 
 
 @dataclass(frozen=True, kw_only=True)

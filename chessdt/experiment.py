@@ -232,12 +232,12 @@ def _f(x: float | None, digits: int = 2) -> str:
 def format_frontier(result: dict[str, Any]) -> str:
     """The frontier table in markdown."""
     k = result["frontier_k"]
-    out = [f"# Strength vs variety: one point per arm setting", "",
+    out = ["# Strength vs variety: one point per arm setting", "",
            f"Measured Elo from one fit over {result['ladder_games']} ladder games (95% intervals); variety "
            f"from self-play: entropy and distinct count of first-{k}-ply lines; policy entropy over the "
            "first plies; KL(arm || base model without a rating) on held-out positions.", "",
-           f"| arm | setting | measured Elo | 95% interval | games | line entropy (bits) | distinct lines | "
-           f"top line share | policy entropy (bits) | KL from base (bits) |",
+           "| arm | setting | measured Elo | 95% interval | games | line entropy (bits) | distinct lines | "
+           "top line share | policy entropy (bits) | KL from base (bits) |",
            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for p in result["points"]:
         distinct = "-" if p["distinct_lines"] is None else f"{p['distinct_lines']}/{p['lines_games']}"

@@ -13,6 +13,13 @@ tied; with ``move_features`` a move's embedding is the sum of its own vector and
 from-square, to-square and promotion, so what the model learns about one move (a knight on g1
 can go to f3) transfers to moves that share a square.
 
+With ``board_head`` each move's logit also gets a learned score of the pieces on its from- and
+to-square, and with ``attack_features`` (:mod:`chessdt.features`) the model sees which squares the
+opponent attacks, which we defend, which of our pieces are pinned and whether we are in check, and
+each move's logit gets a learned weight for every move fact that holds ("its path is blocked", "the
+king steps into an attack", ...). These are computed from the board on the fly, in training and in
+play alike, and never mask anything: legality is still the model's to learn, from exact features.
+
 Generation uses a :class:`KVCache`: a batch of sequences that advance in lockstep (a batch of
 games played together, or the two prompts of classifier-free guidance), each step costing
 O(length) instead of re-running the whole prefix.
@@ -28,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chessdt.config import ModelConfig
+from chessdt.features import MOVE_FACTS, SQUARE_FEATURES, Geometry, code_facts
 from chessdt.tokenizer import NUM_MOVES, all_moves
 
 N_PIECE_CODES = 12  # shards.board_array codes 1..12 (0 is an empty square)
@@ -35,6 +43,10 @@ N_PIECE_CODES = 12  # shards.board_array codes 1..12 (0 is an empty square)
 # units) moves its scores ~20x faster than the weights: a score must travel to a few nats for
 # the prior to matter, and it should get there within the first hundred steps.
 PRIOR_SCALE = 20.0
+# The weights of the move facts (features.MOVE_FACTS) are shared by every move and position, so
+# they see a lot of gradient; this scale lets them reach the several nats a fact is worth
+# ("this move is blocked") within a few dozen steps.
+FACT_SCALE = 50.0
 
 
 def move_feature_table(vocab_size: int) -> torch.Tensor:
@@ -92,8 +104,8 @@ class KVCache:
 
 
 class _Gather(torch.autograd.Function):
-    """table[index] whose backward is an index_add (several times faster on CPU than the
-    index_put that plain indexing uses for its gradient)."""
+    """table[index] whose backward is an index_add, or a bincount for a small table (both several
+    times faster on CPU than the index_put that plain indexing uses for its gradient)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -104,8 +116,21 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         (index,) = ctx.saved_tensors
+        if ctx.size <= 4096:  # many hits per entry: a bincount beats scattered atomic adds
+            out = torch.bincount(index.reshape(-1), weights=grad.reshape(-1).float(), minlength=ctx.size)
+            return out.to(grad.dtype), None
         out = torch.zeros(ctx.size, dtype=grad.dtype, device=grad.device)
         return out.index_add_(0, index.reshape(-1), grad.reshape(-1)), None
+
+
+@dataclass
+class Geo:
+    """What the attack features say about a batch of boards (see chessdt.features)."""
+
+    squares: torch.Tensor  # (B, T, 64, len(SQUARE_FEATURES)) float
+    in_check: torch.Tensor  # (B, T) bool
+    code: torch.Tensor  # (B, T, NUM_MOVES) int32 packed move facts
+    castle_bad: torch.Tensor  # (B, T, 4) float
 
 
 class Attention(nn.Module):
@@ -190,6 +215,14 @@ class GPT(nn.Module):
             # transformer handles the rest (lines blocked, pins, checks, intent).
             self.move_prior = nn.Parameter(torch.zeros(2, 2, 1 + N_PIECE_CODES, NUM_MOVES))
             self.register_buffer("move_ids", torch.arange(NUM_MOVES, dtype=torch.int32), persistent=False)
+        if cfg.attack_features:
+            self.geometry = Geometry()
+            # per square: attacked by the opponent, defended by us, our piece pinned; and in check
+            self.square_emb = nn.Parameter(torch.empty(64 * len(SQUARE_FEATURES), d))
+            self.check_emb = nn.Embedding(2, d)
+            if cfg.board_head:
+                self.fact_weights = nn.Parameter(torch.zeros(len(MOVE_FACTS)))
+                self.register_buffer("code_facts", code_facts(), persistent=False)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(d, bias=False)
         self.reset_parameters()
@@ -201,10 +234,10 @@ class GPT(nn.Module):
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             if p.dim() < 2 or name == "move_prior":
-                continue  # LayerNorm weights stay 1; the move prior starts at zero
+                continue  # LayerNorm weights stay 1; the move prior and fact weights start at zero
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.cfg.n_layer))
-            elif name.startswith("board_emb"):
+            elif name.startswith(("board_emb", "square_emb")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(32))
             else:
                 nn.init.normal_(p, 0.0, std)
@@ -225,8 +258,15 @@ class GPT(nn.Module):
             w = w + self.from_emb(f[:, 0]) + self.to_emb(f[:, 1]) + self.promo_emb(f[:, 2])
         return w
 
+    def geo(self, boards: torch.Tensor, plies: torch.Tensor) -> Geo | None:
+        """Attack features of the boards, or None if this model does not use them."""
+        if not self.cfg.attack_features:
+            return None
+        squares, in_check, code, castle_bad = self.geometry(boards, plies % 2)
+        return Geo(squares=squares, in_check=in_check, code=code, castle_bad=castle_bad)
+
     def embed(self, tokens: torch.Tensor, boards: torch.Tensor | None, plies: torch.Tensor | None,
-              start: int, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+              start: int, table: torch.Tensor, geo: Geo | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Input vectors (B, T, d) and the board's embedding-bag indices (B*T, 64) if any."""
         B, T = tokens.shape
         if start + T > self.cfg.context:
@@ -238,6 +278,8 @@ class GPT(nn.Module):
                 raise ValueError("this model was trained with board_input: pass boards and plies")
             idx = board_indices(boards, plies).view(B * T, 64)
             x = x + self.board_emb(idx).view(B, T, -1) + self.turn_emb(plies % 2)
+        if geo is not None:
+            x = x + geo.squares.view(B, T, -1) @ self.square_emb + self.check_emb(geo.in_check.long())
         return x, idx
 
     def forward(self, tokens: torch.Tensor, boards: torch.Tensor | None = None,
@@ -251,7 +293,8 @@ class GPT(nn.Module):
         if cache is not None and start + tokens.shape[1] > cache.max_len:
             raise ValueError(f"cache of {cache.max_len} positions is full")
         table = self.token_embeddings()
-        x, idx = self.embed(tokens, boards, plies, start, table)
+        geo = None if boards is None or plies is None else self.geo(boards, plies)
+        x, idx = self.embed(tokens, boards, plies, start, table, geo)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
         if cache is not None:
@@ -259,12 +302,13 @@ class GPT(nn.Module):
         logits = F.linear(self.ln_f(x), table)  # (B, T, V)
         if self.cfg.board_head:
             assert boards is not None and plies is not None
-            prior = self.move_prior_logits(boards, plies)  # (B, T, NUM_MOVES)
+            prior = self.move_prior_logits(boards, plies, geo)  # (B, T, NUM_MOVES)
             logits[..., :NUM_MOVES] += prior.to(logits.dtype)  # in place: F.linear keeps no output
         return logits
 
-    def move_prior_logits(self, boards: torch.Tensor, plies: torch.Tensor) -> torch.Tensor:
-        """(B, T, NUM_MOVES) scores of the pieces on every move's from- and to-square."""
+    def move_prior_logits(self, boards: torch.Tensor, plies: torch.Tensor, geo: Geo | None = None) -> torch.Tensor:
+        """(B, T, NUM_MOVES) scores of the pieces on every move's from- and to-square, plus the
+        learned weights of the move facts that hold (with attack features)."""
         B, T = plies.shape
         flat = boards.reshape(B * T, 64).to(torch.int32)
         turn = (plies.reshape(B * T, 1) % 2).to(torch.int32)
@@ -276,7 +320,16 @@ class GPT(nn.Module):
         from_idx = rel[:, self.move_feats[:NUM_MOVES, 0]].add_(moves)  # (B*T, M)
         to_idx = rel[:, self.move_feats[:NUM_MOVES, 1]].add_(moves + width)
         table = self.move_prior.view(-1) * PRIOR_SCALE
-        return (_Gather.apply(table, from_idx) + _Gather.apply(table, to_idx)).view(B, T, NUM_MOVES)
+        prior = (_Gather.apply(table, from_idx) + _Gather.apply(table, to_idx)).view(B, T, NUM_MOVES)
+        if self.cfg.attack_features:
+            geo = geo or self.geo(boards, plies)
+            assert geo is not None
+            w = self.fact_weights * FACT_SCALE
+            per_code = self.code_facts @ w[:-1]  # every fact but castle_bad (the last)
+            prior = prior + _Gather.apply(per_code, geo.code)
+            cm = self.geometry.castle_moves
+            prior = prior.index_add(2, cm, geo.castle_bad * w[-1])
+        return prior
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: context)."""

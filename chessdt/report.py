@@ -6,7 +6,8 @@ Reads ``RUN_DIR/eval/{legality,strength,openings}.json`` (whichever exist) and t
 * ``elo.png``: measured vs prompted Elo with 95% intervals, the y = x line and the anchor rungs;
 * ``matching.png``: the move-matching heat map (prompted rating x actual rating band);
 * ``openings.png``: entropy of first-k-ply lines vs rating, model and human games;
-* ``legality.png``: legality of raw predictions by ply bucket.
+* ``legality.png``: legality of raw predictions by ply bucket;
+* ``training.png``: validation loss, top-1 accuracy and legal top-1 share vs tokens seen.
 """
 
 from __future__ import annotations
@@ -158,19 +159,56 @@ def plot_legality(leg: LegalityResult, path: Path) -> Path | None:
     return path
 
 
-def _training_summary(run_dir: Path) -> list[str]:
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The evaluations in RUN_DIR/metrics.jsonl (unreadable lines skipped), oldest first."""
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    if not lines:
-        return []
-    try:
-        last = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return []
-    items = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in last.items())
-    return ["## Training", "", f"Last evaluation in `metrics.jsonl`: {items}", ""]
+    rows = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and _finite(row.get("tokens"), row.get("val_loss")):
+                rows.append(row)
+    return rows
+
+
+def plot_training(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Validation loss, top-1 accuracy and legal top-1 share against tokens seen."""
+    rows = [r for r in rows if r["tokens"] > 0]
+    if len(rows) < 2:
+        return None
+    x = [r["tokens"] / 1e6 for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, key, label, scale in ((axes[0], "val_loss", "validation loss (nats/token)", 1.0),
+                                  (axes[1], "top1", "top-1 move accuracy (%)", 100.0),
+                                  (axes[2], "legal", "legal top-1 moves (%)", 100.0)):
+        ys = [r.get(key) for r in rows]
+        pts = [(a, b * scale) for a, b in zip(x, ys) if _finite(b)]
+        ax.plot([a for a, _ in pts], [b for _, b in pts], "o-", ms=3)
+        ax.set_xlabel("tokens seen (millions)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def training_table(rows: list[dict], max_rows: int = 12) -> str:
+    """A markdown table of the curve (evenly thinned to max_rows, always keeping the last)."""
+    if not rows:
+        return ""
+    n = min(max_rows, len(rows))
+    keep = sorted({round(i * (len(rows) - 1) / max(1, n - 1)) for i in range(n)})
+    out = ["| step | tokens | minutes | val loss | top-1 | legal top-1 |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in (rows[i] for i in keep):
+        minutes = r.get("time_s", float("nan")) / 60
+        out.append(f"| {r.get('step', '')} | {r['tokens']:,} | {minutes:.1f} | {r['val_loss']:.3f} | "
+                   f"{100 * r.get('top1', float('nan')):.1f}% | {100 * r.get('legal', float('nan')):.1f}% |")
+    return "\n".join(out)
 
 
 def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
@@ -178,20 +216,25 @@ def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
     run_dir = Path(run_dir)
     eval_dir = Path(eval_dir) if eval_dir is not None else run_dir / "eval"
     found = {k: eval_dir / f for k, f in RESULT_FILES.items() if (eval_dir / f).is_file()}
-    if not found:
-        raise UserError(f"no evaluation results in {eval_dir} (run `chessdt eval legality|strength|openings` first)")
+    curve = read_metrics(run_dir)
+    if not found and not curve:
+        raise UserError(f"no evaluation results in {eval_dir} and no metrics.jsonl in {run_dir} "
+                        "(train, or run `chessdt eval legality|strength|openings` first)")
     plot_dir = run_dir / "report"
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots: list[Path] = []
     md = [f"# Evaluation report: {run_dir.name}", "",
           "Legality is measured on the raw model (never masked). Strength is on a Stockfish ladder whose "
           "UCI_Elo rungs are fixed at their nominal ratings; intervals are 95%.", ""]
-    md += _training_summary(run_dir)
 
     def image(p: Path | None, alt: str) -> None:
         if p is not None:
             plots.append(p)
             md.extend([f"![{alt}]({p.relative_to(run_dir).as_posix()})", ""])
+
+    if curve:
+        md += ["## Training", "", "Held-out evaluations from `metrics.jsonl`:", "", training_table(curve), ""]
+        image(plot_training(curve, plot_dir / "training.png", f"{run_dir.name}: held-out split"), "training curve")
 
     if "legality" in found:
         leg = LegalityResult.load(found["legality"])

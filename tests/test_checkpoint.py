@@ -67,3 +67,16 @@ def test_overwrite_and_prune_keep_last_k(tmp_path: Path) -> None:
     names = [p.name for p in step_checkpoints(tmp_path / "checkpoints")]
     assert names == ["step_0000003", "step_0000004"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == names
+
+
+def test_checkpoint_from_before_attack_features_loads_without_them(tmp_path: Path) -> None:
+    """meta.json written before model.attack_features existed means a model trained without it."""
+    old_cfg = load_config(None, ["model.n_layer=1", "model.n_head=2", "model.d_model=16", "model.context=16",
+                                 "model.attack_features=false"])
+    model = GPT(old_cfg.model, Vocab().size)
+    path = save_checkpoint(tmp_path / "old", model, old_cfg, Vocab(), step=1, tokens_seen=1, metrics={})
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["config"]["model"]["attack_features"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    loaded, cfg, _ = load_model(path)
+    assert cfg.model.attack_features is False and not hasattr(loaded, "geometry")

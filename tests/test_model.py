@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from chessdt.config import ModelConfig, load_config
-from chessdt.model import GPT, NUM_MOVES, PRIOR_SCALE, board_indices
+from chessdt.features import MOVE_FACTS
+from chessdt.model import FACT_SCALE, GPT, NUM_MOVES, PRIOR_SCALE, board_indices
 from chessdt.shards import board_array
 from chessdt.tokenizer import Vocab
 
@@ -36,7 +37,8 @@ def _randomized(cfg: ModelConfig) -> GPT:
 
 @pytest.mark.parametrize("board", [True, False])
 def test_cached_logits_equal_uncached(board: bool) -> None:
-    cfg = ModelConfig(n_layer=2, n_head=2, d_model=32, context=48, board_input=board, board_head=board)
+    cfg = ModelConfig(n_layer=2, n_head=2, d_model=32, context=48, board_input=board, board_head=board,
+                      attack_features=board)
     model = _randomized(cfg)
     tokens, boards, plies = _inputs(3, 20)
     if not board:
@@ -83,7 +85,7 @@ def test_logits_depend_only_on_the_past() -> None:
 
 
 def test_move_prior_matches_a_direct_lookup() -> None:
-    model = _randomized(TINY)
+    model = _randomized(ModelConfig(n_layer=2, n_head=2, d_model=32, context=48, attack_features=False))
     board = chess.Board()
     for uci in ("e2e4", "e7e5", "g1f3"):
         board.push_uci(uci)
@@ -142,3 +144,39 @@ def test_shipped_configs_have_the_promised_sizes() -> None:
     gpu = GPT(load_config(ROOT / "experiments" / "gpu-25m.toml").model, VOCAB.size).num_params()
     assert 5e6 <= small <= 10e6
     assert 20e6 <= gpu <= 30e6
+
+
+@pytest.mark.parametrize("fact,fen,uci", [
+    ("pawn_push_onto_piece", "rnbqkbnr/pppp1ppp/8/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R b KQkq - 1 2", "e5e4"),
+    ("castle_bad", "r3k2r/8/8/8/8/8/4R3/4K3 b kq - 0 1", "e8g8"),
+    ("blocked", "rnbqkbnr/pppp1ppp/8/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R b KQkq - 1 2", "c8h3"),
+])
+def test_fact_weight_moves_exactly_the_moves_with_that_fact(fact: str, fen: str, uci: str) -> None:
+    """With the piece prior at zero and one fact weight set, only moves with that fact move."""
+    model = GPT(TINY, VOCAB.size).eval()
+    board = chess.Board(fen)
+    with torch.no_grad():
+        model.fact_weights[MOVE_FACTS.index(fact)] = -0.1
+    boards = torch.from_numpy(board_array(board))[None, None]
+    plies = torch.tensor([[0 if board.turn == chess.WHITE else 1]])
+    with torch.no_grad():
+        prior = model.move_prior_logits(boards, plies)[0, 0]
+    hit = VOCAB.encode_move(chess.Move.from_uci(uci))
+    assert float(prior[hit]) == pytest.approx(-0.1 * FACT_SCALE)
+    for m in board.legal_moves:  # no legal move carries a fact
+        assert float(prior[VOCAB.encode_move(m)]) == 0.0, m.uci()
+
+
+@pytest.mark.parametrize("size", [768, 50_000])  # the bincount and the index_add backward
+def test_gather_gradient_equals_plain_indexing(size: int) -> None:
+    from chessdt.model import _Gather
+
+    g = torch.Generator().manual_seed(size)
+    table = torch.randn(size, generator=g, requires_grad=True)
+    index = torch.randint(0, size, (64, 300), generator=g)
+    weights = torch.randn(64, 300, generator=g)
+    (_Gather.apply(table, index) * weights).sum().backward()
+    ours = table.grad.clone()
+    table.grad = None
+    (table[index] * weights).sum().backward()
+    torch.testing.assert_close(ours, table.grad)

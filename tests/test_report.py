@@ -62,15 +62,19 @@ def test_report_from_all_results(tmp_path: Path) -> None:
     legality().save(run / "eval" / "legality.json")
     strength().save(run / "eval" / "strength.json")
     openings().save(run / "eval" / "openings.json")
-    (run / "metrics.jsonl").write_text(json.dumps({"step": 60, "val_loss": 2.5}) + "\n")
+    curve = [{"step": 30 * i, "tokens": 1000 * i, "time_s": 60.0 * i, "val_loss": 3.0 - 0.25 * i,
+              "top1": 0.1 * i, "legal": 0.3 * i} for i in range(3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve) + "{truncated\n")
     report = write_report(run)
     text = report.path.read_text()
     assert report.sections == ("legality", "strength", "openings")
-    assert {p.name for p in report.plots} == {"legality.png", "elo.png", "matching.png", "openings.png"}
+    assert {p.name for p in report.plots} == {"legality.png", "elo.png", "matching.png", "openings.png",
+                                              "training.png"}
     for p in report.plots:
         assert p.read_bytes()[:4] == PNG and f"]({p.relative_to(run).as_posix()})" in text
     for needle in ("98.70%", "| model@2000 | 2000 | 1460 | 1380 .. 1540 |", "+inf", "diagonal peaks in 2 of 2",
-                   "note: an example note", "step = 60", "val_loss = 2.5", "| data | data 1100-1299 | 40 |"):
+                   "note: an example note", "| 60 | 2,000 | 2.0 | 2.500 | 20.0% | 60.0% |",
+                   "| data | data 1100-1299 | 40 |"):
         assert needle in text, needle
 
 
@@ -79,6 +83,10 @@ def test_report_with_some_results_and_none(tmp_path: Path, capsys: pytest.Captur
     with pytest.raises(UserError, match="no evaluation results"):
         write_report(run)
     assert cli.main(["report", str(run)]) == 2
+    (run / "metrics.jsonl").parent.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "tokens": 0, "val_loss": 7.6}) + "\n")
+    assert write_report(run).sections == ()  # a training curve alone is a report (one point: no plot)
+    assert "| 0 | 0 |" in (run / "report.md").read_text()
     legality().save(run / "eval" / "legality.json")
     assert cli.main(["report", str(run)]) == 0
     assert "report.md" in capsys.readouterr().out
