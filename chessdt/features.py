@@ -111,7 +111,8 @@ class Geometry(torch.nn.Module):
         self.register_buffer("between_t", self.between.T.contiguous(), persistent=False)
 
     @torch.no_grad()
-    def forward(self, boards: torch.Tensor, turn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, boards: torch.Tensor,
+                turn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """boards (..., 64) codes, turn (...) 0 = white to move, 1 = black.
 
         Returns square features (..., 64, 3) float 0/1, in_check (...) bool, each move's packed
@@ -119,6 +120,11 @@ class Geometry(torch.nn.Module):
         would take ~200 MB for a 4k-token batch), and castle_bad (..., 4) float for the castling
         moves ``castle_moves``.
         """
+        with torch.autocast(boards.device.type, enabled=False):  # counts and codes stay exact in fp32
+            return self._compute(boards, turn)
+
+    def _compute(self, boards: torch.Tensor,
+                 turn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         lead = boards.shape[:-1]
         codes = boards.reshape(-1, 64).long()
         black = turn.reshape(-1, 1).bool()
@@ -151,20 +157,16 @@ class Geometry(torch.nn.Module):
             bq = (side[:, BISHOP] + side[:, QUEEN]).index_select(1, self.pair_from)  # fastest CPU gather
             return rq.mul_(orth).add_(bq.mul_(diag)).mul_(clear)
 
-        def attacks(side: torch.Tensor, rays: torch.Tensor, pawn_table: torch.Tensor) -> torch.Tensor:
+        def attacks(side: torch.Tensor, rays: torch.Tensor, pawns_white: torch.Tensor) -> torch.Tensor:
             sl = torch.zeros(N, 64, dtype=f32, device=codes.device).index_add_(1, self.pair_to[:-1], rays[:, :-1])
-            return (sl + side[:, KNIGHT] @ self.knight + side[:, KING] @ self.king
-                    + torch.bmm(side[:, PAWN].unsqueeze(1), pawn_table).squeeze(1)) > 0
+            pawns = torch.where(pawns_white, side[:, PAWN] @ self.pawn[0], side[:, PAWN] @ self.pawn[1])
+            return (sl + side[:, KNIGHT] @ self.knight + side[:, KING] @ self.king + pawns) > 0
 
-        white_pawns, black_pawns = self.pawn[0].expand(N, 64, 64), self.pawn[1].expand(N, 64, 64)
-        opp_pawn_table = torch.where(black.unsqueeze(-1), white_pawns, black_pawns)
-        own_pawn_table = torch.where(black.unsqueeze(-1), black_pawns, white_pawns)
         opp_rays = slider_rays(opp, (blockers_nk == 0).to(f32))
-        attacked = attacks(opp, opp_rays, opp_pawn_table)  # (N, 64) bool
-        defended = attacks(own, slider_rays(own, (blockers == 0).to(f32)), own_pawn_table)
+        attacked = attacks(opp, opp_rays, pawns_white=black)  # (N, 64) bool
+        defended = attacks(own, slider_rays(own, (blockers == 0).to(f32)), pawns_white=~black)
 
         # checks and pins look only along the (at most 27) lines that end on our king
-        rows = torch.arange(N, device=codes.device)
         kp = self.king_pairs[king_sq]  # (N, 28) pair ids, padded with the empty pair
         kp_between = self.between[kp]  # (N, 28, 64)
         far = self.pair_from[kp]  # the far end of each line
@@ -182,7 +184,8 @@ class Geometry(torch.nn.Module):
             return between + torch.zeros(N, 64, dtype=f32, device=codes.device).scatter_add_(1, far, rays)
 
         knight_checkers = opp[:, KNIGHT] * self.knight[king_sq]
-        pawn_checkers = opp[:, PAWN] * own_pawn_table[rows, king_sq]
+        # an opponent pawn checks from where our pawn on the king's square would capture
+        pawn_checkers = opp[:, PAWN] * torch.where(black, self.pawn[1][king_sq], self.pawn[0][king_sq])
         n_checkers = check_rays.sum(1) + knight_checkers.sum(1) + pawn_checkers.sum(1)
         resolve = (line_squares(check_rays) + knight_checkers + pawn_checkers) > 0
         in_check = (n_checkers > 0) & has_king
