@@ -399,7 +399,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from chessdt.report import write_report
 
     report = write_report(Path(args.run_dir), Path(args.eval_dir) if args.eval_dir else None)
-    print(f"wrote {report.path} ({', '.join(report.sections)}; {len(report.plots)} plots in "
+    print(f"wrote {report.path} ({', '.join(report.sections) or 'training curve only'}; {len(report.plots)} plots in "
           f"{report.path.parent / 'report'})")
     return 0
 
