@@ -6,7 +6,8 @@ On held-out game prefixes (teacher-forced, each game under its own players' rati
 * sampled legal: share of moves sampled at the play-time temperature / top-p that are legal;
 * illegal mass: probability (temperature 1) the model puts on illegal moves, averaged;
 
-overall, by ply bucket and by the mover's rating band. In played games (self-play at every
+overall, by ply bucket and by the mover's rating band, and why each illegal top-1 pick was illegal
+(:func:`illegal_reason`: blocked path, pinned piece, check not answered, ...). In played games (self-play at every
 prompted rating, raw sampling): illegal attempts per game, where an attempt is a sampled illegal
 move that the player then replaced by its most likely legal move.
 """
@@ -18,7 +19,7 @@ import bisect
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import chess
@@ -29,6 +30,7 @@ from chessdt.config import EvalConfig
 from chessdt.evals import from_dict, fmt, save_json, jsonable, sampling_of
 from chessdt.evals.heldout import HeldOutGame, legal_mask, teacher_forced_logits
 from chessdt.players import ModelPolicy, Sampling, sample
+from chessdt.tokenizer import NUM_MOVES, Vocab
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class LegalityResult:
     held_out_games: int  # games the positions came from
     temperature: float  # of the sampled-legal measure and the played games
     top_p: float
+    illegal_top1: dict[str, int] = field(default_factory=dict)  # illegal top-1 picks by reason
 
     def to_dict(self) -> dict:
         return jsonable(self)
@@ -85,6 +88,11 @@ class LegalityResult:
             for cell in cells:
                 lines.append(f"| {cell.group} | {cell.positions:,} | {fmt(cell.top1_legal, 2, True)} | "
                              f"{fmt(cell.sampled_legal, 2, True)} | {fmt(cell.illegal_mass, 2, True)} |")
+        if self.illegal_top1:
+            n = self.overall.positions
+            lines += ["", "| why the top-1 move was illegal | positions | share of all positions |", "|---|---:|---:|"]
+            for reason, count in sorted(self.illegal_top1.items(), key=lambda kv: -kv[1]):
+                lines.append(f"| {reason} | {count:,} | {fmt(count / max(n, 1), 2, True)} |")
         if self.played:
             lines += ["", "| prompted rating | self-play games | mean plies | model moves | illegal attempts | per game | max |",
                       "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -118,6 +126,44 @@ def rating_band(rating: int | None, width: int) -> str:
     return f"{lo}-{lo + width - 1}"
 
 
+def illegal_reason(board: chess.Board, token: int, vocab: Vocab) -> str:
+    """Why the move token is not legal on the board (call it only for an illegal token).
+
+    >>> illegal_reason(chess.Board(), Vocab().encode_move(chess.Move.from_uci("f1c4")), Vocab())
+    'path blocked'
+    """
+    if token >= NUM_MOVES:
+        return f"not a move: {vocab.decode([token])[0]}"
+    move = vocab.decode_move(token)
+    piece = board.piece_at(move.from_square)
+    if piece is None or piece.color != board.turn:
+        return "no piece of the mover on the from-square"
+    target = board.piece_at(move.to_square)
+    if target is not None and target.color == board.turn:
+        return "onto the mover's own piece"
+    back_rank = 0 if board.turn == chess.WHITE else 7
+    if (piece.piece_type == chess.KING and move.from_square == chess.square(4, back_rank)
+            and move.to_square in (chess.square(2, back_rank), chess.square(6, back_rank))):
+        rook = chess.square(0 if chess.square_file(move.to_square) == 2 else 7, back_rank)
+        if not board.castling_rights & chess.BB_SQUARES[rook]:
+            return "castling without the right"
+        if board.occupied & chess.between(move.from_square, rook):
+            return "path blocked"
+        return "castling out of, through or into check"
+    if board.is_pseudo_legal(move):
+        if board.is_check():
+            return "does not answer the check"
+        return "king steps into an attack" if piece.piece_type == chess.KING else "pinned piece leaves its line"
+    if piece.piece_type == chess.PAWN:
+        return "pawn cannot move so"
+    alone = chess.Board(None)  # could this piece make this move on an otherwise empty board?
+    alone.set_piece_at(move.from_square, piece)
+    alone.turn = board.turn
+    if move.promotion is None and move in alone.pseudo_legal_moves:
+        return "path blocked"
+    return "piece cannot move so"
+
+
 @dataclass
 class _Acc:
     n: int = 0
@@ -135,10 +181,13 @@ class _Acc:
 def score_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], *, positions: int,
                    ply_buckets: Sequence[int] = (0, 10, 20, 40, 80), band_width: int = 200,
                    temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                   batch_size: int = 16) -> tuple[LegalityCell, tuple[LegalityCell, ...], tuple[LegalityCell, ...], int]:
-    """(overall, by ply bucket, by rating band, games used) over the first `positions` positions."""
+                   batch_size: int = 16) -> tuple[LegalityCell, tuple[LegalityCell, ...], tuple[LegalityCell, ...], int,
+                                                  dict[str, int]]:
+    """(overall, by ply bucket, by rating band, games used, illegal top-1 picks by reason) over the
+    first `positions` positions."""
     gen = torch.Generator().manual_seed(seed)
     total, by_ply, by_band = _Acc(), defaultdict(_Acc), defaultdict(_Acc)
+    reasons: dict[str, int] = defaultdict(int)
     used = 0
     prompts = [policy.prompt(g.white, g.black, g.result) for g in games]
     for i, logits in teacher_forced_logits(policy, games, prompts, batch_size):
@@ -149,15 +198,18 @@ def score_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], *, positio
         if n <= 0:
             continue
         used += 1
+        lg = logits[:n]
+        best = lg.argmax(-1)
         board = chess.Board()
         masks = []
         for j in range(n):
             masks.append(legal_mask(board, policy))
+            if not masks[-1][best[j]]:
+                reasons[illegal_reason(board, int(best[j]), policy.vocab)] += 1
             board.push(g.moves[j])
         mask = torch.stack(masks)  # (n, 1968)
-        lg = logits[:n]
         illegal_mass = 1.0 - (torch.softmax(lg, -1) * mask).sum(-1)  # (n,)
-        top1 = mask.gather(1, lg.argmax(-1, keepdim=True)).squeeze(1)
+        top1 = mask.gather(1, best[:, None]).squeeze(1)
         picks = sample(lg, temperature, top_p, gen)
         sampled = mask.gather(1, picks[:, None]).squeeze(1)
         for j in range(n):
@@ -170,7 +222,7 @@ def score_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], *, positio
                 acc.mass += m
     ply_cells = tuple(by_ply[k].cell(k) for k in sorted(by_ply, key=lambda k: int(k.split("-")[0].strip("+<"))))
     band_cells = tuple(by_band[k].cell(k) for k in sorted(by_band, key=lambda k: (k == "?", 0 if k == "?" else int(k.split("-")[0]))))
-    return total.cell("all"), ply_cells, band_cells, used
+    return total.cell("all"), ply_cells, band_cells, used, dict(reasons)
 
 
 def played_legality(policy: ModelPolicy, ratings: Sequence[int | None], *, games: int, sampling: Sampling,
@@ -198,14 +250,14 @@ def played_legality(policy: ModelPolicy, ratings: Sequence[int | None], *, games
 def evaluate_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: EvalConfig,
                       out: Path | None = None) -> LegalityResult:
     """The legality evaluation of issue 4 at the sizes of `cfg`; saved as JSON to `out` if given."""
-    overall, by_ply, by_band, used = score_legality(
+    overall, by_ply, by_band, used, reasons = score_legality(
         policy, games, positions=cfg.legality_positions, ply_buckets=cfg.ply_buckets, band_width=cfg.band_width,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
     played = played_legality(policy, cfg.ratings, games=cfg.legality_selfplay, sampling=sampling_of(cfg),
                              max_plies=cfg.max_plies, seed=cfg.seed, batch_size=cfg.batch_size) \
         if cfg.legality_selfplay > 0 else ()
     result = LegalityResult(overall=overall, by_ply=by_ply, by_rating=by_band, played=played, held_out_games=used,
-                            temperature=cfg.temperature, top_p=cfg.top_p)
+                            temperature=cfg.temperature, top_p=cfg.top_p, illegal_top1=reasons)
     if out is not None:
         result.save(out)
     return result
