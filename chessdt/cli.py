@@ -194,10 +194,16 @@ def _cmd_finetune_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_args(p: argparse.ArgumentParser, config_help: str) -> None:
+    """The experiment TOML argument and its --set overrides."""
+    p.add_argument("config", help=config_help)
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
+
+
 def _add_rl_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune-rl", help="RL fine-tuning (policy gradient + KL to the base model)")
-    p.add_argument("config", help="experiment TOML with an [rl] section (rl.base = the pretrained checkpoint)")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    _experiment_args(p, "experiment TOML with an [rl] section (rl.base = the pretrained checkpoint)")
     p.add_argument("--out", help="run directory (default: run_dir of the config, else runs/<name>)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -301,7 +307,7 @@ def _add_play_parsers(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from chessdt.train import train
+    from chessdt.train import read_metrics, train
 
     cfg = load_config(args.config, list(args.set or []))
     try:
@@ -311,8 +317,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 130
     if os.environ.get("RANK", "0") != "0":
         return 0
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    last = json.loads(lines[-1]) if lines else {}
+    curve = read_metrics(run_dir)
+    last = curve[-1] if curve else {}
     print(f"run {run_dir}: step {last.get('step', '?')}, {last.get('tokens', 0):,} tokens, "
           f"val loss {last.get('val_loss', float('nan')):.4f}, top-1 {last.get('top1', 0):.1%}, "
           f"legal {last.get('legal', 0):.1%}")
@@ -472,15 +478,13 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="conditioning vs filtered imitation vs RL vs quantilizer: the frontier")
-    p.add_argument("config", help="experiment TOML, e.g. experiments/conditioning-vs-rl.toml")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    _experiment_args(p, "experiment TOML, e.g. experiments/conditioning-vs-rl.toml")
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping completed steps")
-    p.add_argument("config", help="experiment TOML, e.g. experiments/quickstart.toml")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config field")
+    _experiment_args(p, "experiment TOML, e.g. experiments/quickstart.toml")
     p.add_argument("--only", help="comma-separated steps to run (prepare,train,legality,strength,openings,report)")
     p.add_argument("--device", help="torch device for training and evals (default: train.device)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -525,9 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parsers(sub)
     _add_play_parsers(sub)
     p = sub.add_parser("train", help="train a model: run directory with checkpoints and metrics")
-    p.add_argument("config", help="experiment TOML, e.g. experiments/tiny.toml")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
+    _experiment_args(p, "experiment TOML, e.g. experiments/tiny.toml")
     p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     p.add_argument("--device", help="cuda, mps, cpu, cuda:1 ... (default: train.device, auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -144,12 +144,13 @@ class Geometry(torch.nn.Module):
         occ = (codes > 0).to(f32)
         own_king = own[:, KING]
         has_king = own_king.sum(1) > 0
+        king_col = has_king.unsqueeze(1).to(f32)  # (N, 1): 0 on a board without our king
         king_sq = own_king.argmax(1)  # 0 where there is no king (has_king says so)
 
         # sliders: per aligned pair, pieces strictly between (with our king removed: an attacked
         # king cannot step back along the attacker's line)
         blockers_nk = (occ - own_king) @ self.between_t  # (N, K+1)
-        blockers = blockers_nk + self.between_t[king_sq] * has_king.unsqueeze(1).to(f32)
+        blockers = blockers_nk + self.between_t[king_sq] * king_col
         orth, diag = self.orth, self.diag
 
         def slider_rays(side: torch.Tensor, clear: torch.Tensor) -> torch.Tensor:  # (N, K+1)
@@ -172,7 +173,7 @@ class Geometry(torch.nn.Module):
         far = self.pair_from[kp]  # the far end of each line
         slider = ((opp[:, ROOK] + opp[:, QUEEN]).gather(1, far) * self.orth[kp]
                   + (opp[:, BISHOP] + opp[:, QUEEN]).gather(1, far) * self.diag[kp])
-        slider = slider * has_king.unsqueeze(1).to(f32)
+        slider = slider * king_col
         own_occ = own.sum(1)
         n_between = torch.bmm(kp_between, occ.unsqueeze(2)).squeeze(2)
         own_between = torch.bmm(kp_between, own_occ.unsqueeze(2)).squeeze(2)
@@ -194,7 +195,7 @@ class Geometry(torch.nn.Module):
 
         # per-move facts, packed: each is a from-square fact and a to-square fact (or the move's
         # path), so two column gathers of per-square codes give them all
-        king_here = own_king * has_king.unsqueeze(1).to(f32)
+        king_here = own_king * king_col
         from_code = king_here + 2 * pinned.to(f32) + 4 * own[:, PAWN]
         unresolved = in_check.unsqueeze(1) & ((n_checkers > 1).unsqueeze(1) | ~resolve)
         to_code = attacked.to(f32) + 2 * (pin_line == 0).to(f32) + 4 * unresolved.to(f32) + 8 * occ

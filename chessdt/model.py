@@ -322,7 +322,8 @@ class GPT(nn.Module):
         table = self.move_prior.view(-1) * PRIOR_SCALE
         prior = (_Gather.apply(table, from_idx) + _Gather.apply(table, to_idx)).view(B, T, NUM_MOVES)
         if self.cfg.attack_features:
-            geo = geo or self.geo(boards, plies)
+            if geo is None:
+                geo = self.geo(boards, plies)
             assert geo is not None
             w = self.fact_weights * FACT_SCALE
             per_code = self.code_facts @ w[:-1]  # every fact but castle_bad (the last)

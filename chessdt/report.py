@@ -12,7 +12,6 @@ Reads ``RUN_DIR/eval/{legality,strength,openings}.json`` (whichever exist) and t
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from chessdt.evals import RESULT_FILES  # noqa: E402
 from chessdt.evals.legality import LegalityResult  # noqa: E402
 from chessdt.evals.openings import OpeningsResult  # noqa: E402
 from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402
+from chessdt.train import read_metrics  # noqa: E402
 
 DPI = 120
 
@@ -36,6 +36,14 @@ class Report:
     path: Path  # report.md
     plots: tuple[Path, ...]
     sections: tuple[str, ...]  # evaluations found
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
 def _finite(*xs: float) -> bool:
@@ -67,10 +75,7 @@ def plot_elo(ladder: LadderResult, path: Path) -> Path | None:
     ax.set_ylabel("measured Elo (Stockfish-ladder scale)")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_matching(m: MatchingResult, path: Path) -> Path | None:
@@ -93,10 +98,7 @@ def plot_matching(m: MatchingResult, path: Path) -> Path | None:
     ax.set_ylabel("prompted rating (Elo)")
     ax.set_title(f"Human move matching, top-1 (diagonal peaks in {m.diagonal_peaks} of {m.bands_with_data} bands)")
     fig.colorbar(im, ax=ax, label="top-1 accuracy (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_openings(o: OpeningsResult, path: Path) -> Path | None:
@@ -130,10 +132,7 @@ def plot_openings(o: OpeningsResult, path: Path) -> Path | None:
     for ki in range(len(ks), rows_n * cols):
         axes[ki // cols][ki % cols].axis("off")
     fig.suptitle("Opening variety: entropy of the first-k-ply lines")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_legality(leg: LegalityResult, path: Path) -> Path | None:
@@ -153,25 +152,7 @@ def plot_legality(leg: LegalityResult, path: Path) -> Path | None:
     ax.set_title(f"Legality of raw predictions on held-out games (n = {leg.overall.positions:,})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The evaluations in RUN_DIR/metrics.jsonl (unreadable lines skipped), oldest first."""
-    path = run_dir / "metrics.jsonl"
-    rows = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and _finite(row.get("tokens"), row.get("val_loss")):
-                rows.append(row)
-    return rows
+    return _save(fig, path)
 
 
 def plot_training(rows: list[dict], path: Path, title: str) -> Path | None:
@@ -191,10 +172,7 @@ def plot_training(rows: list[dict], path: Path, title: str) -> Path | None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def training_table(rows: list[dict], max_rows: int = 12) -> str:

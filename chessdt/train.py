@@ -153,6 +153,23 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The evaluations in RUN_DIR/metrics.jsonl, oldest first; unreadable lines (a write cut short)
+    and lines without finite tokens and val_loss are skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k])
+                                             for k in ("tokens", "val_loss")):
+                rows.append(row)
+    return rows
+
+
 def _trim_jsonl(path: Path, step: int) -> None:
     """Drop lines logged after `step` (an interrupted run went further than its last checkpoint)."""
     if path.is_file():

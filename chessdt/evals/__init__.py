@@ -145,6 +145,20 @@ def save_json(data: Any, path: Path) -> Path:
     return path
 
 
+class JsonResult:
+    """to_dict / save / load of a frozen result dataclass: strict JSON, written atomically."""
+
+    def to_dict(self) -> dict:
+        return jsonable(self)
+
+    def save(self, path: Path) -> Path:
+        return save_json(self, path)
+
+    @classmethod
+    def load(cls, path: Path) -> typing.Self:
+        return from_dict(cls, json.loads(Path(path).read_text()))
+
+
 def eval_dir(checkpoint: Path) -> Path:
     """Default output folder of evals: `<run_dir>/eval` for a checkpoint inside a run directory."""
     checkpoint = Path(checkpoint)

@@ -14,7 +14,6 @@ move that the player then replaced by its most likely legal move.
 
 from __future__ import annotations
 
-import json
 import bisect
 import math
 from collections import defaultdict
@@ -27,7 +26,7 @@ import torch
 
 from chessdt.arena import GameSpec, ModelSeat, run_games
 from chessdt.config import EvalConfig
-from chessdt.evals import from_dict, fmt, save_json, jsonable, sampling_of
+from chessdt.evals import JsonResult, fmt, sampling_of
 from chessdt.evals.heldout import HeldOutGame, legal_mask, teacher_forced_logits
 from chessdt.players import ModelPolicy, Sampling, sample
 from chessdt.tokenizer import NUM_MOVES, Vocab
@@ -58,7 +57,7 @@ class PlayedLegality:
 
 
 @dataclass(frozen=True)
-class LegalityResult:
+class LegalityResult(JsonResult):
     overall: LegalityCell
     by_ply: tuple[LegalityCell, ...]
     by_rating: tuple[LegalityCell, ...]
@@ -67,16 +66,6 @@ class LegalityResult:
     temperature: float  # of the sampled-legal measure and the played games
     top_p: float
     illegal_top1: dict[str, int] = field(default_factory=dict)  # illegal top-1 picks by reason
-
-    def to_dict(self) -> dict:
-        return jsonable(self)
-
-    def save(self, path: Path) -> Path:
-        return save_json(self, path)
-
-    @classmethod
-    def load(cls, path: Path) -> LegalityResult:
-        return from_dict(cls, json.loads(Path(path).read_text()))
 
     def format(self) -> str:
         """Markdown tables."""

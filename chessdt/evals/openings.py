@@ -19,7 +19,6 @@ sizes compare).
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -32,7 +31,7 @@ import torch
 
 from chessdt.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
 from chessdt.config import EvalConfig
-from chessdt.evals import from_dict, Subject, fmt, jsonable, save_json
+from chessdt.evals import JsonResult, Subject, fmt
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, legal_mask
 from chessdt.metrics import entropy_bits, js_divergence
 from chessdt.players import Sampling, Session
@@ -76,22 +75,12 @@ class OpeningRow:
 
 
 @dataclass(frozen=True)
-class OpeningsResult:
+class OpeningsResult(JsonResult):
     rows: tuple[OpeningRow, ...]
     line_plies: tuple[int, ...]
     band_width: int
     opponent: str
     notes: tuple[str, ...]
-
-    def to_dict(self) -> dict:
-        return jsonable(self)
-
-    def save(self, path: Path) -> Path:
-        return save_json(self, path)
-
-    @classmethod
-    def load(cls, path: Path) -> OpeningsResult:
-        return from_dict(cls, json.loads(Path(path).read_text()))
 
     def format(self) -> str:
         """Markdown tables: entropy, distinct lines, top share, JS divergence; policy entropy; repeats."""

@@ -21,7 +21,6 @@ Three measurements, each a library function over :class:`~chessdt.evals.Subject`
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
@@ -37,7 +36,7 @@ from chessdt.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_
 from chessdt.config import EvalConfig
 from chessdt.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
-from chessdt.evals import from_dict, Subject, fmt, jsonable, save_json
+from chessdt.evals import JsonResult, Subject, fmt, jsonable
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
 from chessdt.players import ModelPolicy, MoveStats
@@ -378,21 +377,11 @@ def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *,
 
 # -- all three ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class StrengthResult:
+class StrengthResult(JsonResult):
     ladder: LadderResult | None
     matching: MatchingResult | None
     cpl: CplResult | None
     notes: tuple[str, ...]  # what was skipped and why
-
-    def to_dict(self) -> dict:
-        return jsonable(self)
-
-    def save(self, path: Path) -> Path:
-        return save_json(self, path)
-
-    @classmethod
-    def load(cls, path: Path) -> StrengthResult:
-        return from_dict(cls, json.loads(Path(path).read_text()))
 
     def format(self) -> str:
         """Markdown tables."""
