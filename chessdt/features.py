@@ -80,8 +80,7 @@ def _tables() -> dict[str, np.ndarray]:
     m_pair = pair_index[m_from, m_to]
     df = np.abs((m_to % 8) - (m_from % 8))
     dr = (m_to // 8) - (m_from // 8)
-    castle = (df == 2) & (dr == 0) & np.isin(m_from, [chess.E1, chess.E8]) & np.isin(m_to % 8, [2, 6]) \
-        & np.isin(m_from // 8, [0, 7])
+    castle = np.isin(m_from, [chess.E1, chess.E8]) & (dr == 0) & (df == 2)
     castle_moves = np.flatnonzero(castle)  # e1g1, e1c1, e8g8, e8c8
     castle_path = np.zeros((len(castle_moves), 64), dtype=np.float32)  # squares between king and rook
     for row, i in enumerate(castle_moves):
@@ -89,11 +88,11 @@ def _tables() -> dict[str, np.ndarray]:
         for sq in chess.SquareSet(chess.between(int(m_from[i]), rook)):
             castle_path[row, sq] = 1
     castle_mid = (m_from + m_to) // 2  # the square the king passes (used for castle_moves only)
-    return {"pair_from": pair_from, "king_pairs": king_pairs, "pair_to": pair_to, "between": between, "orth": orth, "diag": diag,
-            "knight": knight, "king": king, "pawn": pawn, "move_from": m_from, "move_to": m_to,
-            "move_pair": m_pair, "castle_mid": castle_mid,
-            "castle_moves": castle_moves, "castle_path": castle_path,
-            "move_kind_code": (256.0 * np.where(df == 0, 1, np.where((df == 1) & (np.abs(dr) == 1), 2, 0))).astype(np.float32)}
+    kind = np.where(df == 0, 1, np.where((df == 1) & (np.abs(dr) == 1), 2, 0))  # straight, one step diagonal
+    return {"pair_from": pair_from, "pair_to": pair_to, "king_pairs": king_pairs, "between": between,
+            "orth": orth, "diag": diag, "knight": knight, "king": king, "pawn": pawn,
+            "move_from": m_from, "move_to": m_to, "move_pair": m_pair, "move_kind_code": (256.0 * kind).astype(np.float32),
+            "castle_moves": castle_moves, "castle_path": castle_path, "castle_mid": castle_mid}
 
 
 class Geometry(torch.nn.Module):
@@ -106,8 +105,7 @@ class Geometry(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         for name, value in _tables().items():
-            t = torch.from_numpy(value)
-            self.register_buffer(name, t if t.dtype != torch.float64 else t.float(), persistent=False)
+            self.register_buffer(name, torch.from_numpy(value), persistent=False)
         self.register_buffer("between_t", self.between.T.contiguous(), persistent=False)
 
     @torch.no_grad()
