@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
     if bad:
         raise UserError(f"unknown steps {sorted(bad)}; choose from {', '.join(STEPS)}")
     run = run_directory(cfg)
-    run.mkdir(parents=True, exist_ok=True)
+    preflight(cfg, run, only)
     result = PipelineResult(run)
     (run / "pipeline-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
 
@@ -103,6 +104,47 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
 
         _timed(result, "report", do_report)
     return result
+
+
+def engine_needed(cfg: Config, steps: tuple[str, ...]) -> bool:
+    """Whether these evaluation steps of a config will start Stockfish."""
+    from chessdt.arena import Opponent
+
+    ev = cfg.eval
+    strength = "strength" in steps and (
+        any(Opponent.parse(r).kind != "random" for r in ev.ladder) or ev.cpl_positions > 0)
+    openings = ("openings" in steps and ev.openings_vs_games > 0
+                and Opponent.parse(ev.openings_opponent).kind != "random")
+    return strength or openings
+
+
+def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
+    """Check, in the first seconds, what the steps still to run will need: a writable run
+    directory, input data, and Stockfish for the evaluations. Raises UserError naming what is missing."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        probe = run / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to the run directory {run}: {e.strerror or e}") from None
+    data_dir = Path(cfg.data.prepared) if cfg.data.prepared else run / "data"
+    if "prepare" in only and not (data_dir / "meta.json").is_file():
+        if cfg.data.prepared and not cfg.data.inputs:
+            raise UserError(f"data.prepared={data_dir} holds no prepared data set (no meta.json); "
+                            f"run `chessdt prepare ... --out {data_dir}` first")
+        if not cfg.data.inputs:
+            raise UserError("the config has neither data.prepared nor data.inputs: nothing to train on")
+        from chessdt.pgn import expand_inputs
+
+        files, _ = expand_inputs(cfg.data.inputs)
+        if not files:
+            raise UserError(f"no PGN files in data.inputs {list(cfg.data.inputs)}")
+    pending = tuple(s for s in ("strength", "openings") if s in only and not (run / "eval" / f"{s}.json").is_file())
+    if engine_needed(cfg, pending):
+        from chessdt.engine import find_stockfish
+
+        find_stockfish(cfg.eval.engine or None)  # raises with the install hint
 
 
 def _evaluate(step: str, policy: object, games: list, cfg: Config, out: Path, progress: bool) -> None:

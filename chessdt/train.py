@@ -286,8 +286,14 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
         t0 = time.perf_counter()
         t_log, tok_log = t0, tokens_seen
         last = stop_at if stop_at is not None else tc.max_steps
-        bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and master), unit="step",
-                   dynamic_ncols=True)
+        by_clock = tc.schedule_by_time and tc.max_minutes > 0  # the clock ends the run, so the bar counts seconds
+        if by_clock:
+            bar = tqdm(total=round(tc.max_minutes * 60), initial=round(train_seconds), unit="s",
+                       disable=not (progress and master), dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+        else:
+            bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and master), unit="step",
+                       dynamic_ncols=True)
         model.train()
         interrupted = False
         try:
@@ -320,12 +326,16 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
                     stats[0] /= world
                 step += 1
                 tokens_seen += int(stats[1])
-                bar.update(1)
+                if by_clock:
+                    clock = min(bar.total, round(train_seconds + time.perf_counter() - t0))
+                    bar.update(max(0, clock - bar.n))
+                else:
+                    bar.update(1)
                 if master and (step % tc.log_every == 0 or step == last):
                     now = time.perf_counter()
                     tps = (tokens_seen - tok_log) / max(1e-9, now - t_log)
                     t_log, tok_log = now, tokens_seen
-                    bar.set_postfix(loss=f"{float(stats[0]):.3f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
+                    bar.set_postfix(step=step, loss=f"{float(stats[0]):.3f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
                     line = {"step": step, "tokens": tokens_seen, "loss": float(stats[0]), "lr": lr,
                             "tokens_per_s": round(tps, 1), "time_s": round(train_seconds + now - t0, 1)}
                     if dev.type == "cuda":
