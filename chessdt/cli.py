@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from chessdt.config import EvalConfig
     from chessdt.evals.heldout import HeldOutGame
-    from chessdt.players import ModelPolicy
+    from chessdt.play.players import ModelPolicy
 
 
 def _print_counts(title: str, counts: dict[str, int], total: int | None = None) -> None:
@@ -36,7 +36,7 @@ def _print_counts(title: str, counts: dict[str, int], total: int | None = None) 
 
 # -- prepare -----------------------------------------------------------------------------------
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from chessdt.prepare import prepare
+    from chessdt.data.prepare import prepare
 
     overrides = list(args.set or [])
     if args.label:
@@ -62,7 +62,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 # -- games ---------------------------------------------------------------------------------------
 def _cmd_games_stats(args: argparse.Namespace) -> int:
-    from chessdt.pgn import collect_stats
+    from chessdt.data.pgn import collect_stats
 
     cfg = load_config(args.config, list(args.set or []))
     stats = collect_stats(args.files, cfg.data, with_moves=args.moves, progress=not args.quiet)
@@ -75,8 +75,8 @@ def _cmd_games_stats(args: argparse.Namespace) -> int:
 
 # -- games generate / ladder / label / download (engine-rated games) -------------------------------
 def _cmd_games_generate(args: argparse.Namespace) -> int:
-    from chessdt.engine import find_stockfish
-    from chessdt.generate import DEFAULT_RUNGS, LadderConfig, Rung, generate, load_start_lines
+    from chessdt.stockfish.engine import find_stockfish
+    from chessdt.stockfish.generate import DEFAULT_RUNGS, LadderConfig, Rung, generate, load_start_lines
 
     rungs = tuple(Rung.parse(s) for s in args.rungs.split(",")) if args.rungs else DEFAULT_RUNGS
     cfg = LadderConfig(rungs=rungs, games=args.games, seed=args.seed, nodes=args.nodes,
@@ -93,15 +93,15 @@ def _cmd_games_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_games_ladder(args: argparse.Namespace) -> int:
-    from chessdt.ladder import ladder_report
+    from chessdt.stockfish.ladder import ladder_report
 
     print(ladder_report([Path(f) for f in args.files]).format())
     return 0
 
 
 def _cmd_games_label(args: argparse.Namespace) -> int:
-    from chessdt.engine import find_stockfish
-    from chessdt.label import LabelConfig, calibrate, label
+    from chessdt.stockfish.engine import find_stockfish
+    from chessdt.stockfish.label import LabelConfig, calibrate, label
 
     cfg = LabelConfig(nodes=args.nodes, blunder_cp=args.blunder_cp)
     engine = find_stockfish(args.engine)
@@ -123,7 +123,7 @@ def _cmd_games_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_games_download(args: argparse.Namespace) -> int:
-    from chessdt.download import download_lichess
+    from chessdt.data.download import download_lichess
 
     path = download_lichess(args.month, Path(args.out), base_url=args.base_url, progress=not args.quiet)
     print(f"downloaded and verified {path}")
@@ -212,7 +212,7 @@ def _add_rl_parsers(sub: argparse._SubParsersAction) -> None:
 
 # -- play / uci (the model against a human, or inside a chess GUI) ----------------------------------
 def _load_policy(checkpoint: str, device: str) -> ModelPolicy:
-    from chessdt.players import ModelPolicy
+    from chessdt.play.players import ModelPolicy
 
     try:
         return ModelPolicy.from_checkpoint(checkpoint, device=device)
@@ -240,8 +240,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     import chess
 
-    from chessdt.play import TerminalGame, default_pgn_path, supports_color
-    from chessdt.players import ModelPlayer, Sampling
+    from chessdt.play.terminal import TerminalGame, default_pgn_path, supports_color
+    from chessdt.play.players import ModelPlayer, Sampling
 
     _check_prompt_args(args)
     board = chess.Board()
@@ -268,7 +268,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_uci(args: argparse.Namespace) -> int:
-    from chessdt.uci import Options, serve
+    from chessdt.play.uci import Options, serve
 
     _check_prompt_args(args)
     policy = _load_policy(args.checkpoint, args.device)

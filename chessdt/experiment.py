@@ -108,12 +108,12 @@ def _train_arm(cfg: Config, run_dir: Path, device: str | None, progress: bool) -
 
 def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = True) -> Path:
     """Train or load every arm, evaluate them together, write the frontier; returns the run dir."""
-    from chessdt.engine import Engine, find_stockfish
+    from chessdt.stockfish.engine import Engine, find_stockfish
     from chessdt.evals import Subject, sampling_of
     from chessdt.evals.heldout import default_source, load_games
     from chessdt.evals.openings import OpeningsResult, evaluate_openings
     from chessdt.evals.strength import StrengthResult, evaluate_strength
-    from chessdt.players import ModelPlayer, ModelPolicy, QuantilizerPlayer
+    from chessdt.play.players import ModelPlayer, ModelPolicy, QuantilizerPlayer
     from chessdt.rl import finetune_rl
 
     ex, ev = cfg.experiment, cfg.eval

@@ -8,7 +8,7 @@ to f3 unless ..." does not have to be rediscovered from millions of tokens. Noth
 move: each fact only shifts a logit by a learned amount, and the facts ignore castling rights and
 en passant, which a board of piece codes does not carry (the move history does).
 
-Everything works on boards as stored in the shards (:func:`chessdt.shards.board_array`: 64 codes,
+Everything works on boards as stored in the shards (:func:`chessdt.data.shards.board_array`: 64 codes,
 0 empty, 1-6 white PNBRQK, 7-12 black) plus the side to move, for any batch shape, on any device.
 The per-batch cost is a few (N, 64) x (64, ~1.5k) matmuls, small next to the transformer.
 """

@@ -3,7 +3,7 @@
 Inputs per position t (all the same length T):
 
 * ``tokens`` (B, T): ``<bos> cond... move move ...`` ids from :class:`chessdt.tokenizer.Vocab`;
-* ``boards`` (B, T, 64) uint8: the board *after* token t (piece codes of :mod:`chessdt.shards`);
+* ``boards`` (B, T, 64) uint8: the board *after* token t (piece codes of :mod:`chessdt.data.shards`);
   the decision transformer's state. Only used when ``ModelConfig.board_input``;
 * ``plies`` (B, T): moves played on that board (0 for the prefix of a game from the start).
   Its parity is the side to move, so the board can be embedded from the mover's point of view.

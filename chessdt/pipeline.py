@@ -45,7 +45,7 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
                  only: tuple[str, ...] = STEPS) -> PipelineResult:
     """Run the whole job of an experiment config; returns what ran and what was already there."""
     from chessdt.evals.heldout import default_source, load_games
-    from chessdt.players import ModelPolicy
+    from chessdt.play.players import ModelPolicy
     from chessdt.train import open_data, run_directory, train
 
     bad = set(only) - set(STEPS)
@@ -108,7 +108,7 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
 
 def engine_needed(cfg: Config, steps: tuple[str, ...]) -> bool:
     """Whether these evaluation steps of a config will start Stockfish."""
-    from chessdt.arena import Opponent
+    from chessdt.play.arena import Opponent
 
     ev = cfg.eval
     strength = "strength" in steps and (
@@ -135,14 +135,14 @@ def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
                             f"run `chessdt prepare ... --out {data_dir}` first")
         if not cfg.data.inputs:
             raise UserError("the config has neither data.prepared nor data.inputs: nothing to train on")
-        from chessdt.pgn import expand_inputs
+        from chessdt.data.pgn import expand_inputs
 
         files, _ = expand_inputs(cfg.data.inputs)
         if not files:
             raise UserError(f"no PGN files in data.inputs {list(cfg.data.inputs)}")
     pending = tuple(s for s in ("strength", "openings") if s in only and not (run / "eval" / f"{s}.json").is_file())
     if engine_needed(cfg, pending):
-        from chessdt.engine import find_stockfish
+        from chessdt.stockfish.engine import find_stockfish
 
         find_stockfish(cfg.eval.engine or None)  # raises with the install hint
 

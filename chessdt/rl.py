@@ -38,8 +38,8 @@ from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, RLConfig, to_dict
 from chessdt.errors import UserError
 from chessdt.model import GPT
-from chessdt.players import ModelPolicy, Player, RandomPlayer, Sampling, Session, StockfishPlayer
-from chessdt.shards import board_array
+from chessdt.play.players import ModelPolicy, Player, RandomPlayer, Sampling, Session, StockfishPlayer
+from chessdt.data.shards import board_array
 from chessdt.tokenizer import NUM_MOVES
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def _judge(cfg: RLConfig) -> Iterator[Any]:
     if cfg.reward != "engine":
         yield None
         return
-    from chessdt.engine import Engine, find_stockfish
+    from chessdt.stockfish.engine import Engine, find_stockfish
 
     with Engine(find_stockfish(cfg.engine or None)) as engine:
         yield engine

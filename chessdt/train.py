@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, to_dict
-from chessdt.data import IGNORE, Batch, Batcher
+from chessdt.data.batches import IGNORE, Batch, Batcher
 from chessdt.errors import UserError
 from chessdt.model import GPT
-from chessdt.shards import PreparedData
+from chessdt.data.shards import PreparedData
 from chessdt.tokenizer import NUM_MOVES, Vocab
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def open_data(cfg: Config, run_dir: Path, progress: bool) -> PreparedData:
     if not (path / "meta.json").is_file():
         if not cfg.data.inputs:
             raise UserError(f"no prepared data at {path} and no data.inputs to prepare it from")
-        from chessdt.prepare import prepare  # only needed the first time
+        from chessdt.data.prepare import prepare  # only needed the first time
 
         log.info("preparing %s from %d input(s)", path, len(cfg.data.inputs))
         prepare(list(cfg.data.inputs), path, cfg.data, progress=progress)

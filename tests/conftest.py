@@ -56,7 +56,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of experiments/tiny.toml trained a few steps on random games (seconds on CPU)."""
     from chessdt.checkpoint import resolve_checkpoint
     from chessdt.config import load_config
-    from chessdt.prepare import prepare
+    from chessdt.data.prepare import prepare
     from chessdt.train import train
 
     root = tmp_path_factory.mktemp("tiny")

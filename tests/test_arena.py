@@ -12,11 +12,11 @@ import chess
 import chess.pgn
 import pytest
 
-from chessdt.arena import (GameLog, GameSpec, ModelSeat, Opponent, PlayerSeat, game_over, parse_line, play_game,
+from chessdt.play.arena import (GameLog, GameSpec, ModelSeat, Opponent, PlayerSeat, game_over, parse_line, play_game,
                            read_game_log, run_games)
-from chessdt.engine import DEBIAN_STOCKFISH
+from chessdt.stockfish.engine import DEBIAN_STOCKFISH
 from chessdt.errors import UserError
-from chessdt.players import RandomPlayer, Sampling, StockfishPlayer
+from chessdt.play.players import RandomPlayer, Sampling, StockfishPlayer
 from fake_uci import script
 from tiny_policy import tiny_policy
 

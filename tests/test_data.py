@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny_data import write_dataset
 
-from chessdt.data import IGNORE, Batcher, packing_efficiency, position_inputs, rating_token_ids, segments
-from chessdt.shards import PreparedData, Split
+from chessdt.data.batches import IGNORE, Batcher, packing_efficiency, position_inputs, rating_token_ids, segments
+from chessdt.data.shards import PreparedData, Split
 from chessdt.tokenizer import Vocab
 
 

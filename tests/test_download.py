@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chessdt import cli
-from chessdt.download import download_lichess, lichess_name
+from chessdt.data.download import download_lichess, lichess_name
 from chessdt.errors import UserError
 
 MONTH = "2013-01"

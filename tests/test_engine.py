@@ -12,7 +12,7 @@ import pytest
 
 import fake_uci
 from chessdt import cli
-from chessdt.engine import (DEBIAN_STOCKFISH, Engine, EngineFailure, Strength, find_stockfish, open_engine)
+from chessdt.stockfish.engine import (DEBIAN_STOCKFISH, Engine, EngineFailure, Strength, find_stockfish, open_engine)
 from chessdt.errors import UserError
 
 NODES = chess.engine.Limit(nodes=10)
@@ -27,7 +27,7 @@ def test_find_explicit_path(tmp_path: Path) -> None:
 
 def test_missing_stockfish_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("chessdt.engine.DEBIAN_STOCKFISH", tmp_path / "missing")
+    monkeypatch.setattr("chessdt.stockfish.engine.DEBIAN_STOCKFISH", tmp_path / "missing")
     with pytest.raises(UserError) as e:
         find_stockfish()
     for hint in ("apt-get install stockfish", "brew install stockfish", "--engine PATH"):
@@ -37,7 +37,7 @@ def test_missing_stockfish_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_missing_stockfish_cli_exit_code(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("chessdt.engine.DEBIAN_STOCKFISH", tmp_path / "missing")
+    monkeypatch.setattr("chessdt.stockfish.engine.DEBIAN_STOCKFISH", tmp_path / "missing")
     rc = cli.main(["games", "generate", "--out", str(tmp_path / "x.pgn.zst"), "--games", "1"])
     err = capsys.readouterr().err
     assert rc == 2

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from chessdt import cli
-from chessdt.arena import GameRecord, Opponent, read_game_log
+from chessdt.play.arena import GameRecord, Opponent, read_game_log
 from chessdt.config import DataConfig, EvalConfig
-from chessdt.engine import DEBIAN_STOCKFISH
+from chessdt.stockfish.engine import DEBIAN_STOCKFISH
 from chessdt.evals import Subject, from_dict, jsonable, model_subjects
 from chessdt.evals import legality as legality_mod
 from chessdt.evals import strength as strength_mod
@@ -28,8 +28,8 @@ from chessdt.evals.openings import (OpeningsResult, evaluate_openings, line_stat
                                     repeated_prompt)
 from chessdt.evals.strength import (StrengthResult, centipawn_loss, evaluate_strength, ladder_result,
                                     ladder_specs, move_matching, opening_lines, play_ladder)
-from chessdt.players import MoveStats, RandomPlayer, Sampling, StockfishPlayer
-from chessdt.prepare import prepare
+from chessdt.play.players import MoveStats, RandomPlayer, Sampling, StockfishPlayer
+from chessdt.data.prepare import prepare
 from chessdt.tokenizer import NUM_MOVES, Vocab
 
 VOCAB_FOR_REASONS = Vocab()

@@ -6,7 +6,7 @@ import fake_uci
 from chessdt import cli
 from chessdt.evals.heldout import HeldOutGame
 from chessdt.experiment import format_frontier, kl_from_base, plot_frontier
-from chessdt.players import ModelPolicy
+from chessdt.play.players import ModelPolicy
 from conftest import random_game
 
 

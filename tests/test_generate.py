@@ -11,9 +11,9 @@ import pytest
 
 import fake_uci
 from chessdt import cli
-from chessdt.engine import DEBIAN_STOCKFISH, find_stockfish
-from chessdt.generate import DEFAULT_RUNGS, LadderConfig, Rung, existing_indices, generate, pairing, read_games
-from chessdt.ladder import LadderReport, ladder_report
+from chessdt.stockfish.engine import DEBIAN_STOCKFISH, find_stockfish
+from chessdt.stockfish.generate import DEFAULT_RUNGS, LadderConfig, Rung, existing_indices, generate, pairing, read_games
+from chessdt.stockfish.ladder import LadderReport, ladder_report
 
 RUNGS = tuple(Rung.parse(s) for s in ("1400", "1600", "1800", "1100:skill=0"))
 HAVE_STOCKFISH = shutil.which("stockfish") is not None or os.access(DEBIAN_STOCKFISH, os.X_OK)

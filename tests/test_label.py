@@ -15,9 +15,9 @@ from conftest import random_pgn
 
 import fake_uci
 from chessdt import cli
-from chessdt.engine import DEBIAN_STOCKFISH, Engine, find_stockfish
-from chessdt.label import (Calibration, LabelConfig, analyse_game, fit_calibration, game_accuracy, label)
-from chessdt.generate import read_games
+from chessdt.stockfish.engine import DEBIAN_STOCKFISH, Engine, find_stockfish
+from chessdt.stockfish.label import (Calibration, LabelConfig, analyse_game, fit_calibration, game_accuracy, label)
+from chessdt.stockfish.generate import read_games
 
 HAVE_STOCKFISH = shutil.which("stockfish") is not None or os.access(DEBIAN_STOCKFISH, os.X_OK)
 CFG = LabelConfig(nodes=10, blunder_cp=300)

@@ -11,7 +11,7 @@ import zstandard
 
 from chessdt.config import DataConfig
 from chessdt.errors import UserError
-from chessdt.pgn import (CountingReader, TruncatedArchive, byte_chunks, collect_stats, condition_tokens,
+from chessdt.data.pgn import (CountingReader, TruncatedArchive, byte_chunks, collect_stats, condition_tokens,
                          expand_inputs, game_identity, header_skip_reason, in_val_split, iter_games,
                          parse_moves, parse_rating, text_blocks, time_control_class)
 from chessdt.tokenizer import Vocab

@@ -13,8 +13,8 @@ import pexpect
 import pytest
 
 from chessdt import cli
-from chessdt.play import MoveError, TerminalGame, draw_board, ending, parse_move, supports_color
-from chessdt.players import ModelPlayer, ModelPolicy, Sampling
+from chessdt.play.terminal import MoveError, TerminalGame, draw_board, ending, parse_move, supports_color
+from chessdt.play.players import ModelPlayer, ModelPolicy, Sampling
 
 START = chess.STARTING_FEN
 B_PAWN_OR_BISHOP = "4k3/8/8/8/8/2p5/1P1B4/4K3 w - - 0 1"  # b2xc3 and Bd2xc3 both legal

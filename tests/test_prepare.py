@@ -11,8 +11,8 @@ import zstandard
 from chessdt import cli
 from chessdt.config import DataConfig
 from chessdt.errors import UserError
-from chessdt.prepare import prepare
-from chessdt.shards import PreparedData, board_array
+from chessdt.data.prepare import prepare
+from chessdt.data.shards import PreparedData, board_array
 from conftest import FIXTURES, random_pgn
 
 
@@ -137,7 +137,7 @@ def test_truncated_archive_clear_error_or_keep(tmp_path, capsys):
 
 def test_interrupted_prepare_leaves_nothing_that_loads(tmp_path, monkeypatch):
     src = write(tmp_path, "g.pgn", random_pgn(50, seed=3))
-    import chessdt.prepare as prep
+    import chessdt.data.prepare as prep
 
     calls = {"n": 0}
     real = prep.parse_moves

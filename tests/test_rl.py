@@ -9,9 +9,9 @@ import torch
 from chessdt import cli
 from chessdt.checkpoint import save_checkpoint
 from chessdt.config import load_config
-from chessdt.engine import Engine
+from chessdt.stockfish.engine import Engine
 from chessdt.model import GPT
-from chessdt.players import ModelPlayer, ModelPolicy, QuantilizerPlayer, RandomPlayer, Sampling
+from chessdt.play.players import ModelPlayer, ModelPolicy, QuantilizerPlayer, RandomPlayer, Sampling
 from chessdt.rl import Rollout, distinct_openings, play_rollouts, rl_loss
 from chessdt.tokenizer import Vocab
 import fake_uci

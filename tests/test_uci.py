@@ -11,10 +11,10 @@ import chess.engine
 import pytest
 import torch
 
-from chessdt.engine import find_stockfish
+from chessdt.stockfish.engine import find_stockfish
 from chessdt.errors import UserError
-from chessdt.players import ModelPlayer, ModelPolicy
-from chessdt.uci import Options, UciEngine
+from chessdt.play.players import ModelPlayer, ModelPolicy
+from chessdt.play.uci import Options, UciEngine
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Each evaluator is a library function that returns a frozen result dataclass (with `to_dict`,
 `save` and `format`) and never prints. What is evaluated is a :class:`Subject`: a policy prompted
-at a rating (played in batches through the KV cache) or any :class:`~chessdt.players.Player`
+at a rating (played in batches through the KV cache) or any :class:`~chessdt.play.players.Player`
 (played one move at a time), so other experiments (RL fine-tuning, filtered imitation, a
 quantilizer) can be measured with the same code.
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chessdt.arena import ModelSeat, PlayerSeat, Seat
+from chessdt.play.arena import ModelSeat, PlayerSeat, Seat
 from chessdt.config import EvalConfig
-from chessdt.players import ModelPolicy, Player, Sampling
+from chessdt.play.players import ModelPolicy, Player, Sampling
 
 RESULT_FILES = {"legality": "legality.json", "strength": "strength.json", "openings": "openings.json"}
 

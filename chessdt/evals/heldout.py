@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from chessdt.config import Config
-from chessdt.data import position_inputs
+from chessdt.data.batches import position_inputs
 from chessdt.errors import UserError
 from chessdt.model import GPT
-from chessdt.players import ModelPolicy
+from chessdt.play.players import ModelPolicy
 from chessdt.tokenizer import NUM_MOVES
 
 
@@ -96,7 +96,7 @@ def load_games(source: str | Path, limit: int) -> list[HeldOutGame]:
 
 
 def _from_prepared(path: Path, limit: int) -> list[HeldOutGame]:
-    from chessdt.shards import PreparedData
+    from chessdt.data.shards import PreparedData
 
     data = PreparedData.open(path)
     vocab, split = data.vocab, data.splits["val"]
@@ -127,7 +127,7 @@ def _from_prepared(path: Path, limit: int) -> list[HeldOutGame]:
 
 
 def _from_pgn(path: Path, limit: int) -> list[HeldOutGame]:
-    from chessdt.pgn import open_text, parse_rating
+    from chessdt.data.pgn import open_text, parse_rating
 
     out: list[HeldOutGame] = []
     with open_text(path) as f:

@@ -24,11 +24,11 @@ from pathlib import Path
 import chess
 import torch
 
-from chessdt.arena import GameSpec, ModelSeat, run_games
+from chessdt.play.arena import GameSpec, ModelSeat, run_games
 from chessdt.config import EvalConfig
 from chessdt.evals import JsonResult, fmt, sampling_of
 from chessdt.evals.heldout import HeldOutGame, legal_mask, teacher_forced_logits
-from chessdt.players import ModelPolicy, Sampling, sample
+from chessdt.play.players import ModelPolicy, Sampling, sample
 from chessdt.tokenizer import NUM_MOVES, Vocab
 
 

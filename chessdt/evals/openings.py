@@ -29,12 +29,12 @@ from pathlib import Path
 import chess
 import torch
 
-from chessdt.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
+from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
 from chessdt.config import EvalConfig
 from chessdt.evals import JsonResult, Subject, fmt
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, legal_mask
 from chessdt.metrics import entropy_bits, js_divergence
-from chessdt.players import Sampling, Session
+from chessdt.play.players import Sampling, Session
 
 Line = tuple[str, ...]  # UCI moves
 

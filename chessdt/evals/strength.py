@@ -32,14 +32,14 @@ import chess
 import chess.engine
 import torch
 
-from chessdt.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
+from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
 from chessdt.config import EvalConfig
-from chessdt.engine import Engine, EngineFailure, find_stockfish
+from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
 from chessdt.evals import JsonResult, Subject, fmt, jsonable
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
-from chessdt.players import ModelPolicy, MoveStats
+from chessdt.play.players import ModelPolicy, MoveStats
 
 CP_CAP = 1000  # evaluations are clipped to +-10 pawns before taking differences (as Lichess does)
 BLUNDER_CP = 300  # a move losing at least this much counts as a blunder

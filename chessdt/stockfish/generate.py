@@ -33,10 +33,10 @@ import chess.pgn
 import chess.polyglot
 from tqdm import tqdm
 
-from chessdt.engine import UCI_ELO_MIN, Engine, EngineCommand, EngineFailure, Strength
+from chessdt.stockfish.engine import UCI_ELO_MIN, Engine, EngineCommand, EngineFailure, Strength
 from chessdt.errors import UserError
-from chessdt.framed import FramedWriter, read_whole, repair
-from chessdt.workers import imap_stateful
+from chessdt.stockfish.framed import FramedWriter, read_whole, repair
+from chessdt.stockfish.workers import imap_stateful
 
 log = logging.getLogger(__name__)
 

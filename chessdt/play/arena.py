@@ -4,14 +4,14 @@
 and a seat per player label: a :class:`ModelSeat` (a policy prompted with a rating) or a
 :class:`PlayerSeat` (anything with `play(board)`, e.g. Stockfish or the random mover). Games with a
 model seat are played in lockstep, up to `batch_size` at a time, through one
-:class:`~chessdt.players.Session`: one forward step of the model per ply for all of them, while
+:class:`~chessdt.play.players.Session`: one forward step of the model per ply for all of them, while
 the opponents' moves come from their Players (engine calls spread over `workers` threads, one
 engine process each). Finished games leave the batch, so late plies cost only the games still
 running.
 
 Every finished game is appended to a JSONL file as one :class:`GameRecord` (PGN included) the
 moment it ends; a rerun with the same file skips the games already there, so an interrupted
-evaluation resumes. An engine that crashes or hangs is restarted by :class:`chessdt.engine.Engine`
+evaluation resumes. An engine that crashes or hangs is restarted by :class:`chessdt.stockfish.engine.Engine`
 (the restarts are counted in the record); one that keeps failing ends its game as ``*`` with
 termination ``engine_failure``, and evaluators leave such games out.
 """
@@ -37,9 +37,9 @@ import chess.pgn
 import torch
 from tqdm import tqdm
 
-from chessdt.engine import EngineFailure, Strength, find_stockfish
+from chessdt.stockfish.engine import EngineFailure, Strength, find_stockfish
 from chessdt.errors import UserError
-from chessdt.players import ModelPolicy, MoveStats, Player, RandomPlayer, Sampling, Session, StockfishPlayer
+from chessdt.play.players import ModelPolicy, MoveStats, Player, RandomPlayer, Sampling, Session, StockfishPlayer
 
 log = logging.getLogger(__name__)
 

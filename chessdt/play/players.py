@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from chessdt.config import Config
-from chessdt.data import position_inputs
+from chessdt.data.batches import position_inputs
 from chessdt.model import GPT
-from chessdt.shards import board_array
+from chessdt.data.shards import board_array
 from chessdt.tokenizer import NUM_MOVES, Vocab
 
 
@@ -60,7 +60,7 @@ class StockfishPlayer:
     def __init__(self, engine_path: str | Path | None = None, *, elo: int | None = None,
                  skill: int | None = None, nodes: int | None = None, movetime: float | None = 0.05,
                  timeout_s: float = 30.0) -> None:
-        from chessdt.engine import Engine, Strength, find_stockfish
+        from chessdt.stockfish.engine import Engine, Strength, find_stockfish
 
         self.strength = Strength(elo=elo, skill=skill)
         self.engine = Engine(find_stockfish(engine_path), strength=self.strength, timeout_s=timeout_s)
@@ -373,7 +373,7 @@ class QuantilizerPlayer:
     the top fraction q of the draws by a Stockfish evaluation at a fixed node budget, play one of
     those uniformly at random. q = 1 is the base model; q -> 1/k approaches best-of-k.
 
-    `engine` is a started chessdt.engine.Engine (full strength; the caller owns its lifetime).
+    `engine` is a started chessdt.stockfish.engine.Engine (full strength; the caller owns its lifetime).
     """
 
     def __init__(self, base: ModelPlayer, engine: object, k: int = 8, q: float = 0.25, nodes: int = 2000,

@@ -32,11 +32,11 @@ import chess.pgn
 import numpy as np
 from tqdm import tqdm
 
-from chessdt.engine import Engine, EngineCommand, EngineFailure
+from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
-from chessdt.framed import FramedWriter, repair
-from chessdt.pgn import iter_games, open_text, parse_rating
-from chessdt.workers import imap_stateful
+from chessdt.stockfish.framed import FramedWriter, repair
+from chessdt.data.pgn import iter_games, open_text, parse_rating
+from chessdt.stockfish.workers import imap_stateful
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import TextIO
 import chess
 import chess.pgn
 
-from chessdt.players import ModelPlayer, Sampling
+from chessdt.play.players import ModelPlayer, Sampling
 from chessdt.tokenizer import RATING_MAX, RATING_MIN
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def parse_move(board: chess.Board, text: str) -> chess.Move:
     >>> parse_move(board, "e5")
     Traceback (most recent call last):
     ...
-    chessdt.play.MoveError: illegal move: no white pawn can reach e5
+    chessdt.play.terminal.MoveError: illegal move: no white pawn can reach e5
     """
     raw = text.strip().rstrip("+#!? ")
     if not raw:

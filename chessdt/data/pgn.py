@@ -35,7 +35,7 @@ import zstandard
 
 from chessdt.config import DataConfig
 from chessdt.errors import UserError
-from chessdt.shards import board_array
+from chessdt.data.shards import board_array
 from chessdt.tokenizer import NUM_MOVES, Vocab
 
 PGN_SUFFIXES = (".pgn", ".pgn.gz", ".pgn.bz2", ".pgn.zst", ".pgn.zstd")

@@ -22,7 +22,7 @@ import chess
 import numpy as np
 import torch
 
-from chessdt.shards import PreparedData, Split, board_array
+from chessdt.data.shards import PreparedData, Split, board_array
 from chessdt.tokenizer import Vocab
 
 IGNORE = -100  # target id that cross-entropy skips

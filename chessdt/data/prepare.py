@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from chessdt.config import DataConfig, to_dict
 from chessdt.errors import UserError
-from chessdt.pgn import (CountingReader, ParsedBatch, RawGame, TruncatedArchive, byte_chunks, condition_tokens,
+from chessdt.data.pgn import (CountingReader, ParsedBatch, RawGame, TruncatedArchive, byte_chunks, condition_tokens,
                          expand_inputs, game_identity, header_skip_reason, in_val_split, iter_games,
                          parse_moves, parse_rating, ply_skip_reason, text_blocks)
-from chessdt.shards import FORMAT_VERSION, SPLITS, SplitWriter, prefix_slots
+from chessdt.data.shards import FORMAT_VERSION, SPLITS, SplitWriter, prefix_slots
 from chessdt.tokenizer import Vocab
 
 

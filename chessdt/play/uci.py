@@ -21,7 +21,7 @@ from typing import Callable, TextIO
 
 import chess
 
-from chessdt.players import ModelPlayer, ModelPolicy, Sampling
+from chessdt.play.players import ModelPlayer, ModelPolicy, Sampling
 from chessdt.tokenizer import RATING_MAX, RATING_MIN
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Data: PGN archives in, prepared token shards on disk, training batches out."""
