@@ -27,7 +27,7 @@ import torch
 
 from chessdt.config import Config
 from chessdt.model import GPT
-from chessdt.play.players import ModelPolicy, MoveStats, Sampling, Session
+from chessdt.play.policy import ModelPolicy, MoveStats, Sampling, Session
 from chessdt.tokenizer import Vocab
 
 

@@ -26,7 +26,7 @@ def rate(path: Path, cfg: DataConfig, workers: int, limit_games: int = 0) -> tup
     with tempfile.TemporaryDirectory() as tmp:
         src = path
         if limit_games:  # the reference is slow: give it the first N games as a plain file
-            from chessdt.data.pgn import CountingReader, byte_chunks, text_lines
+            from chessdt.data.archives import CountingReader, byte_chunks, text_lines
 
             src = Path(tmp) / "head.pgn"
             n = 0

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from chessdt.config import EvalConfig
     from chessdt.evals.heldout import HeldOutGame
-    from chessdt.play.players import ModelPolicy
+    from chessdt.play.policy import ModelPolicy, Prompted
 
 
 def _print_counts(title: str, counts: dict[str, int], total: int | None = None) -> None:
@@ -212,7 +212,7 @@ def _add_rl_parsers(sub: argparse._SubParsersAction) -> None:
 
 # -- play / uci (the model against a human, or inside a chess GUI) ----------------------------------
 def _load_policy(checkpoint: str, device: str) -> ModelPolicy:
-    from chessdt.play.players import ModelPolicy
+    from chessdt.play.policy import ModelPolicy
 
     try:
         return ModelPolicy.from_checkpoint(checkpoint, device=device)
@@ -223,15 +223,27 @@ def _load_policy(checkpoint: str, device: str) -> ModelPolicy:
 
 
 def _check_prompt_args(args: argparse.Namespace) -> None:
-    from chessdt.tokenizer import RATING_MAX, RATING_MIN
+    from chessdt.tokenizer import check_rating
 
     for flag, value in (("--rating", args.rating), ("--opponent-rating", args.opponent_rating)):
-        if value is not None and not RATING_MIN <= value < RATING_MAX:
-            raise UserError(f"{flag} {value}: use a rating between {RATING_MIN} and {RATING_MAX - 1}")
+        try:
+            if value is not None:
+                check_rating(value)
+        except ValueError as e:
+            raise UserError(f"{flag} {value}: rating {e}") from None
     if not args.temperature >= 0:
         raise UserError(f"--temperature {args.temperature}: must be 0 (most likely move) or more")
     if not 0 < args.top_p <= 1:
         raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
+
+
+def _prompted(args: argparse.Namespace) -> Prompted:
+    """The model as `chessdt play` and `chessdt uci` prompt it (arguments checked first)."""
+    from chessdt.play.policy import Prompted, Sampling
+
+    policy = _load_policy(args.checkpoint, args.device)
+    return Prompted(policy, args.rating, args.opponent_rating,
+                    Sampling(temperature=args.temperature, top_p=args.top_p, guidance=args.guidance))
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
@@ -240,8 +252,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     import chess
 
+    from chessdt.play.players import ModelPlayer
     from chessdt.play.terminal import TerminalGame, default_pgn_path, supports_color
-    from chessdt.play.players import ModelPlayer, Sampling
 
     _check_prompt_args(args)
     board = chess.Board()
@@ -257,10 +269,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     side = args.color if args.color != "random" else random.Random(seed).choice(["white", "black"])
-    policy = _load_policy(args.checkpoint, args.device)
-    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, guidance=args.guidance)
-    model = ModelPlayer(policy, args.rating, args.opponent_rating, sampling, seed=seed)
-    game = TerminalGame(model, chess.WHITE if side == "white" else chess.BLACK, inp=sys.stdin, out=sys.stdout,
+    game = TerminalGame(ModelPlayer(_prompted(args), seed=seed), chess.WHITE if side == "white" else chess.BLACK, inp=sys.stdin, out=sys.stdout,
                         pgn_path=Path(args.pgn) if args.pgn else default_pgn_path(), board=board,
                         color=supports_color(sys.stdout), seed=seed)
     summary = game.run()
@@ -268,13 +277,10 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_uci(args: argparse.Namespace) -> int:
-    from chessdt.play.uci import Options, serve
+    from chessdt.play.uci import serve
 
     _check_prompt_args(args)
-    policy = _load_policy(args.checkpoint, args.device)
-    options = Options(rating=args.rating, opponent_rating=args.opponent_rating or 0, temperature=args.temperature,
-                      top_p=args.top_p, guidance=args.guidance, seed=args.seed or 0)
-    serve(policy, sys.stdin, sys.stdout, options)
+    serve(_prompted(args), sys.stdin, sys.stdout, seed=args.seed or 0)
     return 0
 
 

@@ -272,10 +272,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     """Convert a TOML value or an override string to the declared field type."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-        return _convert(value, args[0], where)
+        return _convert(value, members[0], where)
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
@@ -318,7 +318,7 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
         if key not in names:
             raise ConfigError(f"unknown key {where}{key!r}; valid keys: {', '.join(names)}")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"[{key}] must be a table")
             kwargs[key] = _build(tp, value, f"{key}.")

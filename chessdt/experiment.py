@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ import torch
 
 from chessdt.config import Config
 from chessdt.errors import UserError
+from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
+from chessdt.play.policy import ModelPolicy, Prompted
+from chessdt.tokenizer import unconditional
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +63,44 @@ def _bits(x: float) -> float:
 
 
 @torch.no_grad()
-def kl_from_base(policy: Any, prompt: list[int], guidance: float, base: Any, base_prompt: list[int],
-                 games: list[Any], positions: int, plies: int = 12) -> float | None:
+def kl_from_base(arm: Prompted, base: Prompted, games: Sequence[HeldOutGame], positions: int,
+                 plies: int = 12) -> float | None:
     """Mean KL(arm || base) in bits over legal moves, on held-out positions of the first plies.
 
-    Both distributions are the softmax of the raw logits renormalized over legal moves; for a
-    guided arm the arm's logits are cond + w * (cond - uncond).
+    Each position is scored under the prompt its side to move plays with (:meth:`Prompted.prompt`,
+    as in the arm's games), for the arm and the base alike. Both distributions are the softmax of
+    the raw logits renormalized over legal moves; for a guided arm (sampling.guidance w) the arm's
+    logits are cond + w * (cond - uncond).
     """
-    from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
-
     short = [HeldOutGame(g.moves[:plies], g.white, g.black, g.result) for g in games if len(g.moves) >= 2]
     if not short:
         return None
     total, n = 0.0, 0
     per_game = max(1, min(plies, positions))
     short = short[: max(1, positions // per_game)]
-    arm = dict(teacher_forced_logits(policy, short, [prompt] * len(short)))
-    uncond = dict(teacher_forced_logits(policy, short, [policy.unconditional(prompt)] * len(short))) \
-        if guidance else {}
-    ref = dict(teacher_forced_logits(base, short, [base_prompt] * len(short)))
+    cache: dict[tuple[int, tuple[int, ...]], dict[int, torch.Tensor]] = {}
+
+    def scored(policy: ModelPolicy, prompt: list[int]) -> dict[int, torch.Tensor]:
+        key = (id(policy), tuple(prompt))
+        if key not in cache:
+            cache[key] = dict(teacher_forced_logits(policy, short, [prompt] * len(short)))
+        return cache[key]
+
+    def move_logits(model: Prompted, color: chess.Color, i: int) -> torch.Tensor:
+        prompt, w = model.prompt(color), model.sampling.guidance
+        cond = scored(model.policy, prompt)[i]
+        if not w:
+            return cond
+        return cond + w * (cond - scored(model.policy, unconditional(model.policy.vocab, prompt))[i])
+
     for i, g in enumerate(short):
         board = chess.Board()
-        a, r = arm[i], ref[i]
-        if guidance:
-            a = a + guidance * (a - uncond[i])
-        for j in range(min(len(a), len(r), len(g.moves))):
-            legal = torch.tensor([base.vocab.encode_move(m) for m in board.legal_moves])
-            lp = torch.log_softmax(a[j, legal], -1)
-            lq = torch.log_softmax(r[j, legal], -1)
+        a = {c: move_logits(arm, c, i) for c in (chess.WHITE, chess.BLACK)}
+        r = {c: move_logits(base, c, i) for c in (chess.WHITE, chess.BLACK)}
+        for j in range(min(len(a[chess.WHITE]), len(r[chess.WHITE]), len(g.moves))):
+            legal = base.policy.vocab.legal_mask(board)
+            lp = torch.log_softmax(a[board.turn][j, legal], -1)
+            lq = torch.log_softmax(r[board.turn][j, legal], -1)
             total += float((lp.exp() * (lp - lq)).sum())
             n += 1
             board.push(g.moves[j])
@@ -113,7 +127,7 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     from chessdt.evals.heldout import default_source, load_games
     from chessdt.evals.openings import OpeningsResult, evaluate_openings
     from chessdt.evals.strength import StrengthResult, evaluate_strength
-    from chessdt.play.players import ModelPlayer, ModelPolicy, QuantilizerPlayer
+    from chessdt.play.players import ModelPlayer, QuantilizerPlayer
     from chessdt.rl import finetune_rl
 
     ex, ev = cfg.experiment, cfg.eval
@@ -141,7 +155,7 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
                 data=dataclasses.replace(cfg.data, prepared="", label="none",
                                          min_elo=max(cfg.data.min_elo, ex.filtered_min_elo)))
             filtered = ModelPolicy.from_checkpoint(_train_arm(fcfg, run / "filtered", device, progress), dev)
-    rl_policies: list[tuple[float, Any]] = []
+    rl_policies: list[tuple[float, ModelPolicy]] = []
     for beta in ex.rl_betas:
         out = run / f"rl-beta{beta:g}"
         if not _done(out / "rl.done"):
@@ -155,11 +169,12 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     sampling = sampling_of(ev)
     base_rating = ex.base_rating or None
     subjects: list[Subject] = []
-    kinds: dict[str, tuple[str, str, Any, list[int], float]] = {}  # label -> arm, setting, policy, prompt, w
+    kinds: dict[str, tuple[str, str, Prompted | None]] = {}  # label -> arm, setting, the model as it plays
 
-    def add_model(arm: str, setting: str, policy: Any, rating: int | None, w: float, label: str) -> None:
-        subjects.append(Subject.model(policy, rating, dataclasses.replace(sampling, guidance=w), label=label))
-        kinds[label] = (arm, setting, policy, policy.prompt(rating, rating), w)
+    def add_model(arm: str, setting: str, policy: ModelPolicy, rating: int | None, w: float, label: str) -> None:
+        subject = Subject.model(policy, rating, dataclasses.replace(sampling, guidance=w), label=label)
+        subjects.append(subject)
+        kinds[label] = (arm, setting, subject.prompted)
 
     for r in ex.ratings:
         add_model("conditioning", f"rating={r}", base, r, 0.0, f"cond@{r}")
@@ -171,15 +186,21 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     for beta, pol in rl_policies:
         add_model("rl", f"beta={beta:g}", pol, base_rating, 0.0, f"rl beta={beta:g}")
     engine_path = find_stockfish(ev.engine or None) if ex.quantilizer_q else None
-    for q in ex.quantilizer_q:
-        def make(seed: int, q: float = q) -> QuantilizerPlayer:
-            return QuantilizerPlayer(ModelPlayer(base, base_rating, sampling=sampling, seed=seed),
+
+    def quantilizer(q: float) -> Callable[[int], QuantilizerPlayer]:
+        def make(seed: int) -> QuantilizerPlayer:
+            assert engine_path is not None
+            return QuantilizerPlayer(ModelPlayer(Prompted(base, base_rating, None, sampling), seed=seed),
                                      Engine(engine_path), k=ex.quantilizer_k, q=q, nodes=ex.quantilizer_nodes,
                                      seed=seed)
+        return make
+
+    for q in ex.quantilizer_q:
+        make = quantilizer(q)
 
         label = f"quantilizer q={q:g}"
         subjects.append(Subject.player(label, make, rating=None, pooled=True))
-        kinds[label] = ("quantilizer", f"k={ex.quantilizer_k}, q={q:g}", None, [], 0.0)
+        kinds[label] = ("quantilizer", f"k={ex.quantilizer_k}, q={q:g}", None)
 
     # -- evaluation ------------------------------------------------------------------------------------
     if ev.threads:
@@ -194,16 +215,15 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
                 evaluate_strength(subjects, games, ev, out, parts=("ladder",), progress=progress))
     openings = (OpeningsResult.load(out / "openings.json") if _done(out / "openings.json") else
                 evaluate_openings(subjects, games[: ev.openings_human_games], ev, out))
-    base_prompt = base.prompt(base_rating, base_rating)
+    base_at = Prompted(base, base_rating)
     points = []
     assert strength.ladder is not None
     by_label = {row.label: row for row in strength.ladder.subjects}
-    for label, (arm, setting, policy, prompt, w) in kinds.items():
+    for label, (arm, setting, model) in kinds.items():
         row = by_label[label]
         self_play = [o for o in openings.rows if o.label == label and o.source == "self-play"]
         lines = next((ls for ls in self_play[0].lines if ls.k == ex.frontier_plies), None) if self_play else None
-        kl = (kl_from_base(policy, prompt, w, base, base_prompt, games, ex.kl_positions)
-              if policy is not None else None)
+        kl = kl_from_base(model, base_at, games, ex.kl_positions) if model is not None else None
         points.append(FrontierPoint(
             arm=arm, label=label, setting=setting, elo=row.elo, lo=row.lo, hi=row.hi, games=row.games,
             line_entropy=lines.entropy if lines else None, distinct_lines=lines.distinct if lines else None,

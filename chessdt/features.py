@@ -8,7 +8,7 @@ to f3 unless ..." does not have to be rediscovered from millions of tokens. Noth
 move: each fact only shifts a logit by a learned amount, and the facts ignore castling rights and
 en passant, which a board of piece codes does not carry (the move history does).
 
-Everything works on boards as stored in the shards (:func:`chessdt.data.shards.board_array`: 64 codes,
+Everything works on boards as stored in the shards (:func:`chessdt.tokenizer.board_array`: 64 codes,
 0 empty, 1-6 white PNBRQK, 7-12 black) plus the side to move, for any batch shape, on any device.
 The per-batch cost is a few (N, 64) x (64, ~1.5k) matmuls, small next to the transformer.
 """
@@ -101,6 +101,25 @@ class Geometry(torch.nn.Module):
     A module only to carry its constant tables (non-persistent buffers: not in checkpoints) to the
     model's device. It has no parameters and no gradient flows through it.
     """
+
+    # the constant tables of _tables() and between_t, registered as buffers in __init__
+    pair_from: torch.Tensor
+    pair_to: torch.Tensor
+    king_pairs: torch.Tensor
+    between: torch.Tensor
+    orth: torch.Tensor
+    diag: torch.Tensor
+    knight: torch.Tensor
+    king: torch.Tensor
+    pawn: torch.Tensor
+    move_from: torch.Tensor
+    move_to: torch.Tensor
+    move_pair: torch.Tensor
+    move_kind_code: torch.Tensor
+    castle_moves: torch.Tensor
+    castle_path: torch.Tensor
+    castle_mid: torch.Tensor
+    between_t: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

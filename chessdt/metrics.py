@@ -15,9 +15,12 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from typing import TypeVar
+
 import numpy as np
 
 ELO_K = math.log(10.0) / 400.0  # d(log-odds)/d(rating): 400 points = a factor 10 in the odds
+K = TypeVar("K", bound=Hashable)  # keys of a distribution (lines, moves)
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -174,7 +177,7 @@ def fit_elo(games: Iterable[tuple[str, str, float]], anchors: Mapping[str, float
     if active:  # start each free player at the mean anchor of its component
         mean_anchor = float(np.mean(list(anchors.values())))
         r[:] = mean_anchor
-    cov = np.zeros((len(active), len(active)))
+    cov: np.ndarray = np.zeros((len(active), len(active)))
     it = 0
     converged = not active
     for it in range(1, max_iter + 1):
@@ -234,7 +237,7 @@ def fit_elo(games: Iterable[tuple[str, str, float]], anchors: Mapping[str, float
 
 
 # -- correlation --------------------------------------------------------------------------------------
-def ranks(values: Sequence[float]) -> np.ndarray:
+def ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Ranks 1..n, ties given their average rank.
 
     >>> ranks([10, 30, 20, 20]).tolist()
@@ -253,7 +256,7 @@ def ranks(values: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _finite_pairs(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)})")
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -261,7 +264,7 @@ def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, n
     return xa[keep], ya[keep]
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Pearson correlation over the pairs where both are finite; nan if undefined."""
     xa, ya = _finite_pairs(x, y)
     if len(xa) < 2 or np.std(xa) == 0 or np.std(ya) == 0:
@@ -342,7 +345,7 @@ def entropy_bits(weights: Iterable[float]) -> float:
     return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def js_divergence(p: Mapping[Hashable, float], q: Mapping[Hashable, float]) -> float:
+def js_divergence(p: Mapping[K, float], q: Mapping[K, float]) -> float:
     """Jensen-Shannon divergence in bits between two distributions given as {outcome: weight}.
 
     Weights are normalised; the result lies in [0, 1]: 0 for equal distributions, 1 for disjoint ones.

@@ -3,7 +3,7 @@
 Inputs per position t (all the same length T):
 
 * ``tokens`` (B, T): ``<bos> cond... move move ...`` ids from :class:`chessdt.tokenizer.Vocab`;
-* ``boards`` (B, T, 64) uint8: the board *after* token t (piece codes of :mod:`chessdt.data.shards`);
+* ``boards`` (B, T, 64) uint8: the board *after* token t (piece codes of :func:`chessdt.tokenizer.board_array`);
   the decision transformer's state. Only used when ``ModelConfig.board_input``;
 * ``plies`` (B, T): moves played on that board (0 for the prefix of a game from the start).
   Its parity is the side to move, so the board can be embedded from the mover's point of view.
@@ -28,6 +28,7 @@ O(length) instead of re-running the whole prefix.
 from __future__ import annotations
 
 import math
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -108,13 +109,13 @@ class _Gather(torch.autograd.Function):
     times faster on CPU than the index_put that plain indexing uses for its gradient)."""
 
     @staticmethod
-    def forward(ctx, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(index)
         ctx.size = table.numel()
         return table[index]
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (index,) = ctx.saved_tensors
         if ctx.size <= 4096:  # many hits per entry: a bincount beats scattered atomic adds
             out = torch.bincount(index.reshape(-1), weights=grad.reshape(-1).float(), minlength=ctx.size)
@@ -191,6 +192,10 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Decoder-only transformer over a :class:`~chessdt.tokenizer.Vocab`; see the module doc."""
+
+    move_feats: torch.Tensor  # buffers registered in __init__ (the last two only with the features that use them)
+    move_ids: torch.Tensor
+    code_facts: torch.Tensor
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
@@ -358,7 +363,8 @@ class GPT(nn.Module):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """AdamW parameter groups: decay matmul weights only (not embeddings or norms)."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             (decay if p.dim() == 2 and "emb" not in name else no_decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

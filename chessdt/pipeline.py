@@ -8,6 +8,7 @@ cheap). Interrupt it at any point and run the same command again to continue.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,9 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chessdt.config import Config, to_dict
 from chessdt.errors import UserError
+
+if TYPE_CHECKING:
+    from chessdt.evals.heldout import HeldOutGame
+    from chessdt.play.policy import ModelPolicy
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
                  only: tuple[str, ...] = STEPS) -> PipelineResult:
     """Run the whole job of an experiment config; returns what ran and what was already there."""
     from chessdt.evals.heldout import default_source, load_games
-    from chessdt.play.players import ModelPolicy
+    from chessdt.play.policy import ModelPolicy
     from chessdt.train import open_data, run_directory, train
 
     bad = set(only) - set(STEPS)
@@ -94,7 +100,7 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
         games = load_games(source, need)
         out.mkdir(parents=True, exist_ok=True)
         for step in pending:
-            _timed(result, step, lambda step=step: _evaluate(step, policy, games, cfg, out, progress))
+            _timed(result, step, functools.partial(_evaluate, step, policy, games, cfg, out, progress))
 
     if "report" in only:
         from chessdt.report import write_report
@@ -135,7 +141,7 @@ def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
                             f"run `chessdt prepare ... --out {data_dir}` first")
         if not cfg.data.inputs:
             raise UserError("the config has neither data.prepared nor data.inputs: nothing to train on")
-        from chessdt.data.pgn import expand_inputs
+        from chessdt.data.archives import expand_inputs
 
         files, _ = expand_inputs(cfg.data.inputs)
         if not files:
@@ -147,19 +153,20 @@ def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
         find_stockfish(cfg.eval.engine or None)  # raises with the install hint
 
 
-def _evaluate(step: str, policy: object, games: list, cfg: Config, out: Path, progress: bool) -> None:
+def _evaluate(step: str, policy: ModelPolicy, games: list[HeldOutGame], cfg: Config, out: Path,
+              progress: bool) -> None:
     from chessdt.evals import model_subjects
 
     ev = cfg.eval
     if step == "legality":
         from chessdt.evals.legality import evaluate_legality
 
-        evaluate_legality(policy, games[: ev.legality_games], ev, out / "legality.json")  # type: ignore[arg-type]
+        evaluate_legality(policy, games[: ev.legality_games], ev, out / "legality.json")
     elif step == "strength":
         from chessdt.evals.strength import evaluate_strength
 
-        evaluate_strength(model_subjects(policy, ev), games, ev, out, progress=progress)  # type: ignore[arg-type]
+        evaluate_strength(model_subjects(policy, ev), games, ev, out, progress=progress)
     elif step == "openings":
         from chessdt.evals.openings import evaluate_openings
 
-        evaluate_openings(model_subjects(policy, ev), games[: ev.openings_human_games], ev, out)  # type: ignore[arg-type]
+        evaluate_openings(model_subjects(policy, ev), games[: ev.openings_human_games], ev, out)

@@ -46,7 +46,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def _finite(*xs: float) -> bool:
+def _finite(*xs: float | None) -> bool:
     return all(x is not None and math.isfinite(x) for x in xs)
 
 
@@ -56,7 +56,7 @@ def plot_elo(ladder: LadderResult, path: Path) -> Path | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    xs = [float(r.prompted) for r in rows]  # type: ignore[arg-type]
+    xs = [float(r.prompted) for r in rows if r.prompted is not None]  # all of them (filtered above)
     ys = [r.elo for r in rows]
     lo = [r.elo - r.lo if _finite(r.lo) else 0.0 for r in rows]
     hi = [r.hi - r.elo if _finite(r.hi) else 0.0 for r in rows]
@@ -166,7 +166,7 @@ def plot_training(rows: list[dict], path: Path, title: str) -> Path | None:
                                   (axes[1], "top1", "top-1 move accuracy (%)", 100.0),
                                   (axes[2], "legal", "legal top-1 moves (%)", 100.0)):
         ys = [r.get(key) for r in rows]
-        pts = [(a, b * scale) for a, b in zip(x, ys) if _finite(b)]
+        pts = [(a, b * scale) for a, b in zip(x, ys) if b is not None and _finite(b)]
         ax.plot([a for a, _ in pts], [b for _, b in pts], "o-", ms=3)
         ax.set_xlabel("tokens seen (millions)")
         ax.set_ylabel(label)

@@ -37,10 +37,11 @@ from tqdm import tqdm
 from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, RLConfig, to_dict
 from chessdt.errors import UserError
+from chessdt.rules import ABORTED, RESULTS, game_over, white_score
 from chessdt.model import GPT
-from chessdt.play.players import ModelPolicy, Player, RandomPlayer, Sampling, Session, StockfishPlayer
-from chessdt.data.shards import board_array
-from chessdt.tokenizer import NUM_MOVES
+from chessdt.play.players import Player, RandomPlayer, StockfishPlayer
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling, Session
+from chessdt.tokenizer import game_inputs
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,18 @@ class Rollout:
     color: chess.Color  # the model's side (self-play: both, recorded as WHITE)
     moves: list[chess.Move]
     model_plies: list[int]  # indices into moves that the model chose
-    legal: list[np.ndarray]  # per model ply: legal move ids
+    legal: list[torch.Tensor]  # per model ply: (1968,) bool legal-move mask
     reward: float
     result: str
 
 
 def result_reward(board: chess.Board, color: chess.Color) -> tuple[float, str]:
     """+1 / 0 / -1 from `color`'s side for a finished game, 0 for an unfinished one."""
-    outcome = board.outcome(claim_draw=True)
-    if outcome is None:
-        return 0.0, "*"
-    if outcome.winner is None:
-        return 0.0, outcome.result()
-    return (1.0 if outcome.winner == color else -1.0), outcome.result()
+    over = game_over(board, claim_draw=True)
+    if over is None:
+        return 0.0, ABORTED
+    result = over[0]
+    return 2.0 * (white_score(result) if color == chess.WHITE else 1.0 - white_score(result)) - 1.0, result
 
 
 def engine_reward(engine: Any, board: chess.Board, color: chess.Color, nodes: int) -> float:
@@ -76,22 +76,29 @@ def engine_reward(engine: Any, board: chess.Board, color: chess.Color, nodes: in
     return 2.0 * wdl - 1.0
 
 
-def legal_ids(board: chess.Board, policy: ModelPolicy) -> np.ndarray:
-    return np.array([policy.vocab.encode_move(m) for m in board.legal_moves], dtype=np.int64)
+def rollout_model(policy: ModelPolicy, cfg: RLConfig) -> Prompted:
+    """The model as it plays rollouts: at rl.rating (0 = unknown), legal moves only, at rl.temperature."""
+    return Prompted(policy, cfg.rating or None, None, Sampling(temperature=cfg.temperature, mask_illegal=True))
+
+
+def rollout_prompts(model: Prompted, colors: list[chess.Color | None]) -> list[list[int]]:
+    """The prompt of each rollout: the model's side wins (its rating against its own), or for
+    self-play (colour None) both sides at the model's rating with no result."""
+    return [model.policy.prompt(model.rating, model.rating, None) if c is None else model.prompt(c) for c in colors]
 
 
 @torch.no_grad()
-def play_rollouts(policy: ModelPolicy, prompts: list[list[int]], colors: list[chess.Color | None],
+def play_rollouts(model: Prompted, prompts: list[list[int]], colors: list[chess.Color | None],
                   opponent: Player | None, cfg: RLConfig, generator: torch.Generator,
                   judge: Any = None) -> list[Rollout]:
     """Play one game per prompt in lockstep; colors[i] None means self-play (model moves both sides)."""
+    policy, sampling = model.policy, model.sampling
     session = Session(policy, prompts)
     n = len(prompts)
     boards = [chess.Board() for _ in range(n)]
     model_plies: list[list[int]] = [[] for _ in range(n)]
-    legal: list[list[np.ndarray]] = [[] for _ in range(n)]
+    legal: list[list[torch.Tensor]] = [[] for _ in range(n)]
     done = [False] * n
-    sampling = Sampling(temperature=cfg.temperature, mask_illegal=True)
     for ply in range(cfg.max_plies):
         if all(done):
             break
@@ -103,24 +110,25 @@ def play_rollouts(policy: ModelPolicy, prompts: list[list[int]], colors: list[ch
             for i, m in zip(to_move, picks):
                 chosen[i] = m
                 model_plies[i].append(ply)
-                legal[i].append(legal_ids(boards[i], policy))
+                legal[i].append(policy.vocab.legal_mask(boards[i]))
         for i in range(n):
             if not done[i] and i not in chosen:
                 assert opponent is not None
                 chosen[i] = opponent.play(boards[i])
         moves = [chosen.get(i) for i in range(n)]
-        for i, m in enumerate(moves):
-            if m is not None:
-                boards[i].push(m)
+        for i, played in enumerate(moves):
+            if played is not None:
+                boards[i].push(played)
         session.push(moves)
         for i in range(n):
-            if not done[i] and boards[i].is_game_over(claim_draw=True):
+            if not done[i] and game_over(boards[i], claim_draw=True) is not None:
                 done[i] = True
     out = []
     for i in range(n):
-        color = colors[i] if colors[i] is not None else chess.WHITE
+        given = colors[i]
+        color = given if given is not None else chess.WHITE
         reward, result = result_reward(boards[i], color)
-        if result == "*" and judge is not None and colors[i] is not None:
+        if result == "*" and judge is not None and given is not None:
             reward = engine_reward(judge, boards[i], color, cfg.eval_nodes)
         out.append(Rollout(prompts[i], color, list(boards[i].move_stack), model_plies[i], legal[i], reward, result))
     return out
@@ -129,26 +137,15 @@ def play_rollouts(policy: ModelPolicy, prompts: list[list[int]], colors: list[ch
 def sequence_inputs(rollouts: list[Rollout], policy: ModelPolicy) -> tuple[torch.Tensor, ...]:
     """Padded (B, T) tokens, (B, T, 64) boards and (B, T) plies of whole games, laid out as in
     training: position t holds token t and the board after it."""
-    vocab = policy.vocab
-    rows = []
+    games = []
     for r in rollouts:
         board = chess.Board()
-        tokens = list(r.prompt)
-        boards = [board_array(board)] * len(r.prompt)
-        plies = [0] * len(r.prompt)
-        for k, m in enumerate(r.moves):
-            tokens.append(vocab.encode_move(m))
+        for m in r.moves:
             board.push(m)
-            boards.append(board_array(board))
-            plies.append(k + 1)
-        rows.append((tokens, boards, plies))
-    T = max(len(t) for t, _, _ in rows)
-    tok = np.full((len(rows), T), vocab.pad, np.int64)
-    bds = np.zeros((len(rows), T, 64), np.uint8)
-    pls = np.zeros((len(rows), T), np.int64)
-    for i, (t, b, p) in enumerate(rows):
-        tok[i, : len(t)], bds[i, : len(t)], pls[i, : len(t)] = t, np.stack(b), p
-    return tuple(torch.as_tensor(a, device=policy.device) for a in (tok, bds, pls))
+        games.append(board)
+    whole = max(len(r.prompt) + len(r.moves) for r in rollouts)  # a context that cuts nothing
+    arrays = game_inputs([r.prompt for r in rollouts], games, whole, policy.vocab)
+    return tuple(torch.as_tensor(a, device=policy.device) for a in arrays)
 
 
 @dataclass
@@ -177,9 +174,7 @@ def rl_loss(policy_model: GPT, base_model: GPT, rollouts: list[Rollout], policy:
             rows.append(i)
             cols.append(P - 1 + ply)  # the position whose output predicts move `ply`
             actions.append(policy.vocab.encode_move(r.moves[ply]))
-            mask = torch.zeros(NUM_MOVES, dtype=torch.bool)
-            mask[torch.as_tensor(r.legal[k])] = True
-            masks.append(mask)
+            masks.append(r.legal[k])
     if not rows:
         raise RuntimeError("no model moves in this batch of rollouts")
     idx_r = torch.tensor(rows, device=logits.device)
@@ -244,7 +239,7 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
     for prm in base_model.parameters():
         prm.requires_grad_(False)
     policy = ModelPolicy(model, base_policy.vocab, base_policy.cfg, device, model_id=f"rl({base_policy.model_id})")
-    max_plies = min(rc.max_plies, policy.context - len(policy.prompt(None, None)))
+    max_plies = min(rc.max_plies, policy.context - policy.prompt_len)
     rc = dataclasses.replace(rc, max_plies=max_plies)
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -254,21 +249,19 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
     optimizer = torch.optim.AdamW(model.parameters(), lr=rc.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(rc.seed)
     torch.manual_seed(rc.seed)
-    rating = rc.rating or None
+    rollout_at = rollout_model(policy, rc)
     metrics_path = out_dir / "rl.jsonl"
     metrics_path.write_text("")
     t0 = time.perf_counter()
     with _opponent(rc) as opponent, _judge(rc) as judge:
         bar = tqdm(range(1, rc.steps + 1), disable=not progress, unit="update", desc="finetune-rl")
         for step in bar:
-            if rc.opponent == "self":
-                colors: list[chess.Color | None] = [None] * rc.games_per_step
-                prompts = [policy.prompt(rating, rating, None) for _ in colors]
-            else:
-                colors = [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(rc.games_per_step)]
-                prompts = [policy.player_prompt(c, rating, None) for c in colors]  # type: ignore[arg-type]
+            colors: list[chess.Color | None] = (
+                [None] * rc.games_per_step if rc.opponent == "self"
+                else [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(rc.games_per_step)])
             model.eval()
-            rollouts = play_rollouts(policy, prompts, colors, opponent, rc, generator, judge)
+            rollouts = play_rollouts(rollout_at, rollout_prompts(rollout_at, colors), colors, opponent, rc,
+                                     generator, judge)
             model.train()
             loss, stats = rl_loss(model, base_model, rollouts, policy, rc.beta)
             optimizer.zero_grad(set_to_none=True)
@@ -276,7 +269,7 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
             if rc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), rc.grad_clip)
             optimizer.step()
-            results = {res: sum(r.result == res for r in rollouts) for res in ("1-0", "0-1", "1/2-1/2", "*")}
+            results = {res: sum(r.result == res for r in rollouts) for res in (*RESULTS, ABORTED)}
             score = float(np.mean([(r.reward + 1) / 2 for r in rollouts]))
             line = {"step": step, **dataclasses.asdict(stats), "score": score,
                     "distinct_openings": distinct_openings(rollouts, rc.opening_plies),

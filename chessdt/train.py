@@ -21,12 +21,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import chess
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from chessdt import checkpoint as ckpt_io
@@ -245,9 +246,9 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
         raw = model
         fwd: torch.nn.Module = model
         if tc.compile:
-            fwd = torch.compile(model)
+            fwd = cast(torch.nn.Module, torch.compile(model))  # an OptimizedModule; its stub says Callable
         if ddp:
-            fwd = torch.nn.parallel.DistributedDataParallel(
+            fwd = DistributedDataParallel(
                 fwd, device_ids=[local_rank] if dev.type == "cuda" else None)
 
         train_batches = Batcher(data, "train", cfg.model.context, tc.batch_tokens, cfg.model.board_input,
@@ -310,7 +311,8 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
                 for micro in range(tc.grad_accum):
                     batch = next(stream).to(dev)
                     sync = not ddp or micro == tc.grad_accum - 1
-                    with (contextlib.nullcontext() if sync else fwd.no_sync()):  # type: ignore[operator]
+                    with (fwd.no_sync() if isinstance(fwd, DistributedDataParallel) and not sync
+                          else contextlib.nullcontext()):
                         with autocast_for(dev, tc.precision):
                             logits = fwd(batch.tokens, batch.boards, batch.plies)
                         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.targets.view(-1),

@@ -12,11 +12,12 @@ import chess
 import chess.pgn
 import pytest
 
-from chessdt.play.arena import (GameLog, GameSpec, ModelSeat, Opponent, PlayerSeat, game_over, parse_line, play_game,
-                           read_game_log, run_games)
+from chessdt.play.arena import GameLog, GameSpec, Opponent, PlayerSeat, play_game, read_game_log, run_games
 from chessdt.stockfish.engine import DEBIAN_STOCKFISH
 from chessdt.errors import UserError
-from chessdt.play.players import RandomPlayer, Sampling, StockfishPlayer
+from chessdt.play.players import RandomPlayer, StockfishPlayer
+from chessdt.play.policy import Prompted, Sampling
+from chessdt.rules import game_over, parse_line
 from fake_uci import script
 from tiny_policy import tiny_policy
 
@@ -30,24 +31,6 @@ def replay(pgn: str) -> tuple[chess.pgn.Game, chess.Board]:
     game = chess.pgn.read_game(io.StringIO(pgn))
     assert game is not None and not game.errors
     return game, game.end().board()
-
-
-def test_game_over_rules() -> None:
-    assert game_over(chess.Board()) is None
-    assert game_over(chess.Board("7k/6Q1/6K1/8/8/8/8/8 b - - 0 1")) == ("1-0", "checkmate")
-    assert game_over(chess.Board("7k/8/6Q1/8/8/8/8/K7 b - - 0 1")) == ("1/2-1/2", "stalemate")
-    assert game_over(chess.Board("7k/8/8/8/8/8/8/K6R w - - 100 80")) == ("1/2-1/2", "fifty_moves")
-    b = chess.Board()
-    for m in ["g1f3", "g8f6", "f3g1", "f6g8"] * 2:
-        b.push_uci(m)
-    assert game_over(b) == ("1/2-1/2", "threefold_repetition")
-
-
-def test_parse_line() -> None:
-    assert [m.uci() for m in parse_line("e4 c5 Nf3")] == ["e2e4", "c7c5", "g1f3"]
-    assert [m.uci() for m in parse_line("d2d4 Nf6")] == ["d2d4", "g8f6"]
-    with pytest.raises(UserError, match="not a legal move"):
-        parse_line("e4 e4")
 
 
 def test_opponent_specs(tmp_path: Path) -> None:
@@ -95,7 +78,7 @@ def _model_specs(n: int, opponent: str, opening: tuple[str, ...] = ()) -> list[G
 
 def test_batched_games_are_legal_and_counted(tmp_path: Path) -> None:
     policy = tiny_policy(context=256)
-    seats = {"model": ModelSeat(policy, 1500), "random": Opponent.parse("random").seat(),
+    seats = {"model": Prompted(policy, 1500), "random": Opponent.parse("random").seat(),
              "fake": Opponent.parse("1350").seat(script(str(tmp_path)), nodes=5)}
     specs = _model_specs(4, "random", opening=("e2e4", "e7e5")) + [
         GameSpec(id=f"f{k}", white="model" if k == 0 else "fake", black="fake" if k == 0 else "model") for k in range(2)]
@@ -123,7 +106,7 @@ def test_batched_games_are_legal_and_counted(tmp_path: Path) -> None:
 def test_batching_does_not_change_games(tmp_path: Path) -> None:
     """A game played in a batch of 6 (with finished games dropped on the way) equals the same game alone."""
     policy = tiny_policy(context=256)
-    seats = {"model": ModelSeat(policy, 1200, sampling=Sampling(temperature=1.0)),
+    seats = {"model": Prompted(policy, 1200, sampling=Sampling(temperature=1.0)),
              "random": Opponent.parse("random").seat()}
     specs = _model_specs(6, "random")
     together = run_games(specs, seats, None, batch_size=6, max_plies=60)
@@ -134,7 +117,7 @@ def test_batching_does_not_change_games(tmp_path: Path) -> None:
 
 def test_resume_skips_finished_games(tmp_path: Path) -> None:
     policy = tiny_policy(context=256)
-    seats = {"model": ModelSeat(policy, 1500), "random": Opponent.parse("random").seat()}
+    seats = {"model": Prompted(policy, 1500), "random": Opponent.parse("random").seat()}
     log = tmp_path / "games.jsonl"
     specs = _model_specs(6, "random")
     first = run_games(specs[:4], seats, log, meta={"m": 1}, max_plies=40)
@@ -160,7 +143,7 @@ def test_engine_crash_and_hang_are_restarted_and_recorded(tmp_path: Path) -> Non
     policy = tiny_policy(context=256)
     for flag in ("--crash-at", "--hang-at"):
         fake = script(str(tmp_path), flag, "3", "--once", str(tmp_path / f"once{flag}"))
-        seats = {"model": ModelSeat(policy, 1500),
+        seats = {"model": Prompted(policy, 1500),
                  "fake": Opponent.parse("1350").seat(fake, nodes=5, timeout_s=1.0)}
         records = run_games(_model_specs(2, "fake"), seats, None, batch_size=2, max_plies=30)
         assert sum(r.engine_restarts for r in records) == 1
@@ -178,7 +161,7 @@ def test_gamelog_rejects_foreign_file(tmp_path: Path) -> None:
 @pytest.mark.skipif(not HAVE_STOCKFISH, reason="needs Stockfish (CI installs it)")
 def test_model_against_real_stockfish(tmp_path: Path) -> None:
     policy = tiny_policy(context=256)
-    seats = {"model": ModelSeat(policy, 1500), "sf": Opponent.parse("1350").seat(nodes=200),
+    seats = {"model": Prompted(policy, 1500), "sf": Opponent.parse("1350").seat(nodes=200),
              "sk": Opponent.parse("skill=0").seat(nodes=200)}
     specs = [GameSpec(id="a", white="model", black="sf"), GameSpec(id="b", white="sk", black="model"),
              GameSpec(id="c", white="sf", black="sk")]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from tiny_data import write_dataset
 
-from chessdt.data.batches import IGNORE, Batcher, packing_efficiency, position_inputs, rating_token_ids, segments
+from chessdt.data.batches import IGNORE, Batcher, packing_efficiency, rating_token_ids, segments
 from chessdt.data.shards import PreparedData, Split
-from chessdt.tokenizer import Vocab
+from chessdt.tokenizer import Vocab, position_inputs
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ from chessdt.evals.openings import (OpeningsResult, evaluate_openings, line_stat
                                     repeated_prompt)
 from chessdt.evals.strength import (StrengthResult, centipawn_loss, evaluate_strength, ladder_result,
                                     ladder_specs, move_matching, opening_lines, play_ladder)
-from chessdt.play.players import MoveStats, RandomPlayer, Sampling, StockfishPlayer
+from chessdt.play.players import RandomPlayer, StockfishPlayer
+from chessdt.play.policy import MoveStats, Sampling
 from chessdt.data.prepare import prepare
 from chessdt.tokenizer import NUM_MOVES, Vocab
 

@@ -1,12 +1,14 @@
+import dataclasses
 import json
 
+import chess
 import pytest
 
 import fake_uci
 from chessdt import cli
 from chessdt.evals.heldout import HeldOutGame
 from chessdt.experiment import format_frontier, kl_from_base, plot_frontier
-from chessdt.play.players import ModelPolicy
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 from conftest import random_game
 
 
@@ -21,12 +23,24 @@ def _games(n: int) -> list[HeldOutGame]:
 def test_kl_from_base_is_zero_for_itself_and_positive_otherwise(tiny_checkpoint):
     policy = ModelPolicy.from_checkpoint(tiny_checkpoint)
     games = _games(6)
-    uncond = policy.prompt(None, None)
-    assert kl_from_base(policy, uncond, 0.0, policy, uncond, games, 40) == pytest.approx(0.0, abs=1e-6)
-    prompted = kl_from_base(policy, policy.prompt(2400, 2400), 0.0, policy, uncond, games, 40)
-    guided = kl_from_base(policy, policy.prompt(2400, 2400), 4.0, policy, uncond, games, 40)
+    uncond = Prompted(policy, None)
+    assert kl_from_base(uncond, uncond, games, 40) == pytest.approx(0.0, abs=1e-6)
+    prompted = kl_from_base(Prompted(policy, 2400), uncond, games, 40)
+    guided = kl_from_base(Prompted(policy, 2400, None, Sampling(guidance=4.0)), uncond, games, 40)
     assert prompted is not None and guided is not None
-    assert 0.0 < prompted < guided  # guidance pushes further from the unconditioned model
+    # float noise in these KLs is < 1e-6 (the first assertion); measured here: 1.8e-5 and 4.7e-4
+    assert prompted > 1e-6
+    assert guided > 5 * prompted  # guidance pushes further from the unconditioned model
+
+
+def test_kl_scores_each_side_under_the_prompt_it_plays_with(tiny_checkpoint):
+    """With an outcome slot, White's prompt says 1-0 and Black's 0-1: the KL must see both."""
+    policy = ModelPolicy.from_checkpoint(tiny_checkpoint)
+    cfg = dataclasses.replace(policy.cfg, data=dataclasses.replace(policy.cfg.data, label="elo+outcome"))
+    outcome = ModelPolicy(policy.model, policy.vocab, cfg)
+    model = Prompted(outcome, 2000)
+    assert model.prompt(chess.WHITE) != model.prompt(chess.BLACK)
+    assert kl_from_base(model, model, _games(4), 20) == pytest.approx(0.0, abs=1e-6)
 
 
 RESULT = {

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from chessdt.features import MOVE_FACTS, Geometry, code_facts
-from chessdt.data.shards import board_array
+from chessdt.tokenizer import board_array
 from chessdt.tokenizer import all_moves
 
 MOVES = all_moves()

@@ -9,7 +9,7 @@ import torch
 from chessdt.config import ModelConfig, load_config
 from chessdt.features import MOVE_FACTS
 from chessdt.model import FACT_SCALE, GPT, NUM_MOVES, PRIOR_SCALE, board_indices
-from chessdt.data.shards import board_array
+from chessdt.tokenizer import board_array
 from chessdt.tokenizer import Vocab
 
 ROOT = Path(__file__).resolve().parents[1]

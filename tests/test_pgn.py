@@ -1,31 +1,18 @@
-import bz2
-import gzip
 import io
 import random
-from pathlib import Path
 
 import chess.pgn
 import numpy as np
 import pytest
-import zstandard
 
 from chessdt.config import DataConfig
-from chessdt.errors import UserError
-from chessdt.data.pgn import (CountingReader, TruncatedArchive, byte_chunks, collect_stats, condition_tokens,
-                         expand_inputs, game_identity, header_skip_reason, in_val_split, iter_games,
-                         parse_moves, parse_rating, text_blocks, time_control_class)
+from chessdt.data.archives import text_blocks
+from chessdt.data.pgn import (collect_stats, condition_tokens, game_identity, header_skip_reason, in_val_split,
+                              iter_games, parse_moves, parse_rating, time_control_class)
 from chessdt.tokenizer import Vocab
 from conftest import FIXTURES, random_pgn
 
 VOCAB = Vocab()
-
-
-def read_all(path: Path) -> list:
-    counter = CountingReader(open(path, "rb"))
-    try:
-        return list(iter_games(text_blocks(byte_chunks(path, counter))))
-    finally:
-        counter.close()
 
 
 def games_of(text: str) -> list:
@@ -45,67 +32,6 @@ def test_games_without_blank_lines_and_with_crlf_and_escapes():
     games = list(iter_games(text_blocks([text.encode()])))
     assert [g.headers["White"] for g in games] == ['a "quoted" name', "b"]
     assert [g.movetext for g in games] == ["1. e4 e5 1-0", "1. d4 0-1"]
-
-
-@pytest.mark.parametrize("suffix,compress", [
-    (".pgn", lambda b: b), (".pgn.gz", gzip.compress), (".pgn.bz2", bz2.compress),
-    (".pgn.zst", lambda b: zstandard.ZstdCompressor().compress(b)),
-])
-def test_all_compressions_read_the_same(tmp_path, suffix, compress):
-    raw = random_pgn(30, seed=5).encode()
-    path = tmp_path / f"g{suffix}"
-    path.write_bytes(compress(raw))
-    games = read_all(path)
-    assert len(games) == 30
-    assert [g.headers["Site"] for g in games] == [f"https://example.org/game{5 + i}" for i in range(30)]
-
-
-def test_multi_frame_zstd(tmp_path):
-    c = zstandard.ZstdCompressor()
-    path = tmp_path / "m.pgn.zst"
-    path.write_bytes(c.compress(random_pgn(5, seed=0).encode()) + c.compress(random_pgn(7, seed=100).encode()))
-    assert len(read_all(path)) == 12
-
-
-@pytest.mark.parametrize("suffix,compress", [
-    (".pgn.gz", gzip.compress), (".pgn.bz2", bz2.compress),
-    (".pgn.zst", lambda b: zstandard.ZstdCompressor().compress(b)),
-])
-def test_truncated_archive_raises_with_position(tmp_path, suffix, compress):
-    data = compress(random_pgn(200, seed=1).encode())
-    path = tmp_path / f"t{suffix}"
-    path.write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(TruncatedArchive) as info:
-        read_all(path)
-    assert info.value.path == path and 0 < info.value.bytes_read <= len(data)
-
-
-def test_non_utf8_bytes_are_replaced_not_fatal():
-    raw = '[White "M\u00fcller"]\n[Result "1-0"]\n\n1. e4 1-0\n'.encode("latin-1")
-    (game,) = iter_games(text_blocks([raw[:12], raw[12:]]))
-    assert game.headers["White"] == "M\ufffdller" and game.movetext == "1. e4 1-0"
-
-
-def test_utf8_split_across_chunks_decodes():
-    raw = '[White "\u00e9\u00e9\u00e9"]\n\n1. e4 *\n'.encode()
-    cut = raw.index(b"\xc3") + 1  # split inside a two-byte character
-    (game,) = iter_games(text_blocks([raw[:cut], raw[cut:]]))
-    assert game.headers["White"] == "\u00e9\u00e9\u00e9"
-
-
-def test_expand_inputs_dirs_globs_and_non_pgn(tmp_path):
-    (tmp_path / "a.pgn").write_text(random_pgn(1))
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.pgn.zst").write_bytes(zstandard.ZstdCompressor().compress(b"x"))
-    (tmp_path / "notes.txt").write_text("hi")
-    (tmp_path / "sub" / "img.png").write_bytes(b"\x89PNG")
-    paths, skipped = expand_inputs([str(tmp_path)])
-    assert [p.name for p in paths] == ["a.pgn", "b.pgn.zst"]
-    assert skipped["not_pgn_file"] == 2
-    paths, _ = expand_inputs([str(tmp_path / "*.pgn"), str(tmp_path / "a.pgn")])
-    assert [p.name for p in paths] == ["a.pgn"]  # a file named twice is read once
-    with pytest.raises(UserError, match="no such file"):
-        expand_inputs([str(tmp_path / "missing.pgn")])
 
 
 def test_time_control_and_rating_parsing():

@@ -14,7 +14,8 @@ import pytest
 
 from chessdt import cli
 from chessdt.play.terminal import MoveError, TerminalGame, draw_board, ending, parse_move, supports_color
-from chessdt.play.players import ModelPlayer, ModelPolicy, Sampling
+from chessdt.play.players import ModelPlayer
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 
 START = chess.STARTING_FEN
 B_PAWN_OR_BISHOP = "4k3/8/8/8/8/2p5/1P1B4/4K3 w - - 0 1"  # b2xc3 and Bd2xc3 both legal
@@ -134,7 +135,7 @@ def policy(tiny_checkpoint: Path) -> ModelPolicy:
 
 def _game(policy: ModelPolicy, lines: list[str], tmp_path: Path, *, human: chess.Color = chess.WHITE,
           fen: str = START, rating: int = 1500) -> tuple[TerminalGame, str]:
-    model = ModelPlayer(policy, rating, None, Sampling(temperature=1.0, top_p=0.9), seed=1)
+    model = ModelPlayer(Prompted(policy, rating, None, Sampling(temperature=1.0, top_p=0.9)), seed=1)
     out = io.StringIO()
     game = TerminalGame(model, human, inp=io.StringIO("".join(f"{x}\n" for x in lines)), out=out,
                         pgn_path=tmp_path / "game.pgn", board=chess.Board(fen), seed=1)
@@ -198,7 +199,7 @@ def test_game_with_commands(policy: ModelPolicy, in_tmp: Path) -> None:
     # the rating change survived the takeback: noted after the model's first reply
     nodes = [saved, *saved.mainline()]
     assert [n.comment for n in nodes] == ["", "", "model rating 2000 from here", "", ""]
-    assert game.model.rating == 2000
+    assert game.model.prompted.rating == 2000
 
 
 def test_human_black_resigns_and_illegal_count(policy: ModelPolicy, tmp_path: Path) -> None:
@@ -219,7 +220,7 @@ def test_end_of_input_saves(policy: ModelPolicy, tmp_path: Path) -> None:
 
 
 def test_unwritable_pgn_is_reported(policy: ModelPolicy, tmp_path: Path) -> None:
-    model = ModelPlayer(policy, 1500)
+    model = ModelPlayer(Prompted(policy, 1500))
     out = io.StringIO()
     game = TerminalGame(model, chess.WHITE, inp=io.StringIO("save /nonexistent/dir/x.pgn\n"), out=out,
                         pgn_path=tmp_path / "missing" / "g.pgn")

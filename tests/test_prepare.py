@@ -12,7 +12,8 @@ from chessdt import cli
 from chessdt.config import DataConfig
 from chessdt.errors import UserError
 from chessdt.data.prepare import prepare
-from chessdt.data.shards import PreparedData, board_array
+from chessdt.data.shards import PreparedData
+from chessdt.tokenizer import board_array
 from conftest import FIXTURES, random_pgn
 
 

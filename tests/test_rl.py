@@ -11,8 +11,9 @@ from chessdt.checkpoint import save_checkpoint
 from chessdt.config import load_config
 from chessdt.stockfish.engine import Engine
 from chessdt.model import GPT
-from chessdt.play.players import ModelPlayer, ModelPolicy, QuantilizerPlayer, RandomPlayer, Sampling
-from chessdt.rl import Rollout, distinct_openings, play_rollouts, rl_loss
+from chessdt.play.players import ModelPlayer, QuantilizerPlayer, RandomPlayer
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling
+from chessdt.rl import Rollout, distinct_openings, play_rollouts, rl_loss, rollout_model, rollout_prompts
 from chessdt.tokenizer import Vocab
 import fake_uci
 
@@ -31,9 +32,11 @@ def test_rollouts_play_legal_games_with_model_plies_recorded(base_ckpt):
     policy = ModelPolicy.from_checkpoint(base_ckpt)
     cfg = dataclasses.replace(load_config(None, SMALL).rl, max_plies=30)
     colors = [chess.WHITE, chess.BLACK, None]
-    prompts = [policy.player_prompt(chess.WHITE, 1500, None), policy.player_prompt(chess.BLACK, 1500, None),
-               policy.prompt(1500, 1500)]
-    rollouts = play_rollouts(policy, prompts, colors, RandomPlayer(1), cfg, torch.Generator().manual_seed(0))
+    model = rollout_model(policy, dataclasses.replace(cfg, rating=1500))
+    prompts = rollout_prompts(model, colors)
+    assert prompts == [policy.player_prompt(chess.WHITE, 1500, None), policy.player_prompt(chess.BLACK, 1500, None),
+                       policy.prompt(1500, 1500)]
+    rollouts = play_rollouts(model, prompts, colors, RandomPlayer(1), cfg, torch.Generator().manual_seed(0))
     for r, color in zip(rollouts, colors):
         board = chess.Board()
         for m in r.moves:
@@ -51,7 +54,7 @@ def test_kl_is_zero_at_the_base_and_reinforce_moves_logp_with_the_advantage(base
     model.load_state_dict(policy.model.state_dict())
     cfg = dataclasses.replace(load_config(None, SMALL).rl, max_plies=16)
     prompts = [policy.player_prompt(chess.WHITE, 1500, None)] * 2
-    won, lost = play_rollouts(policy, prompts, [chess.WHITE] * 2, RandomPlayer(3), cfg,
+    won, lost = play_rollouts(rollout_model(policy, cfg), prompts, [chess.WHITE] * 2, RandomPlayer(3), cfg,
                               torch.Generator().manual_seed(1))
     won.reward, lost.reward = 1.0, -1.0
     loss, stats = rl_loss(model, policy.model, [won, lost], policy, beta=0.5)
@@ -99,11 +102,11 @@ def test_quantilizer_picks_the_best_of_many_draws(base_ckpt):
     # White to move can take a hanging queen; the untrained base model is near-uniform.
     board = chess.Board("4k3/8/8/3q4/8/8/8/3QK3 w - - 0 1")
     with Engine(fake_uci.command()) as engine:
-        q = QuantilizerPlayer(ModelPlayer(policy, 1500, sampling=Sampling(mask_illegal=True)),
+        q = QuantilizerPlayer(ModelPlayer(Prompted(policy, 1500, sampling=Sampling(mask_illegal=True))),
                               engine, k=64, q=1 / 64, nodes=1, seed=0)
         assert q.play(board) == chess.Move.from_uci("d1d5")
-        wide = QuantilizerPlayer(ModelPlayer(policy, 1500), engine, k=8, q=1.0, nodes=1, seed=1)
+        wide = QuantilizerPlayer(ModelPlayer(Prompted(policy, 1500)), engine, k=8, q=1.0, nodes=1, seed=1)
         picks = {wide.play(board) for _ in range(10)}
         assert len(picks) > 1 and all(board.is_legal(m) for m in picks)
     with pytest.raises(ValueError):
-        QuantilizerPlayer(ModelPlayer(policy, 1500), None, k=0)
+        QuantilizerPlayer(ModelPlayer(Prompted(policy, 1500)), None, k=0)

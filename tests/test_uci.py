@@ -13,8 +13,9 @@ import torch
 
 from chessdt.stockfish.engine import find_stockfish
 from chessdt.errors import UserError
-from chessdt.play.players import ModelPlayer, ModelPolicy
-from chessdt.play.uci import Options, UciEngine
+from chessdt.play.players import ModelPlayer
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling
+from chessdt.play.uci import UciEngine
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def _talk(engine: UciEngine, *lines: str) -> list[str]:
 
 
 def test_handshake_lists_options(policy: ModelPolicy) -> None:
-    engine = UciEngine(policy, io.StringIO())
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "uci", "isready")
     assert lines[0] == f"id name chessdt {policy.model_id}" and lines[-2:] == ["uciok", "readyok"]
     options = [ln.split()[2] for ln in lines if ln.startswith("option name ")]
@@ -43,25 +44,24 @@ def test_handshake_lists_options(policy: ModelPolicy) -> None:
 
 
 def test_setoption(policy: ModelPolicy) -> None:
-    engine = UciEngine(policy, io.StringIO())
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     assert _talk(engine, "setoption name Rating value 1800", "setoption name opponentrating value 1200",
                  "setoption name Temperature value 0.5", "setoption name TopP value 0.9",
                  "setoption name Guidance value 1.5", "setoption name Seed value 7") == []
-    assert engine.options == Options(rating=1800, opponent_rating=1200, temperature=0.5, top_p=0.9, guidance=1.5,
-                                     seed=7)
-    p = engine.player
-    assert (p.rating, p.opponent_rating, p.sampling.temperature, p.sampling.top_p, p.sampling.guidance) == (
-        1800, 1200, 0.5, 0.9, 1.5)
+    assert engine.model == Prompted(policy, 1800, 1200, Sampling(temperature=0.5, top_p=0.9, guidance=1.5))
+    assert engine.player.prompted == engine.model and engine.seed == 7
+    assert _talk(engine, "setoption name OpponentRating value 0") == []
+    assert engine.model.opponent_rating is None  # 0 = the same as Rating
     bad = _talk(engine, "setoption name Rating value high", "setoption name Rating value 99",
                 "setoption name TopP value 0", "setoption name Temperature value nan", "setoption name Hash value 16",
                 "setoption Rating 1500", "setoption name Rating")
     assert len(bad) == 7 and all(ln.startswith("info string ") for ln in bad)
     assert "must be between 400 and 3199" in bad[1] and "unknown option 'Hash'" in bad[4]
-    assert engine.options.rating == 1800  # unchanged by the bad lines
+    assert engine.model.rating == 1800  # unchanged by the bad lines
 
 
 def test_malformed_lines_never_crash(policy: ModelPolicy) -> None:
-    engine = UciEngine(policy, io.StringIO())
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     _talk(engine, "position startpos moves e2e4")
     garbage = ["", "   ", "xyzzy", "position", "position startpos moves e2e5", "position fen",
                "position fen 8/8/8 w - - 0 1", "position fen 8/8/8/8/8/8/8/8 w - - 0 1",
@@ -78,7 +78,7 @@ def test_malformed_lines_never_crash(policy: ModelPolicy) -> None:
 
 
 def test_position_and_go(policy: ModelPolicy) -> None:
-    engine = UciEngine(policy, io.StringIO())
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "ucinewgame", "position startpos moves e2e4 e7e5 g1f3", "go wtime 1000 btime 1000 winc 0")
     assert engine.board.move_stack == [chess.Move.from_uci(m) for m in ("e2e4", "e7e5", "g1f3")]
     best = chess.Move.from_uci(lines[-1].split()[1])
@@ -94,7 +94,7 @@ def test_position_and_go(policy: ModelPolicy) -> None:
 
 
 def test_go_infinite_waits_for_stop(policy: ModelPolicy) -> None:
-    engine = UciEngine(policy, io.StringIO())
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "position startpos", "go infinite")
     assert not any(ln.startswith("bestmove") for ln in lines)
     assert _talk(engine, "isready") == ["readyok"]
@@ -107,7 +107,7 @@ def test_go_infinite_waits_for_stop(policy: ModelPolicy) -> None:
 
 
 def test_game_over_position(policy: ModelPolicy) -> None:
-    engine = UciEngine(policy, io.StringIO())
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "position fen 7k/6Q1/6K1/8/8/8/8/8 b - - 0 1", "go")
     assert lines[-1] == "bestmove 0000"
 
@@ -115,7 +115,7 @@ def test_game_over_position(policy: ModelPolicy) -> None:
 def test_fen_positions_start_from_the_fen(policy: ModelPolicy) -> None:
     """A FEN is the model's starting board: its inputs are that position, then the moves after it."""
     fen = "r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3"
-    player = ModelPlayer(policy, 1500, seed=0)
+    player = ModelPlayer(Prompted(policy, 1500), seed=0)
 
     def reference(board: chess.Board) -> torch.Tensor:
         prompt = policy.player_prompt(board.turn, 1500, None)

@@ -14,7 +14,8 @@ import chess
 import numpy as np
 from conftest import random_game
 
-from chessdt.data.shards import SplitWriter, board_array
+from chessdt.data.shards import SplitWriter
+from chessdt.tokenizer import board_array
 from chessdt.tokenizer import Vocab
 
 

@@ -6,7 +6,7 @@ import torch
 
 from chessdt.config import Config, DataConfig, ModelConfig
 from chessdt.model import GPT
-from chessdt.play.players import ModelPolicy
+from chessdt.play.policy import ModelPolicy
 from chessdt.tokenizer import Vocab
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import chess
 import numpy as np
 import torch
 
-from chessdt.data.shards import PreparedData, Split, board_array
+from chessdt.data.shards import PreparedData, Split
 from chessdt.tokenizer import Vocab
 
 IGNORE = -100  # target id that cross-entropy skips
@@ -146,6 +145,7 @@ class Batcher:
             targets[r, P - 1 : n_in] = seq[r, P : n_in + 1]
             if boards is not None:
                 bd = self.split.boards
+                assert bd is not None  # checked in __init__ when use_boards
                 boards[r, :P] = bd[base + P + s - 1] if s > 0 else bd[base : base + P]
                 boards[r, P:n_in] = bd[base + P + s : base + P + s + n_in - P]
         if dropout_key is not None and self.cond_dropout > 0:
@@ -182,25 +182,3 @@ def packing_efficiency(batcher: Batcher, epoch: int = 0) -> float:
         padded += len(ids) * (-(-int(lengths.max()) // PAD_MULTIPLE) * PAD_MULTIPLE)
     return real / padded
 
-
-def position_inputs(prefix: list[int], board: chess.Board, context: int,
-                    vocab: Vocab) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Model inputs for the game that led to ``board`` (from the standard start), as in training.
-
-    Returns tokens (T,), boards (T, 64) uint8 and plies (T,) for ``<bos> cond... moves`` where the
-    last position predicts the next move. A game longer than the context keeps its prefix and the
-    most recent moves, the prefix carrying the board before them, like a training segment.
-    """
-    moves = board.move_stack
-    replay = board.root()
-    boards = [board_array(replay)]
-    for m in moves:
-        replay.push(m)
-        boards.append(board_array(replay))
-    P = len(prefix)
-    keep = min(len(moves), context - P)
-    s = len(moves) - keep  # moves dropped from the front
-    tokens = np.array(list(prefix) + vocab.encode_moves(moves[s:]), dtype=np.int64)
-    out_boards = np.stack([boards[s]] * P + boards[s + 1 :]).astype(np.uint8)
-    plies = np.array([s] * P + list(range(s + 1, len(moves) + 1)), dtype=np.int64)
-    return tokens, out_boards, plies

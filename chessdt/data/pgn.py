@@ -1,4 +1,4 @@
-"""Stream games out of PGN archives, filter them on their headers, parse their moves.
+"""Games out of PGN text: split a stream into games, filter them on their headers, parse their moves.
 
 Reading is line based and constant in memory: a game is its header lines plus the movetext
 lines that follow, up to the next header line. Headers are parsed here (a regex per line);
@@ -14,10 +14,6 @@ the reference). Every game that is dropped is dropped for a named reason, counte
 
 from __future__ import annotations
 
-import bz2
-import codecs
-import glob
-import gzip
 import hashlib
 import io
 import os
@@ -25,182 +21,18 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import chess
 import chess.pgn
 import numpy as np
-import zstandard
 
 from chessdt.config import DataConfig
-from chessdt.errors import UserError
-from chessdt.data.shards import board_array
-from chessdt.tokenizer import NUM_MOVES, Vocab
+from chessdt.rules import RESULTS
+from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, text_blocks
+from chessdt.tokenizer import NUM_MOVES, Vocab, board_array, condition_prefix
 
-PGN_SUFFIXES = (".pgn", ".pgn.gz", ".pgn.bz2", ".pgn.zst", ".pgn.zstd")
-CHUNK_BYTES = 1 << 20
-RESULTS = ("1-0", "0-1", "1/2-1/2")
 _HEADERS = re.compile(r'^\[\s*([A-Za-z0-9_]+)\s+"((?:[^"\\\n]|\\.)*)"\s*\]\s*$', re.MULTILINE)
-
-
-class TruncatedArchive(Exception):
-    """A compressed file ended before its end-of-stream marker."""
-
-    def __init__(self, path: Path, bytes_read: int, games_read: int = 0) -> None:
-        self.path, self.bytes_read, self.games_read = path, bytes_read, games_read
-        super().__init__(f"{path}: compressed stream is truncated after {bytes_read:,} compressed bytes")
-
-
-# -- finding and opening files ---------------------------------------------------------------------
-def is_pgn_path(path: Path) -> bool:
-    return path.name.lower().endswith(PGN_SUFFIXES)
-
-
-def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], Counter[str]]:
-    """Files, directories (searched recursively) and globs -> PGN files, plus skipped-file counts.
-
-    A path that does not exist and matches nothing is a UserError; non-PGN files inside a
-    directory are skipped and counted as ``not_pgn_file``.
-    """
-    paths: list[Path] = []
-    skipped: Counter[str] = Counter()
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            for f in sorted(x for x in p.rglob("*") if x.is_file()):
-                if is_pgn_path(f):
-                    paths.append(f)
-                else:
-                    skipped["not_pgn_file"] += 1
-        elif p.is_file():
-            paths.append(p)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            files = [m for m in matches if m.is_file()]
-            if not files:
-                raise UserError(f"no such file, directory or glob match: {item}")
-            for f in files:
-                if is_pgn_path(f):
-                    paths.append(f)
-                else:
-                    skipped["not_pgn_file"] += 1
-    seen: set[Path] = set()
-    unique = [p for p in paths if not (p.resolve() in seen or seen.add(p.resolve()))]  # type: ignore[func-returns-value]
-    return unique, skipped
-
-
-class CountingReader(io.RawIOBase):
-    """Wraps a binary file and counts the bytes read from it (progress on compressed input)."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.f.readinto(b)  # type: ignore[attr-defined]
-        self.count += n or 0
-        return n or 0
-
-    def close(self) -> None:
-        self.f.close()
-        super().close()
-
-
-def _zstd_chunks(raw: IO[bytes], path: Path, counter: CountingReader) -> Iterator[bytes]:
-    """Decompress a (multi-frame) zstd stream; raise TruncatedArchive if it stops mid-frame."""
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    fed = False
-    while data := raw.read(CHUNK_BYTES):
-        while data:
-            fed = True
-            try:
-                out = dobj.decompress(data)
-            except zstandard.ZstdError as e:
-                raise UserError(f"{path}: not a valid zstd stream ({e})") from None
-            if out:
-                yield out
-            if dobj.eof:
-                data = dobj.unused_data
-                dobj = dctx.decompressobj()
-                fed = False
-            else:
-                data = b""
-    if fed and not dobj.eof:
-        raise TruncatedArchive(path, counter.count)
-
-
-def _stream_chunks(stream: IO[bytes], path: Path, counter: CountingReader) -> Iterator[bytes]:
-    try:
-        while data := stream.read(CHUNK_BYTES):
-            yield data
-    except EOFError:
-        raise TruncatedArchive(path, counter.count) from None
-    except (OSError, ValueError) as e:  # gzip.BadGzipFile, bz2 invalid data
-        raise UserError(f"{path}: cannot decompress ({e})") from None
-
-
-def byte_chunks(path: Path, counter: CountingReader) -> Iterator[bytes]:
-    """Decompressed bytes of a file, in chunks; the format comes from the file name."""
-    name = path.name.lower()
-    if name.endswith((".zst", ".zstd")):
-        yield from _zstd_chunks(counter, path, counter)  # type: ignore[arg-type]
-    elif name.endswith(".gz"):
-        yield from _stream_chunks(gzip.GzipFile(fileobj=counter), path, counter)  # type: ignore[arg-type]
-    elif name.endswith(".bz2"):
-        yield from _stream_chunks(bz2.BZ2File(counter), path, counter)  # type: ignore[arg-type]
-    else:
-        yield from _stream_chunks(counter, path, counter)  # type: ignore[arg-type]
-
-
-def text_blocks(chunks: Iterable[bytes]) -> Iterator[list[str]]:
-    """Lists of complete lines of UTF-8 text, one list per chunk, without line ends.
-
-    Bad bytes become U+FFFD, CR LF becomes LF, a leading BOM is dropped. Lines come in lists so
-    the per-line loop downstream stays a plain for loop (this is the hot path of `prepare`).
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    carry = ""
-    first = True
-    for chunk in chunks:
-        text = carry + decoder.decode(chunk)
-        if first and text.startswith("\ufeff"):
-            text = text[1:]
-        first = False
-        if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        lines = text.split("\n")
-        carry = lines.pop()
-        yield lines
-    text = carry + decoder.decode(b"", final=True)
-    if text:
-        yield text.replace("\r", "").split("\n")
-
-
-def text_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Lines of text from byte chunks (see text_blocks)."""
-    for block in text_blocks(chunks):
-        yield from block
-
-
-def open_text(path: str | Path) -> IO[str]:
-    """A text stream over a PGN file of any supported compression (bad bytes replaced)."""
-    path = Path(path)
-    name = path.name.lower()
-    f = open(path, "rb")
-    if name.endswith((".zst", ".zstd")):
-        binary: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    elif name.endswith(".gz"):
-        binary = gzip.GzipFile(fileobj=f)
-    elif name.endswith(".bz2"):
-        binary = bz2.BZ2File(f)
-    else:
-        binary = f
-    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace")  # type: ignore[arg-type]
 
 
 # -- splitting a stream into games ----------------------------------------------------------------
@@ -340,19 +172,13 @@ def header_skip_reason(headers: dict[str, str], cfg: DataConfig, malformed: int 
 
 
 def condition_tokens(headers: dict[str, str], cfg: DataConfig, vocab: Vocab) -> list[int]:
-    """<bos> followed by the condition tokens the label setting asks for (see shards.prefix_slots)."""
-    out = [vocab.bos]
-    for part in cfg.label_parts:
-        if part == "elo":
-            out += [vocab.rating_token(parse_rating(headers.get("WhiteElo"))),
-                    vocab.rating_token(parse_rating(headers.get("BlackElo")))]
-        elif part == "engine":
-            tw, tb = cfg.engine_tags
-            out += [vocab.rating_token(parse_rating(headers.get(tw))),
-                    vocab.rating_token(parse_rating(headers.get(tb)))]
-        elif part == "outcome":
-            out.append(vocab.result_token(headers.get("Result")))
-    return out
+    """<bos> followed by the condition tokens the label setting asks for, from a game's headers."""
+
+    def ratings(part: str) -> tuple[int | None, int | None]:
+        tw, tb = ("WhiteElo", "BlackElo") if part == "elo" else cfg.engine_tags
+        return parse_rating(headers.get(tw)), parse_rating(headers.get(tb))
+
+    return condition_prefix(vocab, cfg.label_parts, ratings, headers.get("Result"))
 
 
 # -- move parsing -----------------------------------------------------------------------------------
@@ -459,7 +285,7 @@ def _concat(batches: list[ParsedBatch]) -> ParsedBatch:
     lens = np.concatenate([np.diff(b.offsets) for b in batches])
     offsets = np.zeros(len(lens) + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
-    boards = None if batches[0].boards is None else np.concatenate([b.boards for b in batches])  # type: ignore[misc]
+    boards = None if batches[0].boards is None else np.concatenate([b.boards for b in batches if b.boards is not None])
     return ParsedBatch(np.concatenate([b.moves for b in batches]), offsets, boards,
                        [e for b in batches for e in b.errors])
 

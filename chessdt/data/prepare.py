@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from chessdt.config import DataConfig, to_dict
 from chessdt.errors import UserError
-from chessdt.data.pgn import (CountingReader, ParsedBatch, RawGame, TruncatedArchive, byte_chunks, condition_tokens,
-                         expand_inputs, game_identity, header_skip_reason, in_val_split, iter_games,
-                         parse_moves, parse_rating, ply_skip_reason, text_blocks)
-from chessdt.data.shards import FORMAT_VERSION, SPLITS, SplitWriter, prefix_slots
-from chessdt.tokenizer import Vocab
+from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, text_blocks
+from chessdt.data.pgn import (ParsedBatch, RawGame, condition_tokens, game_identity, header_skip_reason, in_val_split,
+                              iter_games, parse_moves, parse_rating, ply_skip_reason)
+from chessdt.data.shards import FORMAT_VERSION, SPLITS, SplitWriter
+from chessdt.tokenizer import Vocab, condition_slots
 
 
 @dataclass
@@ -227,7 +227,7 @@ def _meta(paths: list[Path], cfg: DataConfig, vocab: Vocab, s: PrepareSummary) -
         "vocab_hash": vocab.hash,
         "rating_bucket": cfg.rating_bucket,
         "label": cfg.label,
-        "prefix": prefix_slots(cfg.label_parts),
+        "prefix": condition_slots(cfg.label_parts),
         "boards": cfg.boards,
         "rating_buckets": {str(k): v for k, v in sorted(s.rating_buckets.items())},
         "config": to_dict(cfg),

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import chess
 import numpy as np
 
 from chessdt.errors import UserError
@@ -27,29 +26,6 @@ from chessdt.tokenizer import Vocab
 SPLITS = ("train", "val")
 TOKEN_DTYPE = np.uint16
 FORMAT_VERSION = 1
-
-
-def board_array(board: chess.BaseBoard) -> np.ndarray:
-    """64 piece codes of a board (a1..h8): 0 empty, 1-6 white PNBRQK, 7-12 black pnbrqk."""
-    out = np.zeros(64, dtype=np.uint8)
-    for sq, piece in board.piece_map().items():
-        out[sq] = piece.piece_type + (0 if piece.color == chess.WHITE else 6)
-    return out
-
-
-def prefix_slots(label_parts: tuple[str, ...]) -> list[str]:
-    """Names of the prefix positions for a label setting, after <bos>.
-
-    >>> prefix_slots(("elo", "outcome"))
-    ['white_elo', 'black_elo', 'result']
-    """
-    slots: list[str] = []
-    for part in label_parts:
-        if part in ("elo", "engine"):
-            slots += [f"white_{part}", f"black_{part}"]
-        elif part == "outcome":
-            slots.append("result")
-    return slots
 
 
 class SplitWriter:

@@ -20,25 +20,25 @@ import os
 import types
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chessdt.play.arena import ModelSeat, PlayerSeat, Seat
 from chessdt.config import EvalConfig
-from chessdt.play.players import ModelPolicy, Player, Sampling
+from chessdt.play.arena import PlayerSeat, Seat
+from chessdt.play.players import Player
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 
 RESULT_FILES = {"legality": "legality.json", "strength": "strength.json", "openings": "openings.json"}
 
 
 @dataclass(frozen=True, eq=False)
 class Subject:
-    """What an evaluator measures: a policy at a prompted rating, or any Player."""
+    """What an evaluator measures: the model prompted at a rating, or any Player."""
 
     label: str  # name in tables and game logs, e.g. 'model@1600'
     rating: int | None  # prompted rating (the x axis of strength plots); None when there is none
-    policy: ModelPolicy | None = None  # set for a model: played batched through its KV cache
-    sampling: Sampling = field(default_factory=Sampling)  # how the policy picks moves
+    prompted: Prompted | None = None  # set for a model: played batched through its KV cache
     make_player: Callable[[int], Player] | None = None  # set for any other Player: seed -> instance
     pooled: bool = False  # Player instances are costly (hold an engine): share a few across games
 
@@ -46,7 +46,15 @@ class Subject:
     def model(cls, policy: ModelPolicy, rating: int | None, sampling: Sampling = Sampling(),
               label: str | None = None) -> Subject:
         return cls(label=label or f"model@{rating if rating is not None else '?'}", rating=rating,
-                   policy=policy, sampling=sampling)
+                   prompted=Prompted(policy, rating, None, sampling))
+
+    @property
+    def policy(self) -> ModelPolicy | None:
+        return None if self.prompted is None else self.prompted.policy
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling() if self.prompted is None else self.prompted.sampling
 
     @classmethod
     def player(cls, label: str, make: Callable[[int], Player], rating: int | None = None,
@@ -69,10 +77,10 @@ class Subject:
             if leave is not None:
                 leave(None, None, None)
 
-    def seat(self, opponent_rating: int | None = None) -> Seat:
+    def seat(self) -> Seat:
         """The arena seat that plays this subject."""
-        if self.policy is not None:
-            return ModelSeat(self.policy, self.rating, opponent_rating, self.sampling)
+        if self.prompted is not None:
+            return self.prompted
         if self.make_player is None:
             raise ValueError(f"subject {self.label}: give a policy or a make_player")
         return PlayerSeat(make=self.make_player, pooled=self.pooled)
@@ -122,8 +130,8 @@ def _coerce(tp: Any, value: Any) -> Any:
         return _coerce(inner[0], value) if len(inner) == 1 else value
     if value is None:
         return math.nan if tp is float else None
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value)  # type: ignore[arg-type]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v) for v in value)

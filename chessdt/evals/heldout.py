@@ -17,15 +17,14 @@ from pathlib import Path
 
 import chess
 import chess.pgn
-import numpy as np
 import torch
 
 from chessdt.config import Config
-from chessdt.data.batches import position_inputs
 from chessdt.errors import UserError
 from chessdt.model import GPT
-from chessdt.play.players import ModelPolicy
-from chessdt.tokenizer import NUM_MOVES
+from chessdt.play.policy import ModelPolicy
+from chessdt.rules import RESULTS
+from chessdt.tokenizer import game_inputs, read_prefix
 
 
 @dataclass(frozen=True)
@@ -100,34 +99,23 @@ def _from_prepared(path: Path, limit: int) -> list[HeldOutGame]:
 
     data = PreparedData.open(path)
     vocab, split = data.vocab, data.splits["val"]
-    slots = list(data.meta["prefix"])
     P = data.prefix_len
 
-    def slot_rating(tokens: np.ndarray, color: str) -> int | None:
-        for kind in ("elo", "engine"):
-            name = f"{color}_{kind}"
-            if name in slots:
-                r = vocab.rating_of_token(int(tokens[1 + slots.index(name)]))
-                return None if r is None else r + vocab.rating_bucket // 2
-        return None
-
-    def slot_result(tokens: np.ndarray) -> str | None:
-        if "result" not in slots:
-            return None
-        text = vocab.token_str(int(tokens[1 + slots.index("result")]))  # '<result:1-0>'
-        return text[len("<result:") : -1] if text != "<result:?>" else None
+    def middle(r: int | None) -> int | None:  # a bucket's lower edge -> the middle of the bucket
+        return None if r is None else r + vocab.rating_bucket // 2
 
     out = []
     for i in range(min(limit, split.n_games)):
         tokens = split.game(i)
+        cond = read_prefix(vocab, data.meta["prefix"], tokens[:P])
         moves = tuple(vocab.decode_move(int(t)) for t in tokens[P:] if vocab.is_move(int(t)))
-        out.append(HeldOutGame(moves=moves, white=slot_rating(tokens, "white"), black=slot_rating(tokens, "black"),
-                               result=slot_result(tokens)))
+        out.append(HeldOutGame(moves=moves, white=middle(cond.white), black=middle(cond.black), result=cond.result))
     return out
 
 
 def _from_pgn(path: Path, limit: int) -> list[HeldOutGame]:
-    from chessdt.data.pgn import open_text, parse_rating
+    from chessdt.data.archives import open_text
+    from chessdt.data.pgn import parse_rating
 
     out: list[HeldOutGame] = []
     with open_text(path) as f:
@@ -144,14 +132,14 @@ def _from_pgn(path: Path, limit: int) -> list[HeldOutGame]:
             result = h.get("Result")
             out.append(HeldOutGame(moves=moves, white=parse_rating(h.get("WhiteElo")),
                                    black=parse_rating(h.get("BlackElo")),
-                                   result=result if result in ("1-0", "0-1", "1/2-1/2") else None))
+                                   result=result if result in RESULTS else None))
     return out
 
 
 # -- teacher-forced scoring ----------------------------------------------------------------------------------
 def scored_moves(policy: ModelPolicy, game: HeldOutGame) -> int:
     """How many of a game's moves one forward pass can score (the model's context is the limit)."""
-    P = len(policy.prompt(None, None))
+    P = policy.prompt_len
     return min(len(game.moves), policy.context - P + 1)
 
 
@@ -165,24 +153,12 @@ def teacher_forced_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], pro
     vocab = policy.vocab
     for start in range(0, len(games), batch_size):
         idx = list(range(start, min(start + batch_size, len(games))))
-        rows = []
-        for i in idx:
-            g, prompt = games[i], prompts[i]
-            n = min(len(g.moves), policy.context - len(prompt) + 1)
-            rows.append((n, len(prompt), position_inputs(prompt, g.board(max(n - 1, 0)), policy.context, vocab)))
-        width = max(len(t) for _, _, (t, _, _) in rows)
-        tokens = np.full((len(rows), width), vocab.pad, np.int64)
-        boards = np.zeros((len(rows), width, 64), np.uint8)
-        plies = np.zeros((len(rows), width), np.int64)
-        for r, (_, _, (t, b, p)) in enumerate(rows):
-            tokens[r, : len(t)], boards[r, : len(t)], plies[r, : len(t)] = t, b, p
+        scored = [min(len(games[i].moves), policy.context - len(prompts[i]) + 1) for i in idx]
+        tokens, boards, plies = game_inputs([prompts[i] for i in idx],
+                                            [games[i].board(max(n - 1, 0)) for i, n in zip(idx, scored)],
+                                            policy.context, vocab)
         out = policy.model(policy._tensor(tokens), policy._tensor(boards), policy._tensor(plies))  # (B, T, V)
-        for r, (i, (n, P, _)) in enumerate(zip(idx, rows)):
+        for r, (i, n) in enumerate(zip(idx, scored)):
+            P = len(prompts[i])
             yield i, GPT.move_logits(out[r, P - 1 : P - 1 + n]).float().cpu()
 
-
-def legal_mask(board: chess.Board, policy: ModelPolicy) -> torch.Tensor:
-    """(1968,) bool: which move tokens are legal in `board`."""
-    mask = torch.zeros(NUM_MOVES, dtype=torch.bool)
-    mask[[policy.vocab.encode_move(m) for m in board.legal_moves]] = True
-    return mask

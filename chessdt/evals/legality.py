@@ -24,11 +24,11 @@ from pathlib import Path
 import chess
 import torch
 
-from chessdt.play.arena import GameSpec, ModelSeat, run_games
+from chessdt.play.arena import GameSpec, run_games
 from chessdt.config import EvalConfig
 from chessdt.evals import JsonResult, fmt, sampling_of
-from chessdt.evals.heldout import HeldOutGame, legal_mask, teacher_forced_logits
-from chessdt.play.players import ModelPolicy, Sampling, sample
+from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling, sample
 from chessdt.tokenizer import NUM_MOVES, Vocab
 
 
@@ -175,7 +175,9 @@ def score_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], *, positio
     """(overall, by ply bucket, by rating band, games used, illegal top-1 picks by reason) over the
     first `positions` positions."""
     gen = torch.Generator().manual_seed(seed)
-    total, by_ply, by_band = _Acc(), defaultdict(_Acc), defaultdict(_Acc)
+    total = _Acc()
+    by_ply: defaultdict[str, _Acc] = defaultdict(_Acc)
+    by_band: defaultdict[str, _Acc] = defaultdict(_Acc)
     reasons: dict[str, int] = defaultdict(int)
     used = 0
     prompts = [policy.prompt(g.white, g.black, g.result) for g in games]
@@ -192,7 +194,7 @@ def score_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], *, positio
         board = chess.Board()
         masks = []
         for j in range(n):
-            masks.append(legal_mask(board, policy))
+            masks.append(policy.vocab.legal_mask(board))
             if not masks[-1][best[j]]:
                 reasons[illegal_reason(board, int(best[j]), policy.vocab)] += 1
             board.push(g.moves[j])
@@ -221,7 +223,7 @@ def played_legality(policy: ModelPolicy, ratings: Sequence[int | None], *, games
     Sampling is forced raw (mask_illegal off): with a mask there would be nothing to count.
     """
     raw = replace(sampling, mask_illegal=False)
-    seats = {f"model@{r}": ModelSeat(policy, r, None, raw) for r in ratings}
+    seats = {f"model@{r}": Prompted(policy, r, None, raw) for r in ratings}
     specs = [GameSpec(id=f"selfplay-{r}-{k}", white=f"model@{r}", black=f"model@{r}", seed=seed, tags={"rating": r})
              for r in ratings for k in range(games)]
     records = run_games(specs, seats, None, batch_size=batch_size, max_plies=max_plies)

@@ -29,12 +29,13 @@ from pathlib import Path
 import chess
 import torch
 
-from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
+from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, run_games
+from chessdt.rules import parse_line
 from chessdt.config import EvalConfig
 from chessdt.evals import JsonResult, Subject, fmt
-from chessdt.evals.heldout import HeldOutGame, band_label, band_of, legal_mask
+from chessdt.evals.heldout import HeldOutGame, band_label, band_of
 from chessdt.metrics import entropy_bits, js_divergence
-from chessdt.play.players import Sampling, Session
+from chessdt.play.policy import Sampling, Session
 
 Line = tuple[str, ...]  # UCI moves
 
@@ -180,9 +181,9 @@ def _repeat_lines(cfg: EvalConfig) -> list[Line]:
 def policy_entropy(subject: Subject, records: Sequence[GameRecord], plies: int) -> float | None:
     """Mean entropy (bits) of the distribution the subject played from, over its moves in the first
     `plies` plies of the given games (replayed through a Session: the play path, guidance included)."""
-    if subject.policy is None:
+    if subject.prompted is None:
         return None
-    pol, seat = subject.policy, subject.seat()
+    model = subject.prompted
     rows: list[tuple[int, chess.Color]] = []
     prompts = []
     lines = [[chess.Move.from_uci(m) for m in _moves(r)[:plies]] for r in records]
@@ -190,18 +191,18 @@ def policy_entropy(subject: Subject, records: Sequence[GameRecord], plies: int) 
         for color, name in ((chess.WHITE, r.white), (chess.BLACK, r.black)):
             if name == subject.label:
                 rows.append((gi, color))
-                prompts.append(seat.prompt(color))  # type: ignore[union-attr]
+                prompts.append(model.prompt(color))
     if not rows:
         return math.nan
-    session = Session(pol, prompts, subject.sampling.guidance)
+    session = Session(model.policy, prompts, model.sampling.guidance)
     total, count = 0.0, 0
     for ply in range(plies):
         logits = session.logits
         pick = [i for i, (gi, color) in enumerate(rows) if ply < len(lines[gi]) and (ply % 2 == 0) == (color == chess.WHITE)]
         if pick:
             boards = [session.boards[i] for i in pick]
-            legal = torch.stack([legal_mask(b, pol) for b in boards])
-            probs = played_distribution(logits[pick].cpu(), legal, subject.sampling)
+            legal = torch.stack([model.policy.vocab.legal_mask(b) for b in boards])
+            probs = played_distribution(logits[pick].cpu(), legal, model.sampling)
             ent = entropy_rows(probs)
             total += float(ent.sum())
             count += len(pick)
@@ -221,12 +222,13 @@ def repeated_prompt(subject: Subject, line: Line, samples: int, seed: int = 0) -
     board = chess.Board()
     for m in line:
         board.push_uci(m)
-    if subject.policy is not None:
-        pol = subject.policy
-        session = Session(pol, [subject.seat().prompt(board.turn)], subject.sampling.guidance)  # type: ignore[union-attr]
+    if subject.prompted is not None:
+        model = subject.prompted
+        pol = model.policy
+        session = Session(pol, [model.prompt(board.turn)], model.sampling.guidance)
         for m in line:
             session.push([chess.Move.from_uci(m)])
-        probs = played_distribution(session.logits.cpu(), legal_mask(board, pol)[None], subject.sampling)[0]
+        probs = played_distribution(session.logits.cpu(), pol.vocab.legal_mask(board)[None], model.sampling)[0]
         gen = torch.Generator().manual_seed(seed)
         draws = torch.multinomial(probs, samples, replacement=True, generator=gen).tolist()
         moves = [pol.vocab.decode_move(t).uci() for t in draws]
@@ -294,15 +296,15 @@ def evaluate_openings(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
                 policy_entropy=policy_entropy(s, recs, plies),
                 repeat=tuple(repeated_prompt(s, line, cfg.repeat_samples, cfg.seed) for line in repeat) if first else ()))
             first = False
-        if band:
+        if band and s.rating is not None:  # a band exists only around a prompted rating
             n = cfg.openings_games or cfg.openings_vs_games
             pick = sorted(rng.sample(band, min(n, len(band))))
             if len(band) < n:
-                notes.append(f"data {band_label(s.rating, cfg.band_width)}: only {len(band)} held-out games "  # type: ignore[arg-type]
+                notes.append(f"data {band_label(s.rating, cfg.band_width)}: only {len(band)} held-out games "
                              f"(model rows use {n}); entropies are not comparable at unequal sizes")
             lines = [human_lines[i] for i in pick]
             rows.append(OpeningRow(
-                source="data", label=f"data {band_label(s.rating, cfg.band_width)}", rating=s.rating,  # type: ignore[arg-type]
+                source="data", label=f"data {band_label(s.rating, cfg.band_width)}", rating=s.rating,
                 games=len(pick), lines=tuple(line_stats(lines, k) for k in ks), policy_entropy=None,
                 repeat=tuple(_data_repeat(games, band, line, cfg.repeat_samples, rng) for line in repeat)))
     result = OpeningsResult(rows=tuple(rows), line_plies=ks, band_width=cfg.band_width,

@@ -32,16 +32,16 @@ import chess
 import chess.engine
 import torch
 
-from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_games
+from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, run_games
 from chessdt.config import EvalConfig
 from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
+from chessdt.rules import CP_CAP, clipped_cp, final_cp, parse_line
 from chessdt.evals import JsonResult, Subject, fmt, jsonable
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
-from chessdt.play.players import ModelPolicy, MoveStats
+from chessdt.play.policy import ModelPolicy, MoveStats
 
-CP_CAP = 1000  # evaluations are clipped to +-10 pawns before taking differences (as Lichess does)
 BLUNDER_CP = 300  # a move losing at least this much counts as a blunder
 
 # Common openings (SAN), cut to `opening_plies` and deduplicated: paired start lines for the ladder.
@@ -254,9 +254,9 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
     acc = tuple(tuple(hits[ri][ci] / n[ri][ci] if n[ri][ci] else math.nan for ci in range(R)) for ri in range(R))
     best: list[int | None] = []  # per band: the prompted rating with the strictly highest accuracy
     for ci in range(R):
-        col = [(acc[ri][ci], ri) for ri in range(R) if not math.isnan(acc[ri][ci])]
-        top = max((a for a, _ in col), default=math.nan)
-        winners = [ri for a, ri in col if a == top]
+        col: list[tuple[float, int]] = [(acc[ri][ci], ri) for ri in range(R) if not math.isnan(acc[ri][ci])]
+        best_acc = max([a for a, _ in col]) if col else math.nan
+        winners = [ri for a, ri in col if a == best_acc]
         best.append(ratings[winners[0]] if len(winners) == 1 else None)
     row_peaks = 0
     for ri in range(R):
@@ -309,18 +309,12 @@ def sample_positions(games: Sequence[HeldOutGame], n: int, *, skip_plies: int, m
     return out
 
 
-def _mover_cp(score: chess.engine.PovScore, mover: chess.Color) -> float:
-    return float(max(-CP_CAP, min(CP_CAP, score.pov(mover).score(mate_score=100_000))))
-
-
 def _after_cp(engine: Engine, board: chess.Board, move: chess.Move, limit: chess.engine.Limit) -> float:
     mover = board.turn
     after = board.copy()
     after.push(move)
-    outcome = after.outcome(claim_draw=False)
-    if outcome is not None:
-        return 0.0 if outcome.winner is None else (CP_CAP if outcome.winner == mover else -CP_CAP)
-    return _mover_cp(engine.analyse(after, limit)["score"], mover)
+    final = final_cp(after, mover)
+    return final if final is not None else clipped_cp(engine.analyse(after, limit)["score"], mover)
 
 
 def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *, positions: int, nodes: int,
@@ -329,17 +323,17 @@ def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *,
     """Centipawn loss of each subject's move on the same held-out positions, judged by Stockfish
     (full strength, `nodes` per position). Model subjects are prompted as in play (own rating =
     prompted, opponent = the same) and choose with their sampling settings."""
-    max_ply = min((s.policy.context - len(s.policy.prompt(None, None)) for s in subjects if s.policy is not None),
+    max_ply = min((s.policy.context - s.policy.prompt_len for s in subjects if s.policy is not None),
                   default=10_000)
     picks = sample_positions(games, positions, skip_plies=skip_plies, max_ply=max_ply, seed=seed)
     boards = [games[gi].board(ply) for gi, ply in picks]
     moves: dict[str, list[chess.Move]] = {}
     for si, s in enumerate(subjects):
         gen = torch.Generator().manual_seed(seed * 1000 + si)
-        if s.policy is not None:
-            pol = s.policy
+        if s.prompted is not None:
+            model, pol = s.prompted, s.prompted.policy
             prefixes = [HeldOutGame(moves=games[gi].moves[: ply + 1], white=None, black=None) for gi, ply in picks]
-            prompts = [pol.player_prompt(b.turn, s.rating, None) for b in boards]
+            prompts = [model.prompt(b.turn) for b in boards]
             chosen: list[chess.Move] = [chess.Move.null()] * len(picks)
             for j, logits in teacher_forced_logits(pol, prefixes, prompts, batch_size):
                 chosen[j] = pol.choose(logits[-1:], [boards[j]], s.sampling, gen, MoveStats())[0]
@@ -354,7 +348,7 @@ def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *,
         for j, board in enumerate(boards):
             game_tag = object()  # a fresh hash per position, so results do not depend on order
             try:
-                best = _mover_cp(sf.analyse(board, limit, game=game_tag)["score"], board.turn)
+                best = clipped_cp(sf.analyse(board, limit, game=game_tag)["score"], board.turn)
                 after: dict[chess.Move, float] = {}
                 for m in {moves[s.label][j] for s in subjects}:
                     after[m] = _after_cp(sf, board, m, limit)
@@ -406,9 +400,9 @@ class StrengthResult(JsonResult):
             out += [f"Move matching (top-1, first {M.skip_plies} plies dropped, {M.games} games): "
                     "rows = prompted rating, columns = actual rating band, accuracy (n)", "",
                     "| prompted | " + " | ".join(M.bands) + " |", "|---:|" + "---:|" * len(M.bands)]
-            for ri, r in enumerate(M.prompted):
+            for ri, prompted in enumerate(M.prompted):
                 cells = [f"{fmt(a, 1, True)} ({k})" for a, k in zip(M.accuracy[ri], M.n[ri])]
-                out.append(f"| {r} | " + " | ".join(cells) + " |")
+                out.append(f"| {prompted} | " + " | ".join(cells) + " |")
             out += ["", f"The diagonal peaks in {M.diagonal_peaks} of {M.bands_with_data} bands "
                     f"(best prompt per band: {', '.join(str(b) for b in M.best_prompt)}); "
                     f"rows peak on their own band in {M.row_peaks} of {len(M.prompted)}", ""]
@@ -416,9 +410,9 @@ class StrengthResult(JsonResult):
             C = self.cpl
             out += [f"Centipawn loss (Stockfish {C.nodes} nodes, clipped at {C.cap} cp)", "",
                     "| subject | positions | mean | 95% interval | median | blunders |", "|---|---:|---:|---|---:|---:|"]
-            for r in C.rows:
-                out.append(f"| {r.label} | {r.positions} | {fmt(r.mean)} | {fmt(r.lo)} .. {fmt(r.hi)} | "
-                           f"{fmt(r.median)} | {fmt(r.blunder_rate, 1, True)} |")
+            for cpl in C.rows:
+                out.append(f"| {cpl.label} | {cpl.positions} | {fmt(cpl.mean)} | {fmt(cpl.lo)} .. {fmt(cpl.hi)} | "
+                           f"{fmt(cpl.median)} | {fmt(cpl.blunder_rate, 1, True)} |")
             out += ["", f"Spearman(mean loss, prompted) = {fmt(C.spearman, 2)}", ""]
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out).rstrip() + "\n"
@@ -446,12 +440,14 @@ def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
                              progress=progress)
     if "matching" in parts:
         policies = {id(s.policy) for s in subjects}
+        policy = subjects[0].policy if subjects else None
+        ratings = [s.rating for s in subjects if s.rating is not None]
         if not games:
             notes.append("move matching skipped: no held-out games")
-        elif len(policies) != 1 or subjects[0].policy is None or any(s.rating is None for s in subjects):
+        elif len(policies) != 1 or policy is None or len(ratings) != len(subjects):
             notes.append("move matching skipped: it needs model subjects of one policy, each with a prompted rating")
         else:
-            matching = move_matching(subjects[0].policy, games[: cfg.matching_games], [s.rating for s in subjects],  # type: ignore[misc]
+            matching = move_matching(policy, games[: cfg.matching_games], ratings,
                                      band_width=cfg.band_width, skip_plies=cfg.skip_plies)
     if "cpl" in parts:
         if not games:

@@ -1,7 +1,7 @@
 """Games between Players: `play_game` for one game, `run_games` for many, the model's batched.
 
 `run_games` takes a list of :class:`GameSpec` (who plays White and Black, a forced opening line)
-and a seat per player label: a :class:`ModelSeat` (a policy prompted with a rating) or a
+and a seat per player label: a :class:`~chessdt.play.policy.Prompted` (the model at a rating) or a
 :class:`PlayerSeat` (anything with `play(board)`, e.g. Stockfish or the random mover). Games with a
 model seat are played in lockstep, up to `batch_size` at a time, through one
 :class:`~chessdt.play.players.Session`: one forward step of the model per ply for all of them, while
@@ -39,73 +39,13 @@ from tqdm import tqdm
 
 from chessdt.stockfish.engine import EngineFailure, Strength, find_stockfish
 from chessdt.errors import UserError
-from chessdt.play.players import ModelPolicy, MoveStats, Player, RandomPlayer, Sampling, Session, StockfishPlayer
+from chessdt.rules import ABORTED, RESULTS, game_over, white_score
+from chessdt.play.players import Player, RandomPlayer, StockfishPlayer
+from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Session
 
 log = logging.getLogger(__name__)
 
-RESULTS = ("1-0", "0-1", "1/2-1/2")
-ABORTED = "*"
-
-
-# -- rules -------------------------------------------------------------------------------------------
-def game_over(board: chess.Board) -> tuple[str, str] | None:
-    """(result, termination) if the game is over, with threefold repetition and the fifty-move rule
-    applied automatically (as Lichess and engine matches do), else None.
-
-    >>> game_over(chess.Board("7k/6Q1/6K1/8/8/8/8/8 b - - 0 1"))
-    ('1-0', 'checkmate')
-    >>> game_over(chess.Board()) is None
-    True
-    """
-    outcome = board.outcome(claim_draw=False)
-    if outcome is not None:
-        return outcome.result(), outcome.termination.name.lower()
-    if board.halfmove_clock >= 100:
-        return "1/2-1/2", "fifty_moves"
-    if board.is_repetition(3):
-        return "1/2-1/2", "threefold_repetition"
-    return None
-
-
-def parse_line(text: str) -> tuple[chess.Move, ...]:
-    """Moves of a line written in UCI or SAN, space-separated, checked for legality from the start.
-
-    >>> [m.uci() for m in parse_line("e4 e5 Nf3")]
-    ['e2e4', 'e7e5', 'g1f3']
-    >>> parse_line("")
-    ()
-    """
-    board = chess.Board()
-    moves = []
-    for word in text.split():
-        try:
-            move = chess.Move.from_uci(word)
-            if move not in board.legal_moves:
-                raise ValueError
-        except ValueError:
-            try:
-                move = board.parse_san(word)
-            except ValueError:
-                raise UserError(f"line {text!r}: {word!r} is not a legal move in {board.fen()}") from None
-        board.push(move)
-        moves.append(move)
-    return tuple(moves)
-
-
 # -- seats ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class ModelSeat:
-    """The model at a prompted rating: it plays from the batched session, never through `play`."""
-
-    policy: ModelPolicy
-    rating: int | None  # prompted rating of the model's own side (None = unknown token)
-    opponent_rating: int | None = None  # prompted rating of the other side (None = same as rating)
-    sampling: Sampling = field(default_factory=Sampling)
-
-    def prompt(self, color: chess.Color) -> list[int]:
-        return self.policy.player_prompt(color, self.rating, self.opponent_rating)
-
-
 @dataclass(frozen=True, eq=False)
 class PlayerSeat:
     """Any Player, made by `make(seed)`.
@@ -119,7 +59,7 @@ class PlayerSeat:
     pooled: bool = False
 
 
-Seat = ModelSeat | PlayerSeat
+Seat = Prompted | PlayerSeat  # the model (played batched) or any Player
 
 
 @dataclass(frozen=True)
@@ -212,7 +152,7 @@ class GameRecord:
 
     @property
     def white_score(self) -> float:
-        return {"1-0": 1.0, "0-1": 0.0, "1/2-1/2": 0.5}[self.result]
+        return white_score(self.result)
 
     def score_of(self, label: str) -> float:
         """Points scored by the seat `label` (which must have played this game and finished it)."""
@@ -436,10 +376,14 @@ def _label(spec: GameSpec, color: chess.Color) -> str:
     return spec.white if color == chess.WHITE else spec.black
 
 
+def _model_seats(spec: GameSpec, seats: Mapping[str, Seat]) -> list[Prompted]:
+    """The model seats of a game (none, one, or two: self-play or two prompts of one policy)."""
+    return [s for s in (seats[spec.white], seats[spec.black]) if isinstance(s, Prompted)]
+
+
 def _record(g: _Game, seats: Mapping[str, Seat]) -> GameRecord:
     spec = g.spec
-    masked = any(isinstance(seats[_label(spec, c)], ModelSeat) and seats[_label(spec, c)].sampling.mask_illegal  # type: ignore[union-attr]
-                 for c in (chess.WHITE, chess.BLACK))
+    masked = any(isinstance(s, Prompted) and s.sampling.mask_illegal for s in (seats[spec.white], seats[spec.black]))
     stats = {"white": g.stats.get(chess.WHITE, MoveStats()), "black": g.stats.get(chess.BLACK, MoveStats())}
     headers = {"GameId": spec.id}
     pgn = _pgn(g.board, spec.white, spec.black, g.result, g.termination, headers)
@@ -481,8 +425,7 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
     """Play a batch of games with at least one model seat each, in lockstep through one Session."""
     prompts: list[list[int]] = []
     row_game: list[int] = []  # session row -> index into games
-    guidance = {seats[_label(g.spec, c)].sampling.guidance  # type: ignore[union-attr]
-                for g in games for c in (chess.WHITE, chess.BLACK) if isinstance(seats[_label(g.spec, c)], ModelSeat)}
+    guidance = {s.sampling.guidance for g in games for s in _model_seats(g.spec, seats)}
     if len(guidance) != 1:
         raise ValueError("all model seats of a batch must share one guidance weight")
     for gi, g in enumerate(games):
@@ -490,7 +433,7 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
             label = _label(g.spec, color)
             seat = seats[label]
             seed = _mix(g.spec.seed, g.spec.id, "white" if color else "black")
-            if isinstance(seat, ModelSeat):
+            if isinstance(seat, Prompted):
                 prompt = seat.prompt(color)
                 other = g.rows.get(not color)
                 if other is not None and seats[_label(g.spec, not color)] is seat and prompts[other] == prompt:
@@ -520,7 +463,7 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
             seat = seats[label]
             if ply < len(g.opening):
                 moves[gi] = g.opening[ply]
-            elif isinstance(seat, ModelSeat):
+            elif isinstance(seat, Prompted):
                 r = g.rows[color]
                 moves[gi] = policy.choose(logits[r : r + 1], [g.board], seat.sampling, g.gens[color],
                                           g.stats[color])[0]
@@ -603,18 +546,15 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
         batched: dict[tuple[int, float], list[GameSpec]] = {}
         plain: list[GameSpec] = []
         for s in todo:
-            model_seats = [seats[x] for x in (s.white, s.black) if isinstance(seats[x], ModelSeat)]
+            model_seats = _model_seats(s, seats)
             if not model_seats:
                 plain.append(s)
                 continue
-            policies = {id(m.policy) for m in model_seats}  # type: ignore[union-attr]
-            if len(policies) != 1:
+            if len({id(m.policy) for m in model_seats}) != 1:
                 raise ValueError(f"game {s.id}: two different policies cannot share a batched game")
-            key = (policies.pop(), model_seats[0].sampling.guidance)  # type: ignore[union-attr]
-            batched.setdefault(key, []).append(s)
+            batched.setdefault((id(model_seats[0].policy), model_seats[0].sampling.guidance), []).append(s)
         for group in batched.values():
-            policy = next(seats[x].policy for x in (group[0].white, group[0].black)  # type: ignore[union-attr]
-                          if isinstance(seats[x], ModelSeat))
+            policy = _model_seats(group[0], seats)[0].policy
             for i in range(0, len(group), batch_size):
                 games = [_Game(spec=s, opening=tuple(chess.Move.from_uci(m) for m in s.opening))
                          for s in group[i : i + batch_size]]
@@ -634,7 +574,8 @@ def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_pl
     """A game between two PlayerSeats (e.g. ladder calibration: one Stockfish rung against another)."""
     start = time.monotonic()
     white = pools.acquire(spec.white, _mix(spec.seed, spec.id, "white"))
-    same = spec.white == spec.black and isinstance(seats[spec.white], PlayerSeat) and seats[spec.white].pooled  # type: ignore[union-attr]
+    seat = seats[spec.white]
+    same = spec.white == spec.black and isinstance(seat, PlayerSeat) and seat.pooled
     black = white if same else pools.acquire(spec.black, _mix(spec.seed, spec.id, "black"))
     players = {chess.WHITE: white, chess.BLACK: black}
     before = _restarts(white) + (0 if same else _restarts(black))

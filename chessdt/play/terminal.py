@@ -12,6 +12,7 @@ input, Ctrl-C); its headers say which model, rating and sampling settings played
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -25,8 +26,10 @@ from typing import TextIO
 import chess
 import chess.pgn
 
-from chessdt.play.players import ModelPlayer, Sampling
-from chessdt.tokenizer import RATING_MAX, RATING_MIN
+from chessdt.play.players import ModelPlayer
+from chessdt.play.policy import Sampling
+from chessdt.rules import game_over
+from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +226,12 @@ def move_list(board: chess.Board) -> str:
 
 
 # -- rules -------------------------------------------------------------------------------------------
-_REASONS = {
-    chess.Termination.CHECKMATE: "checkmate",
-    chess.Termination.STALEMATE: "stalemate",
-    chess.Termination.INSUFFICIENT_MATERIAL: "insufficient material",
-    chess.Termination.SEVENTYFIVE_MOVES: "seventy-five-move rule",
-    chess.Termination.FIVEFOLD_REPETITION: "fivefold repetition",
-    chess.Termination.FIFTY_MOVES: "fifty-move rule",
-    chess.Termination.THREEFOLD_REPETITION: "threefold repetition",
+_REASONS = {  # rules.game_over's terminations in words
+    "insufficient_material": "insufficient material",
+    "seventyfive_moves": "seventy-five-move rule",
+    "fivefold_repetition": "fivefold repetition",
+    "fifty_moves": "fifty-move rule",
+    "threefold_repetition": "threefold repetition",
 }
 
 
@@ -242,10 +243,11 @@ def ending(board: chess.Board) -> tuple[str, str] | None:
     >>> ending(chess.Board()) is None
     True
     """
-    outcome = board.outcome(claim_draw=True)
-    if outcome is None:
+    over = game_over(board, claim_draw=True)
+    if over is None:
         return None
-    return outcome.result(), _REASONS.get(outcome.termination, outcome.termination.name.lower())
+    result, termination = over
+    return result, _REASONS.get(termination, termination)
 
 
 def material(board: chess.Board, color: chess.Color) -> int:
@@ -291,11 +293,11 @@ class TerminalGame:
         self.color = color
         self.seed = seed
         self.flipped = human == chess.BLACK
-        self.first_rating = model.rating
+        self.first_rating = model.prompted.rating
         self.record = _Record()
         # A second player for hints: the human's side, prompted at the model's rating, own cache.
-        self._hinter = ModelPlayer(model.policy, model.rating, model.opponent_rating,
-                                   Sampling(temperature=1.0, guidance=model.sampling.guidance))
+        self._hinter = ModelPlayer(dataclasses.replace(
+            model.prompted, sampling=Sampling(temperature=1.0, guidance=model.sampling.guidance)))
         self._started = dt.datetime.now()
 
     # -- i/o ---------------------------------------------------------------------------------
@@ -451,15 +453,16 @@ class TerminalGame:
 
     def _hint(self) -> None:
         h = self._hinter
-        if (h.rating, h.opponent_rating) != (self.model.rating, self.model.opponent_rating):
-            h.set_rating(self.model.rating, self.model.opponent_rating)
+        m = self.model.prompted
+        if (h.prompted.rating, h.prompted.opponent_rating) != (m.rating, m.opponent_rating):
+            h.set_rating(m.rating, m.opponent_rating)
         p = h.distribution(self.board, temperature=1.0)
         vocab = h.policy.vocab
         scored = sorted(((float(p[vocab.encode_move(m)]), self.board.san(m)) for m in self.board.legal_moves),
                         reverse=True)
         legal_mass = sum(s for s, _ in scored)
         top = "  ".join(f"{san} {s:.1%}" for s, san in scored[:5])
-        self.say(f"model at {self.model.rating} would play: {top}")
+        self.say(f"model at {self.model.prompted.rating} would play: {top}")
         if legal_mass < 0.99:
             self.say(f"(it puts {1 - legal_mass:.1%} of its probability on illegal moves here)")
 
@@ -469,10 +472,12 @@ class TerminalGame:
         except ValueError:
             self.say(f"rating needs a whole number, e.g. rating 1800 ({RATING_MIN}..{RATING_MAX - 1})")
             return
-        if not RATING_MIN <= rating < RATING_MAX:
-            self.say(f"rating must be between {RATING_MIN} and {RATING_MAX - 1} (the model's rating tokens)")
+        try:
+            check_rating(rating)
+        except ValueError as e:
+            self.say(f"rating {e} (the model's rating tokens)")
             return
-        self.model.set_rating(rating, self.model.opponent_rating)
+        self.model.set_rating(rating, self.model.prompted.opponent_rating)
         self.record.note(len(self.board.move_stack), f"model rating {rating} from here")
         self.say(f"the model now plays at {rating}")
 
@@ -494,7 +499,7 @@ class TerminalGame:
     def pgn(self, result: str, reason: str = "") -> chess.pgn.Game:
         """The game so far as PGN, with the model's prompt and sampling settings in the headers."""
         game = chess.pgn.Game.from_board(self.board)
-        m, s = self.model, self.model.sampling
+        m, s = self.model.prompted, self.model.sampling
         model_name = f"chessdt {m.policy.model_id}"
         h = game.headers
         h["Event"] = "chessdt terminal game"
@@ -514,7 +519,7 @@ class TerminalGame:
         h["Guidance"] = str(s.guidance)
         if self.seed is not None:
             h["Seed"] = str(self.seed)
-        h["ModelIllegalMoves"] = f"{m.stats.illegal}/{m.stats.moves}"
+        h["ModelIllegalMoves"] = f"{self.model.stats.illegal}/{self.model.stats.moves}"
         if reason:
             h["Termination"] = reason
         nodes = [game, *game.mainline()]

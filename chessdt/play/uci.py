@@ -16,13 +16,13 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable, TextIO
 
 import chess
 
-from chessdt.play.players import ModelPlayer, ModelPolicy, Sampling
-from chessdt.tokenizer import RATING_MAX, RATING_MIN
+from chessdt.play.players import ModelPlayer
+from chessdt.play.policy import Prompted, Sampling
+from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,7 @@ GO_VALUE_KEYS = ("wtime", "btime", "winc", "binc", "movestogo", "depth", "nodes"
 GO_FLAG_KEYS = ("infinite", "ponder")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Options:
-    """The engine's UCI options."""
-
-    rating: int = 1500  # the model's prompted rating
-    opponent_rating: int = 0  # the rating it is told its opponent has; 0 = the same as rating
-    temperature: float = 1.0  # 0 = always the most likely move
-    top_p: float = 1.0  # nucleus sampling mass
-    guidance: float = 0.0  # classifier-free guidance weight (0 = off)
-    seed: int = 0  # seeds the move sampling once (a new game continues the same random stream)
+DEFAULT_RATING = 1500  # the Rating option's default, as `chessdt play` and `chessdt uci` use
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -52,6 +43,10 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _rating(v: str) -> int:
+    return check_rating(int(v))
+
+
 def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
     def parse(v: str) -> float:
         x = float(v)
@@ -61,29 +56,47 @@ def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], fl
     return parse
 
 
-# UCI name -> (Options field, parser, the `option` line's type and range). UCI has no float type:
-# floats are strings, as in Lc0.
+# UCI name -> (what it sets: a Prompted field, a Sampling field or the seed; parser; the `option`
+# line's type and range). UCI has no float type: floats are strings, as in Lc0.
 OPTIONS: dict[str, tuple[str, Callable[[str], int | float], str]] = {
-    "Rating": ("rating", _int_in(RATING_MIN, RATING_MAX - 1),
-               f"type spin default {Options().rating} min {RATING_MIN} max {RATING_MAX - 1}"),
-    "OpponentRating": ("opponent_rating", _int_in(0, RATING_MAX - 1),
+    "Rating": ("rating", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
+    "OpponentRating": ("opponent_rating", _int_in(0, RATING_MAX - 1),  # 0 = the same as Rating
                        f"type spin default 0 min 0 max {RATING_MAX - 1}"),
-    "Temperature": ("temperature", _float_in(0.0, 100.0), f"type string default {Options().temperature}"),
-    "TopP": ("top_p", _float_in(0.0, 1.0, lo_open=True), f"type string default {Options().top_p}"),
-    "Guidance": ("guidance", _float_in(-100.0, 100.0), f"type string default {Options().guidance}"),
+    "Temperature": ("temperature", _float_in(0.0, 100.0), f"type string default {Sampling().temperature}"),
+    "TopP": ("top_p", _float_in(0.0, 1.0, lo_open=True), f"type string default {Sampling().top_p}"),
+    "Guidance": ("guidance", _float_in(-100.0, 100.0), f"type string default {Sampling().guidance}"),
     "Seed": ("seed", _int_in(0, SEED_MAX), f"type spin default 0 min 0 max {SEED_MAX}"),
 }
 
 
-class UciEngine:
-    """The UCI protocol around one ModelPlayer; feed it lines with :meth:`handle`."""
+def set_option(model: Prompted, field: str, value: int | float) -> Prompted:
+    """The prompted model with one UCI option changed (not the seed, which is the player's)."""
+    if field == "rating":
+        return dataclasses.replace(model, rating=int(value))
+    if field == "opponent_rating":
+        return dataclasses.replace(model, opponent_rating=int(value) or None)
+    s = model.sampling
+    if field == "temperature":
+        s = dataclasses.replace(s, temperature=float(value))
+    elif field == "top_p":
+        s = dataclasses.replace(s, top_p=float(value))
+    elif field == "guidance":
+        s = dataclasses.replace(s, guidance=float(value))
+    else:
+        raise ValueError(f"no option sets {field!r}")
+    return dataclasses.replace(model, sampling=s)
 
-    def __init__(self, policy: ModelPolicy, out: TextIO, options: Options = Options()) -> None:
-        self.policy = policy
+
+class UciEngine:
+    """The UCI protocol around one ModelPlayer of a Prompted model; feed it lines with :meth:`handle`."""
+
+    def __init__(self, model: Prompted, out: TextIO, seed: int = 0) -> None:
+        self.model = model
+        self.policy = model.policy
+        self.seed = seed  # seeds the move sampling once (a new game continues the same random stream)
         self.out = out
-        self.options = options
         self.board = chess.Board()
-        self.player = self._new_player()
+        self.player = ModelPlayer(model, seed=seed)
         self._held: str | None = None  # a bestmove line waiting for stop/ponderhit
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -93,11 +106,6 @@ class UciEngine:
 
     def explain(self, text: str) -> None:
         self.send(f"info string {text}")
-
-    def _new_player(self) -> ModelPlayer:
-        o = self.options
-        return ModelPlayer(self.policy, o.rating, o.opponent_rating or None,
-                           Sampling(temperature=o.temperature, top_p=o.top_p, guidance=o.guidance), seed=o.seed)
 
     def handle(self, line: str) -> bool:
         """Act on one line from the GUI; False once the GUI said quit."""
@@ -158,8 +166,11 @@ class UciEngine:
             reason = str(e) if str(e).startswith("must") else "not a number"
             self.explain(f"option {match} value {value!r} ignored: {reason}")
             return
-        self.options = dataclasses.replace(self.options, **{field: parsed})
-        old, self.player = self.player, self._new_player()
+        if field == "seed":
+            self.seed = int(parsed)
+        else:
+            self.model = set_option(self.model, field, parsed)
+        old, self.player = self.player, ModelPlayer(self.model, seed=self.seed)
         self.player.stats = old.stats  # illegal-move counts run over the whole session
         if field != "seed":
             self.player.generator = old.generator
@@ -248,7 +259,7 @@ class UciEngine:
             move = max(searchmoves, key=lambda m: float(probs[vocab.encode_move(m)]))
         ms = int(1000 * (time.perf_counter() - start))
         top = sorted(board.legal_moves, key=lambda m: -float(probs[vocab.encode_move(m)]))[:3]
-        self.explain(f"model top at rating {self.options.rating}: "
+        self.explain(f"model top at rating {self.model.rating}: "
                      + ", ".join(f"{m.uci()} {float(probs[vocab.encode_move(m)]):.3f}" for m in top))
         if self.player.stats.illegal > before:
             self.explain(f"sampled move was illegal; played the most likely legal move "
@@ -259,9 +270,9 @@ class UciEngine:
         return f"bestmove {move.uci()}"
 
 
-def serve(policy: ModelPolicy, inp: TextIO, out: TextIO, options: Options = Options()) -> UciEngine:
+def serve(model: Prompted, inp: TextIO, out: TextIO, seed: int = 0) -> UciEngine:
     """Answer UCI lines from `inp` on `out` until quit or end of input; returns the engine."""
-    engine = UciEngine(policy, out, options)
+    engine = UciEngine(model, out, seed)
     for line in inp:
         if not engine.handle(line):
             break

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from chessdt.stockfish.engine import UCI_ELO_MIN, Engine, EngineCommand, EngineFailure, Strength
 from chessdt.errors import UserError
+from chessdt.rules import centipawns, game_over, parse_line
 from chessdt.stockfish.framed import FramedWriter, read_whole, repair
 from chessdt.stockfish.workers import imap_stateful
 
@@ -177,25 +178,6 @@ def pairing(cfg: LadderConfig, index: int) -> Pairing:
     return Pairing(index, white, black, opening, rng.getrandbits(32))
 
 
-def parse_line(line: str) -> tuple[chess.Move, ...]:
-    """Moves of a start line in SAN or UCI, e.g. '1. e4 c5 2. Nf3' or 'e2e4 c7c5'.
-
-    >>> [m.uci() for m in parse_line("1. e4 c5 2. Nf3")]
-    ['e2e4', 'c7c5', 'g1f3']
-    """
-    board = chess.Board()
-    for token in line.split():
-        if token.rstrip(".").isdigit() or token in ("*", "1-0", "0-1", "1/2-1/2"):
-            continue
-        token = re.sub(r"^\d+\.+", "", token)
-        try:
-            board.push(chess.Move.from_uci(token) if re.fullmatch(r"[a-h][1-8][a-h][1-8][qrbn]?", token)
-                       else board.parse_san(token))
-        except ValueError as e:
-            raise UserError(f"bad start line {line!r}: {e}") from None
-    return tuple(board.move_stack)
-
-
 def load_start_lines(path: Path) -> tuple[str, ...]:
     """Non-empty, non-comment lines of a start-lines file (each checked to parse)."""
     try:
@@ -211,16 +193,6 @@ def load_start_lines(path: Path) -> tuple[str, ...]:
 
 
 # -- playing one game ---------------------------------------------------------------------------
-def _game_over(board: chess.Board) -> str | None:
-    """The result if the game is over (automatic draws on threefold and fifty moves, as Lichess)."""
-    outcome = board.outcome()
-    if outcome is not None:
-        return outcome.result()
-    if board.halfmove_clock >= 100 or board.is_repetition(3):
-        return "1/2-1/2"
-    return None
-
-
 def play_game(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, engine_name: str) -> chess.pgn.Game:
     """Play one ladder game between two engines already set to the pairing's strengths."""
     board = chess.Board()
@@ -237,9 +209,9 @@ def play_game(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, en
     limits = {chess.WHITE: chess.engine.Limit(nodes=pair.white.nodes or cfg.nodes),
               chess.BLACK: chess.engine.Limit(nodes=pair.black.nodes or cfg.nodes)}
     winning_streak = {chess.WHITE: 0, chess.BLACK: 0}
-    result, termination = None, "normal"
+    result, termination = "", "normal"
     game_tag = object()  # a new object per game: python-chess sends ucinewgame
-    while (result := _game_over(board)) is None:
+    while (over := game_over(board)) is None:
         if board.ply() >= cfg.max_plies:
             result, termination = "1/2-1/2", "adjudication: move limit"
             break
@@ -254,12 +226,14 @@ def play_game(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, en
             # With UCI_LimitStrength, Stockfish searches several lines and python-chess keeps the last
             # one's score, a lower bound on the best line: ">= threshold" is then safe to trust.
             score = played.info.get("score")
-            pov = score.pov(side).score(mate_score=100_000) if score is not None else None
+            pov = centipawns(score, side) if score is not None else None
             winning_streak[side] = winning_streak[side] + 1 if pov is not None and pov >= cfg.adjudicate_cp else 0
             if winning_streak[side] >= cfg.adjudicate_moves and board.outcome() is None:
                 result = "1-0" if side == chess.WHITE else "0-1"
                 termination = "adjudication: decisive evaluation"
                 break
+    else:
+        result = over[0]
     return _pgn(cfg, pair, board, result, termination, engine_name)
 
 

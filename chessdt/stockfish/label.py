@@ -34,13 +34,14 @@ from tqdm import tqdm
 
 from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
+from chessdt.rules import clipped_cp, final_cp
 from chessdt.stockfish.framed import FramedWriter, repair
-from chessdt.data.pgn import iter_games, open_text, parse_rating
+from chessdt.data.archives import open_text
+from chessdt.data.pgn import iter_games, parse_rating
 from chessdt.stockfish.workers import imap_stateful
 
 log = logging.getLogger(__name__)
 
-CP_CAP = 1000  # evaluations are capped here (Lichess does the same for ACPL and win%)
 INDEX_TAG = "LabelIndex"
 _INDEX_RE = re.compile(r'^\[LabelIndex "(\d+)"\]', re.M)
 _OWN = ("accuracy", "log_acpl", "blunder_rate", "mistake_rate")
@@ -110,10 +111,6 @@ def game_accuracy(white_cps: list[float], first_mover: chess.Color = chess.WHITE
     return out
 
 
-def _cp(score: chess.engine.PovScore, color: chess.Color) -> float:
-    return float(max(-CP_CAP, min(CP_CAP, score.pov(color).score(mate_score=100_000))))
-
-
 # -- one game -------------------------------------------------------------------------------------
 @dataclass
 class PlayerQuality:
@@ -133,16 +130,6 @@ def features(player: PlayerQuality, opponent: PlayerQuality) -> list[float]:
     return [*player.features(), *opponent.features(), math.log1p(player.moves + opponent.moves)]
 
 
-def final_eval(board: chess.Board) -> float | None:
-    """White-POV evaluation of a finished game's last position, or None if not finished."""
-    outcome = board.outcome(claim_draw=False)
-    if outcome is None:
-        return None
-    if outcome.winner is None:
-        return 0.0
-    return float(CP_CAP if outcome.winner == chess.WHITE else -CP_CAP)
-
-
 def analyse_game(engine: Engine, game: chess.pgn.Game, cfg: LabelConfig) -> dict[chess.Color, PlayerQuality]:
     """ACPL, accuracy, blunders and mistakes of both players of `game`."""
     board = game.board()
@@ -152,12 +139,12 @@ def analyse_game(engine: Engine, game: chess.pgn.Game, cfg: LabelConfig) -> dict
     moves = list(game.mainline_moves())
     evals: list[float] = []  # White POV, one per position
     for i in range(len(moves) + 1):
-        done = final_eval(board)
+        done = final_cp(board, chess.WHITE)
         if done is not None:
             evals.append(done)
         else:
             info = engine.analyse(board, limit, game=tag)
-            evals.append(_cp(info["score"], chess.WHITE))
+            evals.append(clipped_cp(info["score"], chess.WHITE))
         if i < len(moves):
             board.push(moves[i])
     quality = {chess.WHITE: PlayerQuality(), chess.BLACK: PlayerQuality()}

@@ -14,7 +14,8 @@ from pathlib import Path
 import chess.pgn
 
 from chessdt.metrics import elo_difference, fit_elo
-from chessdt.data.pgn import open_text, parse_rating
+from chessdt.data.archives import open_text
+from chessdt.data.pgn import parse_rating
 
 _POINTS = {"1-0": (1.0, 0.0), "0-1": (0.0, 1.0), "1/2-1/2": (0.5, 0.5)}
 

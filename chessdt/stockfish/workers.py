@@ -54,13 +54,13 @@ def imap_stateful(setup: Callable[[], AbstractContextManager[S]], fn: Callable[[
     try:
         while True:
             while not exhausted and in_flight < 4 * workers:  # bounded: big inputs are never all in memory
-                item = next(source, None)
-                if item is None:
+                nxt: T | None = next(source, None)
+                if nxt is None:
                     exhausted = True
                     for _ in procs:
                         tasks.put(None)
                 else:
-                    tasks.put(item)
+                    tasks.put(nxt)
                     in_flight += 1
             if exhausted and in_flight == 0:
                 break

@@ -1,0 +1,101 @@
+"""Chess facts every wing uses: when a game is over, its results, opening lines, centipawn scores.
+
+>>> game_over(chess.Board("7k/6Q1/6K1/8/8/8/8/8 b - - 0 1"))
+('1-0', 'checkmate')
+>>> game_over(chess.Board()) is None
+True
+>>> [m.uci() for m in parse_line("1. e4 c5 2. Nf3")]
+['e2e4', 'c7c5', 'g1f3']
+>>> parse_line("")
+()
+"""
+
+from __future__ import annotations
+
+import re
+
+import chess
+import chess.engine
+
+from chessdt.errors import UserError
+
+RESULTS = ("1-0", "0-1", "1/2-1/2")  # a finished game's result
+ABORTED = "*"  # no result: unfinished, or an engine failed for good
+MATE_SCORE = 100_000  # centipawns a mate counts as (python-chess `score(mate_score=...)`)
+CP_CAP = 1000  # evaluations are clipped to +-10 pawns before differences are taken (as Lichess does)
+
+_MOVE_NUMBER = re.compile(r"^\d+\.+")
+
+
+def game_over(board: chess.Board, *, claim_draw: bool = False) -> tuple[str, str] | None:
+    """(result, termination) if the game is over, else None.
+
+    By default threefold repetition and the fifty-move rule end the game by themselves, as on
+    Lichess and in engine matches (termination 'threefold_repetition', 'fifty_moves'). With
+    `claim_draw` the side to move ends it as soon as it may claim such a draw (python-chess's
+    claim rules: also a repetition its next move would make), as a human at the board or a
+    rollout that stops at the first claimable draw.
+    """
+    outcome = board.outcome(claim_draw=claim_draw)
+    if outcome is not None:
+        return outcome.result(), outcome.termination.name.lower()
+    if not claim_draw:
+        if board.halfmove_clock >= 100:
+            return "1/2-1/2", "fifty_moves"
+        if board.is_repetition(3):
+            return "1/2-1/2", "threefold_repetition"
+    return None
+
+
+def white_score(result: str) -> float:
+    """White's points for a finished game's result.
+
+    >>> white_score("1/2-1/2")
+    0.5
+    """
+    return {"1-0": 1.0, "0-1": 0.0, "1/2-1/2": 0.5}[result]
+
+
+def parse_line(text: str) -> tuple[chess.Move, ...]:
+    """Moves of a line written in UCI or SAN, space-separated, checked for legality from the start.
+
+    Move numbers ('1.', '1...', '12.Nf3') and a result at the end are skipped, so a line copied
+    from a PGN reads as it is.
+    """
+    board = chess.Board()
+    for word in text.split():
+        if word.rstrip(".").isdigit() or word in (*RESULTS, ABORTED):
+            continue
+        word = _MOVE_NUMBER.sub("", word)
+        try:
+            move = chess.Move.from_uci(word)
+            if move not in board.legal_moves:
+                raise ValueError
+        except ValueError:
+            try:
+                move = board.parse_san(word)
+            except ValueError:
+                raise UserError(f"line {text!r}: {word!r} is not a legal move in {board.fen()}") from None
+        board.push(move)
+    return tuple(board.move_stack)
+
+
+def centipawns(score: chess.engine.PovScore, color: chess.Color) -> int:
+    """An engine score from `color`'s side, mates as +-MATE_SCORE."""
+    return int(score.pov(color).score(mate_score=MATE_SCORE))
+
+
+def clipped_cp(score: chess.engine.PovScore, color: chess.Color) -> float:
+    """An engine score from `color`'s side, clipped to +-CP_CAP."""
+    return float(max(-CP_CAP, min(CP_CAP, centipawns(score, color))))
+
+
+def final_cp(board: chess.Board, color: chess.Color) -> float | None:
+    """The clipped score of a finished game from `color`'s side (0 drawn, +-CP_CAP decided); None
+    while the game goes on (only checkmate, stalemate and the automatic draws end it here)."""
+    outcome = board.outcome(claim_draw=False)
+    if outcome is None:
+        return None
+    if outcome.winner is None:
+        return 0.0
+    return float(CP_CAP if outcome.winner == color else -CP_CAP)
