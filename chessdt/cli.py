@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chessdt.config import ConfigError, load_config
+from chessdt.config import ConfigError, load_config, run_path
 from chessdt.errors import UserError
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def _cmd_finetune_rl(args: argparse.Namespace) -> int:
     from chessdt.rl import finetune_rl
 
     cfg = load_config(args.config, list(args.set or []))
-    out = Path(args.out) if args.out else Path(cfg.run_dir or Path.cwd() / "runs" / cfg.name)
+    out = Path(args.out) if args.out else run_path(cfg)
     run = finetune_rl(cfg, out, device=args.device, progress=not args.quiet)
     last = [json.loads(line) for line in (run / "rl.jsonl").read_text().splitlines() if line]
     if last:
@@ -253,7 +253,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
     import chess
 
     from chessdt.play.players import ModelPlayer
-    from chessdt.play.terminal import TerminalGame, default_pgn_path, supports_color
+    from chessdt.play.notation import supports_color
+    from chessdt.play.terminal import TerminalGame, default_pgn_path
 
     _check_prompt_args(args)
     board = chess.Board()
@@ -341,33 +342,21 @@ def _eval_setup(args: argparse.Namespace,
     """
     import dataclasses
 
-    import torch
-
     from chessdt.checkpoint import resolve_checkpoint
-    from chessdt.config import config_from_dict, parse_overrides, to_dict
-    from chessdt.evals import eval_dir
-    from chessdt.evals.heldout import default_source, load_games
+    from chessdt.config import override
+    from chessdt.evals.heldout import held_out_games
+    from chessdt.evals.results import eval_dir
+    from chessdt.evals.subject import use_threads
 
     policy = _load_policy(args.checkpoint, args.device)
     overrides = list(args.set or [])
-    if args.config:
-        cfg = load_config(args.config, overrides)
-    else:
-        def merge(a: dict, b: dict) -> dict:
-            return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-                            for k, v in b.items()}}
-
-        cfg = config_from_dict(merge(to_dict(policy.cfg), parse_overrides(overrides)))
+    cfg = load_config(args.config, overrides) if args.config else override(policy.cfg, overrides)
     ev = cfg.eval
     if getattr(args, "engine", None):
         ev = dataclasses.replace(ev, engine=args.engine)
-    if ev.threads > 0:
-        torch.set_num_threads(ev.threads)  # small eval batches run fastest on one thread per process
+    use_threads(ev)
     ckpt = resolve_checkpoint(args.checkpoint)
-    source = Path(args.games) if args.games else default_source(cfg, ckpt)
-    games = load_games(source, n_games(ev)) if source is not None else []
-    if source is not None and not games:
-        raise UserError(f"no usable games in {source}")
+    games = held_out_games(cfg, ckpt, n_games(ev), args.games) or []
     out = Path(args.out) if args.out else eval_dir(ckpt)
     return policy, ev, out, games
 
@@ -385,7 +374,7 @@ def _cmd_eval_legality(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_strength(args: argparse.Namespace) -> int:
-    from chessdt.evals import model_subjects
+    from chessdt.evals.subject import model_subjects
     from chessdt.evals.strength import evaluate_strength
 
     policy, ev, out, games = _eval_setup(args, lambda ev: max(ev.matching_games, 2 * ev.cpl_positions))
@@ -397,7 +386,7 @@ def _cmd_eval_strength(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_openings(args: argparse.Namespace) -> int:
-    from chessdt.evals import model_subjects
+    from chessdt.evals.subject import model_subjects
     from chessdt.evals.openings import evaluate_openings
 
     policy, ev, out, games = _eval_setup(args, lambda ev: ev.openings_human_games)

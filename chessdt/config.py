@@ -13,8 +13,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from chessdt.errors import UserError
+from chessdt.rules import parse_opponent
+
+Reader = Literal["rust", "python-chess"]  # data.reader
+Precision = Literal["auto", "bf16", "fp32"]  # train.precision
+Reward = Literal["result", "engine"]  # rl.reward
 LABELS = ("elo", "outcome", "engine")  # condition kinds; combine with '+', or 'none'
 TIME_CONTROLS = ("ultrabullet", "bullet", "blitz", "rapid", "classical", "correspondence")
 
@@ -44,7 +50,7 @@ class DataConfig:
     val_fraction: float = 0.02  # share of games in the validation split, chosen by a hash of identity
     split_salt: str = "chessdt"  # salt for that hash; change it to draw another split
     boards: bool = True  # also write the board after every token (64 bytes/token) for state input
-    reader: str = "rust"  # move parser: rust (compiled, fast) or python-chess (reference)
+    reader: Reader = "rust"  # move parser: rust (compiled, fast) or python-chess (reference)
     keep_truncated: bool = False  # on a truncated archive keep the games read before the break
     batch_games: int = 4096  # games parsed per batch (bounds memory, feeds the parser's threads)
 
@@ -55,7 +61,7 @@ class DataConfig:
         for tc in self.time_controls:
             if tc not in TIME_CONTROLS:
                 raise ConfigError(f"data.time_controls: {tc!r} is not one of {TIME_CONTROLS}")
-        if self.reader not in ("rust", "python-chess"):
+        if self.reader not in typing.get_args(Reader):
             raise ConfigError(f"data.reader={self.reader!r}: use 'rust' or 'python-chess'")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in [0, 1)")
@@ -119,11 +125,11 @@ class TrainConfig:
     keep_last: int = 2  # step checkpoints kept besides the best one
     log_every: int = 10  # steps between metrics lines in train.jsonl
     compile: bool = False  # torch.compile the model (slow first steps; worth it for long GPU runs)
-    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere; or bf16, fp32
+    precision: Precision = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere; or bf16, fp32
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 
     def __post_init__(self) -> None:
-        if self.precision not in ("auto", "bf16", "fp32"):
+        if self.precision not in typing.get_args(Precision):
             raise ConfigError(f"train.precision={self.precision!r}: use auto, bf16 or fp32")
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"train.cond_dropout={self.cond_dropout} must be in [0, 1]")
@@ -143,12 +149,10 @@ class RLConfig:
     lr: float = 1e-5  # AdamW learning rate (constant)
     beta: float = 0.1  # KL(pi || pi_base) penalty coefficient
     rating: int = 0  # prompted rating of the model's own side during rollouts; 0 = <rating:?>
-    opponent: str = "stockfish"  # stockfish, random, or self (the model plays both sides)
-    opponent_elo: int = 0  # Stockfish UCI_Elo (1350-2850); 0 = use opponent_skill
-    opponent_skill: int = 0  # Stockfish Skill Level 0-20 when opponent_elo = 0
+    opponent: str = "skill=0"  # self (the model plays both sides), random, or Stockfish: skill=N, full or a UCI_Elo rating
     opponent_nodes: int = 2000  # Stockfish node budget per move
     engine: str = ""  # Stockfish binary; "" = PATH, then /usr/games/stockfish
-    reward: str = "result"  # result (+1 win, 0 draw, -1 loss) or engine (unfinished games judged by eval)
+    reward: Reward = "result"  # result (+1 win, 0 draw, -1 loss) or engine (unfinished games judged by eval)
     eval_nodes: int = 5000  # node budget for engine adjudication of unfinished games
     max_plies: int = 160  # a game stops here and counts as a draw (or is adjudicated)
     temperature: float = 1.0  # rollout sampling temperature (legal moves only)
@@ -158,9 +162,11 @@ class RLConfig:
     seed: int = 0  # rollouts and sampling
 
     def __post_init__(self) -> None:
-        if self.opponent not in ("stockfish", "random", "self"):
-            raise ConfigError(f"rl.opponent={self.opponent!r}: use stockfish, random or self")
-        if self.reward not in ("result", "engine"):
+        try:
+            parse_opponent(self.opponent, allow_self=True)
+        except UserError as e:
+            raise ConfigError(f"rl.{e}") from None
+        if self.reward not in typing.get_args(Reward):
             raise ConfigError(f"rl.reward={self.reward!r}: use result or engine")
         if self.games_per_step < 2:
             raise ConfigError("rl.games_per_step must be at least 2 (the baseline is the others' mean)")
@@ -303,7 +309,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return tp(value) if not isinstance(value, str) else tp(float(value)) if tp is float else int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
-    if tp is str:
+    if tp is str or origin is Literal:  # a Literal's values are checked by its section's __post_init__
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
@@ -357,6 +363,24 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _upgrade(table: dict[str, Any]) -> dict[str, Any]:
+    """A config table in today's schema from one written before a field changed (old experiment
+    files, meta.json of old checkpoints): rl.opponent = "stockfish" with rl.opponent_elo (0 = use
+    rl.opponent_skill) became one strength spec in rl.opponent."""
+    rl = table.get("rl")
+    if not isinstance(rl, dict) or not ({"opponent_elo", "opponent_skill"} & set(rl) or rl.get("opponent") == "stockfish"):
+        return table
+    rl = dict(rl)
+    try:
+        elo, skill = int(rl.pop("opponent_elo", 0) or 0), int(rl.pop("opponent_skill", 0) or 0)
+    except (TypeError, ValueError):
+        raise ConfigError("rl.opponent_elo and rl.opponent_skill must be whole numbers (better: rl.opponent = "
+                          "'1600' or 'skill=3')") from None
+    if rl.get("opponent", "stockfish") == "stockfish":
+        rl["opponent"] = str(elo) if elo else f"skill={skill}"
+    return {**table, "rl": rl}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read an experiment TOML (or defaults when path is None) and apply `--set` overrides.
 
@@ -373,7 +397,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    table = _merge(table, parse_overrides(overrides or []))
+    table = _upgrade(_merge(table, parse_overrides(overrides or [])))
     cfg: Config = _build(Config, table, "")
     if path is not None:
         cfg = resolve_paths(cfg, Path(path).resolve().parent)
@@ -399,6 +423,21 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
                                run_dir=_resolve(cfg.run_dir, base))
 
 
+def override(cfg: Config, overrides: list[str]) -> Config:
+    """`cfg` with `--set section.key=value` overrides applied (converted by each field's type)."""
+    return config_from_dict(_merge(to_dict(cfg), parse_overrides(overrides)))
+
+
+def run_path(cfg: Config) -> Path:
+    """The run directory of a config: run_dir, else runs/<name> under the working directory."""
+    return Path(cfg.run_dir) if cfg.run_dir else Path.cwd() / "runs" / cfg.name
+
+
+def prepared_path(cfg: Config, run: Path | None = None) -> Path:
+    """The prepared data of a config: data.prepared, else <run dir>/data."""
+    return Path(cfg.data.prepared) if cfg.data.prepared else (run or run_path(cfg)) / "data"
+
+
 def to_dict(obj: Any) -> Any:
     """A config (or section) as plain JSON/TOML-ready data."""
     if dataclasses.is_dataclass(obj):
@@ -409,5 +448,5 @@ def to_dict(obj: Any) -> Any:
 
 
 def config_from_dict(table: dict[str, Any]) -> Config:
-    """Inverse of to_dict: rebuild a Config saved in a run directory or checkpoint."""
-    return _build(Config, table, "")
+    """Inverse of to_dict: rebuild a Config saved in a run directory or checkpoint (of any version)."""
+    return _build(Config, _upgrade(table), "")

@@ -31,7 +31,7 @@ import chess
 import numpy as np
 import torch
 
-from chessdt.config import Config
+from chessdt.config import Config, run_path
 from chessdt.errors import UserError
 from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
 from chessdt.play.policy import ModelPolicy, Prompted
@@ -123,15 +123,15 @@ def _train_arm(cfg: Config, run_dir: Path, device: str | None, progress: bool) -
 def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = True) -> Path:
     """Train or load every arm, evaluate them together, write the frontier; returns the run dir."""
     from chessdt.stockfish.engine import Engine, find_stockfish
-    from chessdt.evals import Subject, sampling_of
-    from chessdt.evals.heldout import default_source, load_games
+    from chessdt.evals.subject import Subject, sampling_of, use_threads
+    from chessdt.evals.heldout import held_out_games
     from chessdt.evals.openings import OpeningsResult, evaluate_openings
     from chessdt.evals.strength import StrengthResult, evaluate_strength
     from chessdt.play.players import ModelPlayer, QuantilizerPlayer
     from chessdt.rl import finetune_rl
 
     ex, ev = cfg.experiment, cfg.eval
-    run = Path(cfg.run_dir) if cfg.run_dir else Path.cwd() / "runs" / cfg.name
+    run = run_path(cfg)
     run.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     dev = device or "cpu"
@@ -203,12 +203,10 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
         kinds[label] = ("quantilizer", f"k={ex.quantilizer_k}, q={q:g}", None)
 
     # -- evaluation ------------------------------------------------------------------------------------
-    if ev.threads:
-        torch.set_num_threads(ev.threads)  # small batched steps run best on one thread
-    source = Path(ev.games) if ev.games else default_source(base.cfg, base_path)
-    if source is None:
+    use_threads(ev)
+    games = held_out_games(base.cfg, base_path, max(ev.openings_human_games, ex.kl_positions), ev.games)
+    if games is None:
         raise UserError("no held-out games: set eval.games (a prepared data dir or a PGN file)")
-    games = load_games(source, max(ev.openings_human_games, ex.kl_positions))
     out = run / "eval"
     out.mkdir(exist_ok=True)
     strength = (StrengthResult.load(out / "strength.json") if _done(out / "strength.json") else

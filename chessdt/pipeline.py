@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chessdt.config import Config, to_dict
+from chessdt.config import Config, prepared_path, run_path, to_dict
 from chessdt.errors import UserError
 
 if TYPE_CHECKING:
@@ -50,19 +50,20 @@ def _timed(result: PipelineResult, name: str, fn: Callable[[], object]) -> None:
 def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = True,
                  only: tuple[str, ...] = STEPS) -> PipelineResult:
     """Run the whole job of an experiment config; returns what ran and what was already there."""
-    from chessdt.evals.heldout import default_source, load_games
+    from chessdt.evals.heldout import held_out_games
+    from chessdt.evals.subject import use_threads
     from chessdt.play.policy import ModelPolicy
-    from chessdt.train import open_data, run_directory, train
+    from chessdt.train import open_data, train
 
     bad = set(only) - set(STEPS)
     if bad:
         raise UserError(f"unknown steps {sorted(bad)}; choose from {', '.join(STEPS)}")
-    run = run_directory(cfg)
+    run = run_path(cfg)
     preflight(cfg, run, only)
     result = PipelineResult(run)
     (run / "pipeline-config.json").write_text(json.dumps(to_dict(cfg), indent=1))
 
-    data_dir = Path(cfg.data.prepared) if cfg.data.prepared else run / "data"
+    data_dir = prepared_path(cfg, run)
     if (data_dir / "meta.json").is_file():
         result.skipped.append("prepare")
     elif "prepare" in only:
@@ -87,17 +88,13 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
     if pending:
         if not done_marker.is_file():
             raise UserError(f"{run}: training is not complete, cannot evaluate")
-        if cfg.eval.threads:
-            import torch
-
-            torch.set_num_threads(cfg.eval.threads)  # small batched steps run best on one thread
+        use_threads(cfg.eval)
         policy = ModelPolicy.from_checkpoint(run, device or "cpu")
         ev = cfg.eval
-        source = default_source(cfg, run)
-        if source is None:
-            raise UserError(f"no held-out games for evaluation: set eval.games (looked next to {run})")
         need = max(ev.legality_games, ev.matching_games, 2 * ev.cpl_positions, ev.openings_human_games)
-        games = load_games(source, need)
+        games = held_out_games(cfg, run, need)
+        if games is None:
+            raise UserError(f"no held-out games for evaluation: set eval.games (looked next to {run})")
         out.mkdir(parents=True, exist_ok=True)
         for step in pending:
             _timed(result, step, functools.partial(_evaluate, step, policy, games, cfg, out, progress))
@@ -134,7 +131,7 @@ def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to the run directory {run}: {e.strerror or e}") from None
-    data_dir = Path(cfg.data.prepared) if cfg.data.prepared else run / "data"
+    data_dir = prepared_path(cfg, run)
     if "prepare" in only and not (data_dir / "meta.json").is_file():
         if cfg.data.prepared and not cfg.data.inputs:
             raise UserError(f"data.prepared={data_dir} holds no prepared data set (no meta.json); "
@@ -155,7 +152,7 @@ def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
 
 def _evaluate(step: str, policy: ModelPolicy, games: list[HeldOutGame], cfg: Config, out: Path,
               progress: bool) -> None:
-    from chessdt.evals import model_subjects
+    from chessdt.evals.subject import model_subjects
 
     ev = cfg.eval
     if step == "legality":

@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from chessdt.errors import UserError  # noqa: E402
-from chessdt.evals import RESULT_FILES  # noqa: E402
+from chessdt.evals.results import RESULT_FILES  # noqa: E402
 from chessdt.evals.legality import LegalityResult  # noqa: E402
 from chessdt.evals.openings import OpeningsResult  # noqa: E402
 from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, RLConfig, to_dict
 from chessdt.errors import UserError
-from chessdt.rules import ABORTED, RESULTS, game_over, white_score
+from chessdt.rules import ABORTED, RESULTS, game_over, parse_opponent, white_score
 from chessdt.model import GPT
 from chessdt.play.players import Player, RandomPlayer, StockfishPlayer
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling, Session
@@ -201,13 +201,13 @@ def distinct_openings(rollouts: list[Rollout], plies: int) -> int:
 
 @contextlib.contextmanager
 def _opponent(cfg: RLConfig) -> Iterator[Player | None]:
-    if cfg.opponent == "self":
+    opponent = parse_opponent(cfg.opponent, allow_self=True)
+    if opponent == "self":
         yield None
-    elif cfg.opponent == "random":
+    elif opponent == "random":
         yield RandomPlayer(cfg.seed)
     else:
-        elo = cfg.opponent_elo or None
-        with StockfishPlayer(cfg.engine or None, elo=elo, skill=None if elo else cfg.opponent_skill,
+        with StockfishPlayer(cfg.engine or None, elo=opponent.elo, skill=opponent.skill,
                              nodes=cfg.opponent_nodes) as sf:
             yield sf
 

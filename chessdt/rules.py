@@ -1,4 +1,5 @@
-"""Chess facts every wing uses: when a game is over, its results, opening lines, centipawn scores.
+"""Chess facts every wing uses: when a game is over, its results, opening lines, centipawn scores,
+and the grammar of an engine opponent's strength (:class:`Strength`).
 
 >>> game_over(chess.Board("7k/6Q1/6K1/8/8/8/8/8 b - - 0 1"))
 ('1-0', 'checkmate')
@@ -13,6 +14,8 @@ True
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 import chess
 import chess.engine
@@ -23,6 +26,8 @@ RESULTS = ("1-0", "0-1", "1/2-1/2")  # a finished game's result
 ABORTED = "*"  # no result: unfinished, or an engine failed for good
 MATE_SCORE = 100_000  # centipawns a mate counts as (python-chess `score(mate_score=...)`)
 CP_CAP = 1000  # evaluations are clipped to +-10 pawns before differences are taken (as Lichess does)
+# UCI_Elo range of Stockfish 15.1 (`option name UCI_Elo type spin default 1350 min 1350 max 2850`).
+UCI_ELO_MIN, UCI_ELO_MAX = 1350, 2850
 
 _MOVE_NUMBER = re.compile(r"^\d+\.+")
 
@@ -99,3 +104,83 @@ def final_cp(board: chess.Board, color: chess.Color) -> float | None:
     if outcome.winner is None:
         return 0.0
     return float(CP_CAP if outcome.winner == color else -CP_CAP)
+
+
+# -- an engine opponent's strength ---------------------------------------------------------------------
+class BadStrength(UserError):
+    """A strength spec that does not follow the grammar (a setting out of range is a plain UserError)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Strength:
+    """How strong the engine plays: full strength, a UCI_Elo rating, or a Skill Level (0-20)."""
+
+    elo: int | None = None  # UCI_LimitStrength + UCI_Elo (1350-2850 in Stockfish 15.1); None = unlimited
+    skill: int | None = None  # "Skill Level" 0-20, for settings below the UCI_Elo floor
+
+    def __post_init__(self) -> None:
+        if self.elo is not None and self.skill is not None:
+            raise UserError("give a UCI_Elo or a Skill Level, not both")
+        if self.elo is not None and not UCI_ELO_MIN <= self.elo <= UCI_ELO_MAX:
+            raise UserError(f"UCI_Elo {self.elo} outside Stockfish's range {UCI_ELO_MIN}-{UCI_ELO_MAX}; "
+                            "use a Skill Level for weaker play")
+        if self.skill is not None and not 0 <= self.skill <= 20:
+            raise UserError(f"Skill Level {self.skill} outside 0-20")
+
+    def options(self) -> dict[str, int | bool]:
+        """The UCI options that set this strength (resetting the other mechanism)."""
+        if self.elo is not None:
+            return {"UCI_LimitStrength": True, "UCI_Elo": self.elo, "Skill Level": 20}
+        if self.skill is not None:
+            return {"UCI_LimitStrength": False, "Skill Level": self.skill}
+        return {"UCI_LimitStrength": False, "Skill Level": 20}
+
+    @classmethod
+    def parse(cls, spec: str) -> Strength:
+        """The one grammar of an engine opponent's strength: 'full', 'skill=N', 'elo=N' or a
+        UCI_Elo rating 'N'. The ladder, the generator's rungs and RL all read it.
+
+        >>> Strength.parse("1600").elo, Strength.parse("skill=3").skill, Strength.parse("full")
+        (1600, 3, Strength(elo=None, skill=None))
+        """
+        s = spec.strip().lower()
+        key, sep, value = s.partition("=")
+        if s == "full":
+            return cls()
+        number = value if sep else s
+        if number.lstrip("-").isdigit() and (not sep or key in ("skill", "elo")):
+            return cls(skill=int(number)) if key == "skill" else cls(elo=int(number))  # range checked here
+        raise BadStrength(f"strength {spec!r}: use 'full', 'skill=N', 'elo=N' or a UCI_Elo rating such as '1350'")
+
+    @property
+    def spec(self) -> str:
+        """The text :meth:`parse` reads back: 'full', 'skill=N' or 'elo=N'."""
+        if self.elo is not None:
+            return f"elo={self.elo}"
+        return f"skill={self.skill}" if self.skill is not None else "full"
+
+    def describe(self) -> str:
+        """Short text for PGN headers, e.g. 'UCI_Elo=1600'."""
+        if self.elo is not None:
+            return f"UCI_LimitStrength=true UCI_Elo={self.elo}"
+        if self.skill is not None:
+            return f"Skill Level={self.skill}"
+        return "full strength"
+
+
+def parse_opponent(spec: str, *, allow_self: bool = False) -> Literal["random", "self"] | Strength:
+    """An opponent: 'random' (a uniformly random mover), 'self' (where allowed: the model itself) or
+    Stockfish at a :meth:`Strength.parse` strength.
+
+    >>> parse_opponent("random"), parse_opponent("skill=0")
+    ('random', Strength(elo=None, skill=0))
+    """
+    s = spec.strip().lower()
+    if s == "random" or (allow_self and s == "self"):
+        return "random" if s == "random" else "self"
+    try:
+        return Strength.parse(s)
+    except BadStrength:
+        extra = ", 'self'" if allow_self else ""
+        raise UserError(f"opponent {spec!r}: use 'random'{extra}, 'skill=N', 'full' or a UCI_Elo rating "
+                        "such as '1350'") from None

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from chessdt import checkpoint as ckpt_io
-from chessdt.config import Config, to_dict
+from chessdt.config import Config, prepared_path, run_path, to_dict
 from chessdt.data.batches import IGNORE, Batch, Batcher
 from chessdt.errors import UserError
 from chessdt.model import GPT
@@ -69,7 +69,7 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 
 def open_data(cfg: Config, run_dir: Path, progress: bool) -> PreparedData:
     """The prepared data of a config: data.prepared, else <run_dir>/data prepared from data.inputs."""
-    path = Path(cfg.data.prepared) if cfg.data.prepared else run_dir / "data"
+    path = prepared_path(cfg, run_dir)
     if not (path / "meta.json").is_file():
         if not cfg.data.inputs:
             raise UserError(f"no prepared data at {path} and no data.inputs to prepare it from")
@@ -178,10 +178,6 @@ def _trim_jsonl(path: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def run_directory(cfg: Config) -> Path:
-    return Path(cfg.run_dir) if cfg.run_dir else Path.cwd() / "runs" / cfg.name
-
-
 def train(cfg: Config, *, resume: bool = False, device: str | None = None, progress: bool = True,
           stop_at: int | None = None) -> Path:
     """Train a model as configured; returns the run directory.
@@ -203,7 +199,7 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
     master = rank == 0
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    run_dir = run_directory(cfg)
+    run_dir = run_path(cfg)
     ckpt_dir = run_dir / "checkpoints"
     try:
         if master:

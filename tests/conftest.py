@@ -10,6 +10,9 @@ import chess
 import chess.pgn
 import pytest
 
+from chessdt.config import EvalConfig
+from chessdt.evals.heldout import HeldOutGame, load_games
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(os.environ.get("CHESSDT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -95,3 +98,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- held-out games and a small eval config, for the evaluator tests ------------------------------
+@pytest.fixture(scope="module")
+def pgn_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("heldout") / "games.pgn"
+    path.write_text(random_pgn(40, seed=100, max_plies=90))
+    return path
+
+
+@pytest.fixture(scope="module")
+def games(pgn_file: Path) -> list[HeldOutGame]:
+    return load_games(pgn_file, 40)
+
+
+def small_cfg(**kw: object) -> EvalConfig:
+    base: dict[str, object] = dict(ratings=(1200, 1600, 2000), legality_positions=300, legality_selfplay=2,
+                                   max_plies=40, ladder=("random", "1350"), ladder_games=2, calibration_games=2,
+                                   matching_games=20, cpl_positions=4, cpl_nodes=10, ladder_nodes=5,
+                                   openings_games=6, openings_vs_games=4, openings_opponent="random",
+                                   repeat_samples=20, batch_size=8, workers=1)
+    base.update(kw)
+    return EvalConfig(**base)  # type: ignore[arg-type]

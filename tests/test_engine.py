@@ -12,7 +12,8 @@ import pytest
 
 import fake_uci
 from chessdt import cli
-from chessdt.stockfish.engine import (DEBIAN_STOCKFISH, Engine, EngineFailure, Strength, find_stockfish, open_engine)
+from chessdt.rules import Strength
+from chessdt.stockfish.engine import DEBIAN_STOCKFISH, Engine, EngineFailure, find_stockfish, open_engine
 from chessdt.errors import UserError
 
 NODES = chess.engine.Limit(nodes=10)

@@ -9,13 +9,11 @@ import torch
 from chessdt import cli
 from chessdt.checkpoint import save_checkpoint
 from chessdt.config import load_config
-from chessdt.stockfish.engine import Engine
 from chessdt.model import GPT
-from chessdt.play.players import ModelPlayer, QuantilizerPlayer, RandomPlayer
-from chessdt.play.policy import ModelPolicy, Prompted, Sampling
+from chessdt.play.players import RandomPlayer
+from chessdt.play.policy import ModelPolicy
 from chessdt.rl import Rollout, distinct_openings, play_rollouts, rl_loss, rollout_model, rollout_prompts
 from chessdt.tokenizer import Vocab
-import fake_uci
 
 SMALL = ["model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.context=96"]
 
@@ -95,18 +93,3 @@ def test_distinct_openings_counts_lines():
     mk = lambda *ucis: Rollout([], chess.WHITE, [chess.Move.from_uci(u) for u in ucis], [], [], 0.0, "*")
     assert distinct_openings([mk("e2e4", "e7e5"), mk("e2e4", "e7e5"), mk("d2d4", "d7d5")], 2) == 2
     assert distinct_openings([mk("e2e4", "e7e5"), mk("e2e4", "c7c5")], 1) == 1
-
-
-def test_quantilizer_picks_the_best_of_many_draws(base_ckpt):
-    policy = ModelPolicy.from_checkpoint(base_ckpt)
-    # White to move can take a hanging queen; the untrained base model is near-uniform.
-    board = chess.Board("4k3/8/8/3q4/8/8/8/3QK3 w - - 0 1")
-    with Engine(fake_uci.command()) as engine:
-        q = QuantilizerPlayer(ModelPlayer(Prompted(policy, 1500, sampling=Sampling(mask_illegal=True))),
-                              engine, k=64, q=1 / 64, nodes=1, seed=0)
-        assert q.play(board) == chess.Move.from_uci("d1d5")
-        wide = QuantilizerPlayer(ModelPlayer(Prompted(policy, 1500)), engine, k=8, q=1.0, nodes=1, seed=1)
-        picks = {wide.play(board) for _ in range(10)}
-        assert len(picks) > 1 and all(board.is_legal(m) for m in picks)
-    with pytest.raises(ValueError):
-        QuantilizerPlayer(ModelPlayer(Prompted(policy, 1500)), None, k=0)

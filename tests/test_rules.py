@@ -5,7 +5,8 @@ import chess.engine
 import pytest
 
 from chessdt.errors import UserError
-from chessdt.rules import CP_CAP, MATE_SCORE, centipawns, clipped_cp, final_cp, game_over, parse_line, white_score
+from chessdt.rules import (CP_CAP, MATE_SCORE, Strength, centipawns, clipped_cp, final_cp, game_over, parse_line,
+                           parse_opponent, white_score)
 
 
 def _shuffle_knights(times: int) -> chess.Board:
@@ -54,3 +55,17 @@ def test_scores() -> None:
     assert final_cp(mated, chess.WHITE) == CP_CAP and final_cp(mated, chess.BLACK) == -CP_CAP
     assert final_cp(chess.Board("7k/8/6Q1/8/8/8/8/K7 b - - 0 1"), chess.WHITE) == 0.0
     assert final_cp(chess.Board(), chess.WHITE) is None
+
+
+def test_one_grammar_for_an_opponents_strength() -> None:
+    assert Strength.parse("1600") == Strength(elo=1600) == Strength.parse("elo=1600")
+    assert Strength.parse(" Skill=3 ") == Strength(skill=3) and Strength.parse("full") == Strength()
+    for s in (Strength(elo=1600), Strength(skill=0), Strength()):
+        assert Strength.parse(s.spec) == s
+    assert parse_opponent("random") == "random" and parse_opponent("self", allow_self=True) == "self"
+    with pytest.raises(UserError, match="opponent 'self': use 'random', 'skill=N'"):
+        parse_opponent("self")
+    with pytest.raises(UserError, match="UCI_Elo 1000 outside"):  # a range error says so, not "use ..."
+        parse_opponent("1000")
+    with pytest.raises(UserError, match="strength 'depth=3'"):
+        Strength.parse("depth=3")

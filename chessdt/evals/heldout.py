@@ -75,13 +75,26 @@ def band_label(center: int, width: int) -> str:
 def default_source(cfg: Config, checkpoint: Path) -> Path | None:
     """Where held-out games come from by default: eval.games, else the prepared data the model
     was trained on (data.prepared, else <run_dir>/data), if present."""
-    from chessdt.evals import eval_dir
+    from chessdt.evals.results import eval_dir
 
     if cfg.eval.games:
         return Path(cfg.eval.games)
     candidates = [Path(cfg.data.prepared)] if cfg.data.prepared else []
     candidates.append(eval_dir(checkpoint).parent / "data")
     return next((p for p in candidates if (p / "meta.json").is_file()), None)
+
+
+def held_out_games(cfg: Config, checkpoint: Path, limit: int,
+                   source: str | Path | None = None) -> list[HeldOutGame] | None:
+    """The first `limit` held-out games for evaluating `checkpoint` (trained with `cfg`): from
+    `source` if given, else :func:`default_source`; None when there is no source at all."""
+    path = Path(source) if source else default_source(cfg, checkpoint)
+    if path is None:
+        return None
+    games = load_games(path, limit)
+    if not games and limit > 0:
+        raise UserError(f"no usable games in {path}")
+    return games
 
 
 def load_games(source: str | Path, limit: int) -> list[HeldOutGame]:

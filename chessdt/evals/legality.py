@@ -26,7 +26,8 @@ import torch
 
 from chessdt.play.arena import GameSpec, run_games
 from chessdt.config import EvalConfig
-from chessdt.evals import JsonResult, fmt, sampling_of
+from chessdt.evals.results import JsonResult, fmt
+from chessdt.evals.subject import sampling_of
 from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling, sample
 from chessdt.tokenizer import NUM_MOVES, Vocab

@@ -29,10 +29,12 @@ from pathlib import Path
 import chess
 import torch
 
-from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, run_games
+from chessdt.play.arena import GameSpec, Opponent, Seat, run_games
+from chessdt.play.gamelog import GameRecord
 from chessdt.rules import parse_line
 from chessdt.config import EvalConfig
-from chessdt.evals import JsonResult, Subject, fmt
+from chessdt.evals.results import JsonResult, fmt
+from chessdt.evals.subject import Subject
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of
 from chessdt.metrics import entropy_bits, js_divergence
 from chessdt.play.policy import Sampling, Session

@@ -1,6 +1,6 @@
 """How strong is the model at each prompted rating, and does it play like humans of that rating?
 
-Three measurements, each a library function over :class:`~chessdt.evals.Subject` s:
+Three measurements, each a library function over :class:`~chessdt.evals.subject.Subject` s:
 
 1. :func:`play_ladder`: every subject plays every opponent of a ladder (Stockfish at nominal
    UCI_Elo rungs, Stockfish Skill Level 0, a random mover) `ladder_games` times: each opening
@@ -32,12 +32,14 @@ import chess
 import chess.engine
 import torch
 
-from chessdt.play.arena import GameRecord, GameSpec, Opponent, Seat, run_games
+from chessdt.play.arena import GameSpec, Opponent, Seat, run_games
+from chessdt.play.gamelog import GameRecord
 from chessdt.config import EvalConfig
 from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
 from chessdt.rules import CP_CAP, clipped_cp, final_cp, parse_line
-from chessdt.evals import JsonResult, Subject, fmt, jsonable
+from chessdt.evals.results import JsonResult, fmt, jsonable
+from chessdt.evals.subject import Subject
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
 from chessdt.play.policy import ModelPolicy, MoveStats

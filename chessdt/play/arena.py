@@ -4,12 +4,12 @@
 and a seat per player label: a :class:`~chessdt.play.policy.Prompted` (the model at a rating) or a
 :class:`PlayerSeat` (anything with `play(board)`, e.g. Stockfish or the random mover). Games with a
 model seat are played in lockstep, up to `batch_size` at a time, through one
-:class:`~chessdt.play.players.Session`: one forward step of the model per ply for all of them, while
+:class:`~chessdt.play.policy.Session`: one forward step of the model per ply for all of them, while
 the opponents' moves come from their Players (engine calls spread over `workers` threads, one
 engine process each). Finished games leave the batch, so late plies cost only the games still
 running.
 
-Every finished game is appended to a JSONL file as one :class:`GameRecord` (PGN included) the
+Every finished game is appended to a JSONL file as one :class:`~chessdt.play.gamelog.GameRecord` (PGN included) the
 moment it ends; a rerun with the same file skips the games already there, so an interrupted
 evaluation resumes. An engine that crashes or hangs is restarted by :class:`chessdt.stockfish.engine.Engine`
 (the restarts are counted in the record); one that keeps failing ends its game as ``*`` with
@@ -19,17 +19,14 @@ termination ``engine_failure``, and evaluators leave such games out.
 from __future__ import annotations
 
 import concurrent.futures
-import io
-import json
 import logging
-import os
 import queue
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import chess
 import chess.engine
@@ -37,9 +34,9 @@ import chess.pgn
 import torch
 from tqdm import tqdm
 
-from chessdt.stockfish.engine import EngineFailure, Strength, find_stockfish
-from chessdt.errors import UserError
-from chessdt.rules import ABORTED, RESULTS, game_over, white_score
+from chessdt.stockfish.engine import EngineFailure, find_stockfish
+from chessdt.play.gamelog import GameLog, GameRecord
+from chessdt.rules import ABORTED, Strength, game_over, parse_opponent
 from chessdt.play.players import Player, RandomPlayer, StockfishPlayer
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Session
 
@@ -64,44 +61,37 @@ Seat = Prompted | PlayerSeat  # the model (played batched) or any Player
 
 @dataclass(frozen=True)
 class Opponent:
-    """A non-model opponent written as a short spec: 'random', 'skill=N' (Stockfish Skill Level N)
-    or a rating like '1350' (Stockfish UCI_Elo 1350; 'elo=1350' also works).
+    """A non-model opponent written as a short spec (:func:`chessdt.rules.parse_opponent`): 'random',
+    or Stockfish at 'skill=N', 'full' or a UCI_Elo rating such as '1350'.
 
     >>> Opponent.parse("1350").elo, Opponent.parse("skill=0").skill, Opponent.parse("random").kind
     (1350, 0, 'random')
     """
 
-    kind: str  # random | stockfish
-    elo: int | None = None  # UCI_Elo setting (the rung's nominal rating)
-    skill: int | None = None  # Skill Level setting
+    kind: Literal["random", "stockfish"]
+    strength: Strength = Strength()  # the Stockfish setting (unused for random)
 
     @classmethod
     def parse(cls, spec: str) -> Opponent:
-        s = spec.strip().lower()
-        if s == "random":
-            return cls("random")
-        key, sep, value = s.partition("=")
-        try:
-            if not sep:
-                return cls("stockfish", elo=int(s), skill=None)._checked()
-            if key == "skill":
-                return cls("stockfish", skill=int(value))._checked()
-            if key == "elo":
-                return cls("stockfish", elo=int(value))._checked()
-        except ValueError:
-            pass
-        raise UserError(f"opponent {spec!r}: use 'random', 'skill=N' or a UCI_Elo rating such as '1350'")
+        parsed = parse_opponent(spec)
+        return cls("stockfish", parsed) if isinstance(parsed, Strength) else cls("random")
 
-    def _checked(self) -> Opponent:
-        Strength(elo=self.elo, skill=self.skill)  # raises UserError when out of range
-        return self
+    @property
+    def elo(self) -> int | None:
+        return self.strength.elo  # UCI_Elo setting (the rung's nominal rating)
+
+    @property
+    def skill(self) -> int | None:
+        return self.strength.skill
 
     @property
     def label(self) -> str:
-        """Name in game tables and PGN: 'random', 'sf-skill0' or 'sf-1350'."""
+        """Name in game tables and PGN: 'random', 'sf-skill0', 'sf-1350' or 'sf-full'."""
         if self.kind == "random":
             return "random"
-        return f"sf-skill{self.skill}" if self.skill is not None else f"sf-{self.elo}"
+        if self.skill is not None:
+            return f"sf-skill{self.skill}"
+        return f"sf-{self.elo}" if self.elo is not None else "sf-full"
 
     def seat(self, engine: str | Path | None = None, *, nodes: int = 1000, timeout_s: float = 30.0) -> PlayerSeat:
         """How to make this opponent: Stockfish at a node budget per move (reproducible strength,
@@ -114,7 +104,7 @@ class Opponent:
                                                             timeout_s=timeout_s), pooled=True)
 
 
-# -- specs and records ------------------------------------------------------------------------------------
+# -- specs ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GameSpec:
     """One game to play: seat labels, a forced opening line, extra tags carried into the record."""
@@ -125,118 +115,6 @@ class GameSpec:
     opening: tuple[str, ...] = ()  # UCI moves played before anyone chooses
     seed: int = 0  # mixed with the id: seeds the model's sampling and per-game players
     tags: dict[str, Any] = field(default_factory=dict)  # e.g. prompted rating, opponent, colour
-
-
-@dataclass(frozen=True)
-class GameRecord:
-    """A finished game as stored in the JSONL log."""
-
-    id: str
-    white: str
-    black: str
-    result: str  # 1-0, 0-1, 1/2-1/2, or * when an engine failed for good
-    termination: str  # checkmate, stalemate, ..., move_limit, engine_failure
-    plies: int  # half-moves in the game, opening included
-    model_moves: dict[str, int]  # 'white'/'black': moves the model chose for that side
-    illegal: dict[str, int]  # 'white'/'black': of those, sampled moves that were illegal (raw model)
-    masked: bool  # the model sampled with illegal moves masked out (play-time option, reported)
-    engine_restarts: int  # engine processes replaced during this game (crash or hang)
-    seconds: float  # wall time of the game (shared with the other games of its batch)
-    pgn: str
-    tags: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def decided(self) -> bool:
-        """The game has a result (not aborted by an engine failure)."""
-        return self.result in RESULTS
-
-    @property
-    def white_score(self) -> float:
-        return white_score(self.result)
-
-    def score_of(self, label: str) -> float:
-        """Points scored by the seat `label` (which must have played this game and finished it)."""
-        return self.white_score if label == self.white else 1.0 - self.white_score
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> GameRecord:
-        return cls(**d)
-
-    def game(self) -> chess.pgn.Game:
-        """The game as python-chess parses it from the stored PGN."""
-        game = chess.pgn.read_game(io.StringIO(self.pgn))
-        assert game is not None
-        return game
-
-
-# -- the JSONL log -------------------------------------------------------------------------------------------
-class GameLog:
-    """Append-only JSONL: a first line `{"meta": ...}` then one GameRecord per line.
-
-    Opening an existing log with different meta is an error (a resume must not mix two runs); a
-    line torn by a crash is dropped.
-    """
-
-    def __init__(self, path: Path, meta: Mapping[str, Any]) -> None:
-        self.path = Path(path)
-        self.meta = json.loads(json.dumps(dict(meta)))  # normalised as it will read back
-        self.records: dict[str, GameRecord] = {}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size:
-            self._load()
-        else:
-            with open(self.path, "w") as f:
-                f.write(json.dumps({"meta": self.meta}) + "\n")
-
-    def _load(self) -> None:
-        raw = self.path.read_bytes()
-        if not raw.endswith(b"\n"):  # torn last line: cut it off before appending
-            raw = raw[: raw.rfind(b"\n") + 1]
-            with open(self.path, "r+b") as f:
-                f.truncate(len(raw))
-        lines = raw.decode().splitlines()
-        if not lines:
-            with open(self.path, "w") as f:
-                f.write(json.dumps({"meta": self.meta}) + "\n")
-            return
-        try:
-            head = json.loads(lines[0])["meta"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{self.path}: not a chessdt game log (first line has no meta)") from None
-        if head != self.meta:
-            diff = sorted(k for k in set(head) | set(self.meta) if head.get(k) != self.meta.get(k))
-            raise UserError(f"{self.path} holds games of other settings (differs in {', '.join(diff)}); "
-                            "delete it or write to another directory")
-        for line in lines[1:]:
-            try:
-                rec = GameRecord.from_json(json.loads(line))
-            except (json.JSONDecodeError, TypeError):
-                log.warning("%s: skipping an unreadable line", self.path)
-                continue
-            self.records[rec.id] = rec
-
-    def add(self, record: GameRecord) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record.to_json()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.records[record.id] = record
-
-
-def read_game_log(path: Path) -> tuple[dict[str, Any], list[GameRecord]]:
-    """(meta, records) of a game log, for reports and re-analysis."""
-    lines = Path(path).read_text().splitlines()
-    meta = json.loads(lines[0])["meta"] if lines else {}
-    records = []
-    for line in lines[1:]:
-        try:
-            records.append(GameRecord.from_json(json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            continue
-    return meta, records
 
 
 # -- one game, sequentially ----------------------------------------------------------------------------------

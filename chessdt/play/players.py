@@ -20,9 +20,9 @@ import chess
 import chess.engine
 import torch
 
-from chessdt.stockfish.engine import Engine, Strength, find_stockfish
+from chessdt.rules import Strength, centipawns
+from chessdt.stockfish.engine import Engine, find_stockfish
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Sampling, Session
-from chessdt.rules import centipawns
 
 
 @runtime_checkable

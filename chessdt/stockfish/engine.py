@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,13 +23,12 @@ import chess
 import chess.engine
 
 from chessdt.errors import UserError
+from chessdt.rules import Strength
 
 log = logging.getLogger(__name__)
 
 # Debian/Ubuntu's `apt-get install stockfish` puts the binary here, outside most users' PATH.
 DEBIAN_STOCKFISH = Path("/usr/games/stockfish")
-# UCI_Elo range of Stockfish 15.1 (`option name UCI_Elo type spin default 1350 min 1350 max 2850`).
-UCI_ELO_MIN, UCI_ELO_MAX = 1350, 2850
 INSTALL_HINT = ("install it (`apt-get install stockfish` on Debian/Ubuntu, `brew install stockfish` on "
                 "macOS) or pass its path with --engine PATH")
 
@@ -61,39 +59,6 @@ def find_stockfish(path: str | Path | None = None) -> Path:
         return DEBIAN_STOCKFISH
     raise UserError(f"Stockfish not found (looked for `stockfish` on PATH and {DEBIAN_STOCKFISH}): "
                     f"{INSTALL_HINT}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Strength:
-    """How strong the engine plays: full strength, a UCI_Elo rating, or a Skill Level (0-20)."""
-
-    elo: int | None = None  # UCI_LimitStrength + UCI_Elo (1350-2850 in Stockfish 15.1); None = unlimited
-    skill: int | None = None  # "Skill Level" 0-20, for settings below the UCI_Elo floor
-
-    def __post_init__(self) -> None:
-        if self.elo is not None and self.skill is not None:
-            raise UserError("give a UCI_Elo or a Skill Level, not both")
-        if self.elo is not None and not UCI_ELO_MIN <= self.elo <= UCI_ELO_MAX:
-            raise UserError(f"UCI_Elo {self.elo} outside Stockfish's range {UCI_ELO_MIN}-{UCI_ELO_MAX}; "
-                            "use a Skill Level for weaker play")
-        if self.skill is not None and not 0 <= self.skill <= 20:
-            raise UserError(f"Skill Level {self.skill} outside 0-20")
-
-    def options(self) -> dict[str, int | bool]:
-        """The UCI options that set this strength (resetting the other mechanism)."""
-        if self.elo is not None:
-            return {"UCI_LimitStrength": True, "UCI_Elo": self.elo, "Skill Level": 20}
-        if self.skill is not None:
-            return {"UCI_LimitStrength": False, "Skill Level": self.skill}
-        return {"UCI_LimitStrength": False, "Skill Level": 20}
-
-    def describe(self) -> str:
-        """Short text for PGN headers, e.g. 'UCI_Elo=1600'."""
-        if self.elo is not None:
-            return f"UCI_LimitStrength=true UCI_Elo={self.elo}"
-        if self.skill is not None:
-            return f"Skill Level={self.skill}"
-        return "full strength"
 
 
 def _command(path: EngineCommand) -> str | list[str]:

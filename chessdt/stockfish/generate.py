@@ -33,9 +33,9 @@ import chess.pgn
 import chess.polyglot
 from tqdm import tqdm
 
-from chessdt.stockfish.engine import UCI_ELO_MIN, Engine, EngineCommand, EngineFailure, Strength
+from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
-from chessdt.rules import centipawns, game_over, parse_line
+from chessdt.rules import UCI_ELO_MIN, Strength, centipawns, game_over, parse_line
 from chessdt.stockfish.framed import FramedWriter, read_whole, repair
 from chessdt.stockfish.workers import imap_stateful
 
@@ -75,32 +75,24 @@ class Rung:
         rating_s, _, how = spec.partition(":")
         try:
             rating = int(rating_s)
-            if not how:
-                if rating < UCI_ELO_MIN:
-                    raise UserError(f"rung {spec!r}: below UCI_Elo {UCI_ELO_MIN}, say how to play it, "
-                                    f"e.g. '{rating}:skill=0'")
-                return cls(rating, Strength(elo=rating))
-            key, _, value = how.partition("=")
-            if key == "full" and not value:
-                return cls(rating, Strength())
-            if key == "skill":
-                return cls(rating, Strength(skill=int(value)))
-            if key == "elo":
-                return cls(rating, Strength(elo=int(value)))
         except ValueError:
-            pass
-        raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E or RATING:full")
+            raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E or RATING:full") from None
+        if not how:
+            if rating < UCI_ELO_MIN:
+                raise UserError(f"rung {spec!r}: below UCI_Elo {UCI_ELO_MIN}, say how to play it, "
+                                f"e.g. '{rating}:skill=0'")
+            return cls(rating, Strength(elo=rating))
+        try:
+            return cls(rating, Strength.parse(how))
+        except UserError as e:
+            raise UserError(f"bad rung {spec!r}: {e}") from None
 
     def __str__(self) -> str:
         if self.nodes is not None:
             return f"{Rung(self.rating, self.strength)}/{self.nodes}"
         if self.strength.elo == self.rating:
             return str(self.rating)
-        if self.strength.skill is not None:
-            return f"{self.rating}:skill={self.strength.skill}"
-        if self.strength.elo is None:
-            return f"{self.rating}:full"
-        return f"{self.rating}:elo={self.strength.elo}"
+        return f"{self.rating}:{self.strength.spec}"
 
 
 # Seven rungs, nominally 125 points apart, each measurably stronger than the one below. Stockfish 15.1

@@ -1,0 +1,136 @@
+"""Finished games on disk: one :class:`GameRecord` per line of an append-only JSONL log.
+
+A log starts with a line ``{"meta": ...}`` naming the settings of its run; a rerun with the same
+settings resumes it (the games already there are skipped), one with other settings is refused, and
+a line torn by a crash is dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import chess.pgn
+
+from chessdt.errors import UserError
+from chessdt.rules import RESULTS, white_score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GameRecord:
+    """A finished game as stored in the JSONL log."""
+
+    id: str
+    white: str
+    black: str
+    result: str  # 1-0, 0-1, 1/2-1/2, or * when an engine failed for good
+    termination: str  # checkmate, stalemate, ..., move_limit, engine_failure
+    plies: int  # half-moves in the game, opening included
+    model_moves: dict[str, int]  # 'white'/'black': moves the model chose for that side
+    illegal: dict[str, int]  # 'white'/'black': of those, sampled moves that were illegal (raw model)
+    masked: bool  # the model sampled with illegal moves masked out (play-time option, reported)
+    engine_restarts: int  # engine processes replaced during this game (crash or hang)
+    seconds: float  # wall time of the game (shared with the other games of its batch)
+    pgn: str
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> bool:
+        """The game has a result (not aborted by an engine failure)."""
+        return self.result in RESULTS
+
+    @property
+    def white_score(self) -> float:
+        return white_score(self.result)
+
+    def score_of(self, label: str) -> float:
+        """Points scored by the seat `label` (which must have played this game and finished it)."""
+        return self.white_score if label == self.white else 1.0 - self.white_score
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GameRecord:
+        return cls(**d)
+
+    def game(self) -> chess.pgn.Game:
+        """The game as python-chess parses it from the stored PGN."""
+        game = chess.pgn.read_game(io.StringIO(self.pgn))
+        assert game is not None
+        return game
+
+
+# -- the JSONL log -------------------------------------------------------------------------------------------
+class GameLog:
+    """Append-only JSONL: a first line `{"meta": ...}` then one GameRecord per line.
+
+    Opening an existing log with different meta is an error (a resume must not mix two runs); a
+    line torn by a crash is dropped.
+    """
+
+    def __init__(self, path: Path, meta: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.meta = json.loads(json.dumps(dict(meta)))  # normalised as it will read back
+        self.records: dict[str, GameRecord] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size:
+            self._load()
+        else:
+            with open(self.path, "w") as f:
+                f.write(json.dumps({"meta": self.meta}) + "\n")
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        if not raw.endswith(b"\n"):  # torn last line: cut it off before appending
+            raw = raw[: raw.rfind(b"\n") + 1]
+            with open(self.path, "r+b") as f:
+                f.truncate(len(raw))
+        lines = raw.decode().splitlines()
+        if not lines:
+            with open(self.path, "w") as f:
+                f.write(json.dumps({"meta": self.meta}) + "\n")
+            return
+        try:
+            head = json.loads(lines[0])["meta"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"{self.path}: not a chessdt game log (first line has no meta)") from None
+        if head != self.meta:
+            diff = sorted(k for k in set(head) | set(self.meta) if head.get(k) != self.meta.get(k))
+            raise UserError(f"{self.path} holds games of other settings (differs in {', '.join(diff)}); "
+                            "delete it or write to another directory")
+        for line in lines[1:]:
+            try:
+                rec = GameRecord.from_json(json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                log.warning("%s: skipping an unreadable line", self.path)
+                continue
+            self.records[rec.id] = rec
+
+    def add(self, record: GameRecord) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record.to_json()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[record.id] = record
+
+
+def read_game_log(path: Path) -> tuple[dict[str, Any], list[GameRecord]]:
+    """(meta, records) of a game log, for reports and re-analysis."""
+    lines = Path(path).read_text().splitlines()
+    meta = json.loads(lines[0])["meta"] if lines else {}
+    records = []
+    for line in lines[1:]:
+        try:
+            records.append(GameRecord.from_json(json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return meta, records
