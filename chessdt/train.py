@@ -178,6 +178,263 @@ def _trim_jsonl(path: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in lines))
 
 
+@dataclass
+class _Progress:
+    """How far a run has come: saved with every step checkpoint, restored by --resume."""
+
+    step: int = 0  # optimizer steps taken
+    tokens_seen: int = 0  # real (non-padding) input tokens trained on, all ranks
+    train_seconds: float = 0.0  # training wall time of earlier sessions of this run (for max_minutes)
+    best: float = math.inf  # lowest validation loss so far (the `best` checkpoint)
+
+
+@dataclass(frozen=True)
+class _Ranks:
+    """Where this process sits in a torchrun job (a single process is rank 0 of 1)."""
+
+    rank: int
+    local_rank: int
+    world: int
+
+    @property
+    def ddp(self) -> bool:
+        return self.world > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def _start_ranks(tc_device: str) -> tuple[_Ranks, torch.device]:
+    """This process's rank and device; joins the process group under torchrun."""
+    rank, local_rank, world = _dist_info()
+    ranks = _Ranks(rank, local_rank, world)
+    dev = pick_device(tc_device)
+    if ranks.ddp:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return ranks, dev
+
+
+def _open_run(cfg: Config, run_dir: Path, resume: bool, ranks: _Ranks, progress: bool) -> PreparedData:
+    """Check the run directory against --resume, prepare or open the data (rank 0 first), save the config."""
+    ckpt_dir = run_dir / "checkpoints"
+    if ranks.master:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    latest = ckpt_io.step_checkpoints(ckpt_dir)
+    if resume and not latest:
+        raise UserError(f"--resume: no checkpoint in {ckpt_dir}")
+    if not resume and latest:
+        raise UserError(f"{run_dir} already has checkpoints: pass --resume, or set another run_dir")
+    if ranks.ddp and not ranks.master:
+        dist.barrier()  # let rank 0 prepare data first
+    data = open_data(cfg, run_dir, progress and ranks.master)
+    if ranks.ddp and ranks.master:
+        dist.barrier()
+    if ranks.master:
+        (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    return data
+
+
+def _new_model(cfg: Config, vocab: Vocab, dev: torch.device) -> tuple[GPT, torch.optim.Optimizer]:
+    """The model, initialised from train.seed, and its AdamW (fused where the build has it)."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    model = GPT(cfg.model, vocab.size).to(dev)
+    opt_kwargs: dict[str, Any] = dict(lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    try:
+        optimizer = torch.optim.AdamW(model.optimizer_groups(tc.weight_decay), fused=True, **opt_kwargs)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(model.optimizer_groups(tc.weight_decay), **opt_kwargs)
+    return model, optimizer
+
+
+def _resume(cfg: Config, run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer, master: bool) -> _Progress:
+    """Load the latest step checkpoint into model and optimizer; drop log lines written after it."""
+    latest = ckpt_io.step_checkpoints(run_dir / "checkpoints")[-1]
+    meta = ckpt_io.load_training_state(latest, model, optimizer)
+    if meta["config"]["model"] != to_dict(cfg.model):
+        raise UserError(f"--resume: the model config differs from the checkpoint's {latest}")
+    done = _Progress(step=int(meta["step"]), tokens_seen=int(meta["tokens_seen"]),
+                     train_seconds=float(meta.get("train_seconds", 0.0)),
+                     best=float(meta.get("best_val_loss", math.inf)))
+    if master:
+        for name in ("metrics.jsonl", "train.jsonl"):
+            _trim_jsonl(run_dir / name, done.step)
+    log.info("resumed from %s at step %d", latest, done.step)
+    return done
+
+
+def _forward_module(model: GPT, cfg: Config, ranks: _Ranks, dev: torch.device) -> torch.nn.Module:
+    """What the training step calls: the model, compiled and/or wrapped for DDP as configured."""
+    fwd: torch.nn.Module = model
+    if cfg.train.compile:
+        fwd = cast(torch.nn.Module, torch.compile(model))  # an OptimizedModule; its stub says Callable
+    if ranks.ddp:
+        fwd = DistributedDataParallel(fwd, device_ids=[ranks.local_rank] if dev.type == "cuda" else None)
+    return fwd
+
+
+class _Trainer:
+    """The training loop of one session of a run, its state in one place (see :func:`train`)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, data: PreparedData, ranks: _Ranks, dev: torch.device,
+                 model: GPT, optimizer: torch.optim.Optimizer, done: _Progress) -> None:
+        tc = cfg.train
+        self.cfg, self.tc, self.run_dir, self.ranks, self.dev = cfg, tc, run_dir, ranks, dev
+        self.model, self.optimizer, self.done = model, optimizer, done
+        self.vocab = data.vocab
+        self.fwd = _forward_module(model, cfg, ranks, dev)
+        batches = Batcher(data, "train", cfg.model.context, tc.batch_tokens, cfg.model.board_input,
+                          tc.cond_dropout, tc.seed)
+        self.stream = batches.stream(start=done.step * tc.grad_accum, rank=ranks.rank, world=ranks.world)
+        self.evalset: EvalSet | None = None
+        if ranks.master:
+            val = Batcher(data, "val", cfg.model.context, tc.batch_tokens, cfg.model.board_input)
+            self.evalset = build_eval_set(val, tc.eval_tokens)
+        self.t0 = time.perf_counter()  # start of this session's training (reset when the loop starts)
+        self.metrics: dict[str, Any] = {}  # the latest evaluation, saved with the next checkpoint
+
+    def seconds(self) -> float:
+        """Training wall time of the whole run so far (earlier sessions included)."""
+        return self.done.train_seconds + time.perf_counter() - self.t0
+
+    def evaluate(self, seconds: float) -> None:
+        """Validation metrics now, appended to metrics.jsonl (rank 0 only)."""
+        assert self.evalset is not None
+        d = self.done
+        m = {"step": d.step, "tokens": d.tokens_seen, "time_s": round(seconds, 1),
+             **evaluate(self.model, self.evalset, self.dev, self.tc.precision)}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(m) + "\n")
+        log.info("step %d: val_loss %.4f top1 %.3f legal %.3f", d.step, m["val_loss"], m["top1"], m["legal"])
+        self.metrics = m
+
+    def save(self) -> None:
+        """A step checkpoint (optimizer included), `best` when validation improved, old ones pruned."""
+        d, tc, ckpt_dir = self.done, self.tc, self.run_dir / "checkpoints"
+        val = self.metrics.get("val_loss", math.inf)
+        extra = {"micro_batches": d.step * tc.grad_accum * self.ranks.world, "world_size": self.ranks.world,
+                 "train_seconds": round(self.seconds(), 1), "best_val_loss": min(d.best, val)}
+        ckpt_io.save_checkpoint(ckpt_dir / f"{ckpt_io.STEP_PREFIX}{d.step:07d}", self.model, self.cfg, self.vocab,
+                                step=d.step, tokens_seen=d.tokens_seen, metrics=self.metrics,
+                                optimizer=self.optimizer, extra=extra)
+        if val < d.best:
+            d.best = val
+            ckpt_io.save_checkpoint(ckpt_dir / "best", self.model, self.cfg, self.vocab, step=d.step,
+                                    tokens_seen=d.tokens_seen, metrics=self.metrics, extra=extra)
+        ckpt_io.prune(ckpt_dir, tc.keep_last)
+
+    def learning_rate(self) -> float:
+        """This step's learning rate: warmup by steps, then cosine by steps or by the clock."""
+        tc, step = self.tc, self.done.step
+        sched_step = step
+        if tc.schedule_by_time and step >= tc.warmup_steps:  # warm up by steps, decay by the clock
+            at = tc.warmup_steps + self.seconds() / (tc.max_minutes * 60) * (tc.max_steps - tc.warmup_steps)
+            sched_step = max(step, int(at))
+        return lr_at(sched_step, tc.lr, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
+
+    def step(self, lr: float) -> torch.Tensor:
+        """One optimizer step over grad_accum micro-batches; (mean loss, real tokens) over all ranks."""
+        tc = self.tc
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        stats = torch.zeros(2, dtype=torch.float64)  # loss sum over micro-batches, real tokens
+        for micro in range(tc.grad_accum):
+            batch = next(self.stream).to(self.dev)
+            sync = not self.ranks.ddp or micro == tc.grad_accum - 1
+            with (self.fwd.no_sync() if isinstance(self.fwd, DistributedDataParallel) and not sync
+                  else contextlib.nullcontext()):
+                with autocast_for(self.dev, tc.precision):
+                    logits = self.fwd(batch.tokens, batch.boards, batch.plies)
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.targets.view(-1),
+                                       ignore_index=IGNORE)
+                (loss / tc.grad_accum).backward()
+            stats += torch.tensor([loss.item() / tc.grad_accum, batch.n_real], dtype=torch.float64)
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ranks.ddp:
+            dist.all_reduce(stats)
+            stats[0] /= self.ranks.world
+        self.done.step += 1
+        self.done.tokens_seen += int(stats[1])
+        return stats
+
+    def out_of_time(self) -> bool:
+        """train.max_minutes reached (agreed by every rank, or the others would hang in all_reduce)."""
+        over = self.tc.max_minutes > 0 and self.seconds() > self.tc.max_minutes * 60
+        if self.ranks.ddp:
+            flag = torch.tensor([float(over)])
+            dist.all_reduce(flag)
+            over = bool(flag.item())
+        return over
+
+    def progress_bar(self, show: bool) -> tqdm:
+        """Steps, or seconds when the clock ends the run (schedule_by_time with max_minutes)."""
+        tc = self.tc
+        if tc.schedule_by_time and tc.max_minutes > 0:
+            return tqdm(total=round(tc.max_minutes * 60), initial=round(self.done.train_seconds), unit="s",
+                        disable=not show, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+        return tqdm(total=tc.max_steps, initial=self.done.step, disable=not show, unit="step", dynamic_ncols=True)
+
+    def run(self, last: int, show_progress: bool, evaluate_first: bool) -> None:
+        """Train until step `last` (or max_steps, or the clock); checkpoint on Ctrl-C and re-raise."""
+        tc, d, master = self.tc, self.done, self.ranks.master
+        if master and evaluate_first:
+            self.evaluate(d.train_seconds)
+        self.t0 = time.perf_counter()
+        t_log, tok_log = self.t0, d.tokens_seen
+        bar = self.progress_bar(show_progress and master)
+        by_clock = tc.schedule_by_time and tc.max_minutes > 0
+        self.model.train()
+        interrupted = False
+        try:
+            while d.step < min(last, tc.max_steps):
+                lr = self.learning_rate()
+                stats = self.step(lr)
+                if by_clock:
+                    bar.update(max(0, min(bar.total, round(self.seconds())) - bar.n))
+                else:
+                    bar.update(1)
+                if master and (d.step % tc.log_every == 0 or d.step == last):
+                    now = time.perf_counter()
+                    tps = (d.tokens_seen - tok_log) / max(1e-9, now - t_log)
+                    t_log, tok_log = now, d.tokens_seen
+                    bar.set_postfix(step=d.step, loss=f"{float(stats[0]):.3f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
+                    self.log_line(float(stats[0]), lr, tps, d.train_seconds + now - self.t0)
+                over = self.out_of_time()  # asked every step: under DDP every rank must join
+                finished = d.step >= min(last, tc.max_steps) or over
+                if master and (d.step % tc.eval_every == 0 or finished):
+                    self.evaluate(self.seconds())
+                if master and (d.step % tc.save_every == 0 or finished):
+                    self.save()
+                if finished:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            if master:
+                log.warning("interrupted at step %d: saving a checkpoint", d.step)
+                self.save()
+        finally:
+            bar.close()
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def log_line(self, loss: float, lr: float, tokens_per_s: float, seconds: float) -> None:
+        """One line of train.jsonl."""
+        line = {"step": self.done.step, "tokens": self.done.tokens_seen, "loss": loss, "lr": lr,
+                "tokens_per_s": round(tokens_per_s, 1), "time_s": round(seconds, 1)}
+        if self.dev.type == "cuda":
+            line["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(self.dev) / 2**30, 2)
+        with open(self.run_dir / "train.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
 def train(cfg: Config, *, resume: bool = False, device: str | None = None, progress: bool = True,
           stop_at: int | None = None) -> Path:
     """Train a model as configured; returns the run directory.
@@ -188,183 +445,19 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
         stop_at: stop (and checkpoint) after this optimizer step, without changing the schedule.
     """
     tc = cfg.train
-    rank, local_rank, world = _dist_info()
-    ddp = world > 1
-    dev = pick_device(device or tc.device)
-    if ddp:
-        if dev.type == "cuda":
-            dev = torch.device("cuda", local_rank)
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    master = rank == 0
+    ranks, dev = _start_ranks(device or tc.device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     run_dir = run_path(cfg)
-    ckpt_dir = run_dir / "checkpoints"
     try:
-        if master:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        latest = ckpt_io.step_checkpoints(ckpt_dir)
-        if resume and not latest:
-            raise UserError(f"--resume: no checkpoint in {ckpt_dir}")
-        if not resume and latest:
-            raise UserError(f"{run_dir} already has checkpoints: pass --resume, or set another run_dir")
-        if ddp and not master:
-            dist.barrier()  # let rank 0 prepare data first
-        data = open_data(cfg, run_dir, progress and master)
-        if ddp and master:
-            dist.barrier()
-        vocab = data.vocab
-        if master:
-            (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-
-        torch.manual_seed(tc.seed)
-        model = GPT(cfg.model, vocab.size).to(dev)
-        opt_kwargs: dict[str, Any] = dict(lr=tc.lr, betas=(tc.beta1, tc.beta2))
-        try:
-            optimizer = torch.optim.AdamW(model.optimizer_groups(tc.weight_decay), fused=True, **opt_kwargs)
-        except (RuntimeError, TypeError):
-            optimizer = torch.optim.AdamW(model.optimizer_groups(tc.weight_decay), **opt_kwargs)
-        step = tokens_seen = 0
-        train_seconds = 0.0  # training wall time of earlier sessions of this run (for max_minutes)
-        best = math.inf
-        if resume:
-            meta = ckpt_io.load_training_state(latest[-1], model, optimizer)
-            if meta["config"]["model"] != to_dict(cfg.model):
-                raise UserError(f"--resume: the model config differs from the checkpoint's {latest[-1]}")
-            step, tokens_seen = int(meta["step"]), int(meta["tokens_seen"])
-            train_seconds = float(meta.get("train_seconds", 0.0))
-            best = float(meta.get("best_val_loss", math.inf))
-            if master:
-                for name in ("metrics.jsonl", "train.jsonl"):
-                    _trim_jsonl(run_dir / name, step)
-            log.info("resumed from %s at step %d", latest[-1], step)
-        raw = model
-        fwd: torch.nn.Module = model
-        if tc.compile:
-            fwd = cast(torch.nn.Module, torch.compile(model))  # an OptimizedModule; its stub says Callable
-        if ddp:
-            fwd = DistributedDataParallel(
-                fwd, device_ids=[local_rank] if dev.type == "cuda" else None)
-
-        train_batches = Batcher(data, "train", cfg.model.context, tc.batch_tokens, cfg.model.board_input,
-                                tc.cond_dropout, tc.seed)
-        stream = train_batches.stream(start=step * tc.grad_accum, rank=rank, world=world)
-        evalset = None
-        if master:
-            val = Batcher(data, "val", cfg.model.context, tc.batch_tokens, cfg.model.board_input)
-            evalset = build_eval_set(val, tc.eval_tokens)
-
-        def save(metrics: dict[str, Any]) -> None:
-            nonlocal best
-            extra = {"micro_batches": step * tc.grad_accum * world, "world_size": world,
-                     "train_seconds": round(train_seconds + time.perf_counter() - t0, 1),
-                     "best_val_loss": min(best, metrics.get("val_loss", math.inf))}
-            ckpt_io.save_checkpoint(ckpt_dir / f"{ckpt_io.STEP_PREFIX}{step:07d}", raw, cfg, vocab, step=step,
-                                    tokens_seen=tokens_seen, metrics=metrics, optimizer=optimizer, extra=extra)
-            if metrics.get("val_loss", math.inf) < best:
-                best = metrics["val_loss"]
-                ckpt_io.save_checkpoint(ckpt_dir / "best", raw, cfg, vocab, step=step, tokens_seen=tokens_seen,
-                                        metrics=metrics, extra=extra)
-            ckpt_io.prune(ckpt_dir, tc.keep_last)
-
-        def do_eval(elapsed: float) -> dict[str, Any]:
-            assert evalset is not None
-            m = {"step": step, "tokens": tokens_seen, "time_s": round(train_seconds + elapsed, 1),
-                 **evaluate(raw, evalset, dev, tc.precision)}
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(m) + "\n")
-            log.info("step %d: val_loss %.4f top1 %.3f legal %.3f", step, m["val_loss"], m["top1"], m["legal"])
-            return m
-
-        metrics: dict[str, Any] = {}
-        if master and not resume:
-            metrics = do_eval(0.0)
-        t0 = time.perf_counter()
-        t_log, tok_log = t0, tokens_seen
-        last = stop_at if stop_at is not None else tc.max_steps
-        by_clock = tc.schedule_by_time and tc.max_minutes > 0  # the clock ends the run, so the bar counts seconds
-        if by_clock:
-            bar = tqdm(total=round(tc.max_minutes * 60), initial=round(train_seconds), unit="s",
-                       disable=not (progress and master), dynamic_ncols=True,
-                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
-        else:
-            bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and master), unit="step",
-                       dynamic_ncols=True)
-        model.train()
-        interrupted = False
-        try:
-            while step < min(last, tc.max_steps):
-                sched_step = step
-                if tc.schedule_by_time and step >= tc.warmup_steps:  # warm up by steps, decay by the clock
-                    spent = train_seconds + time.perf_counter() - t0
-                    at = tc.warmup_steps + spent / (tc.max_minutes * 60) * (tc.max_steps - tc.warmup_steps)
-                    sched_step = max(step, int(at))
-                lr = lr_at(sched_step, tc.lr, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                stats = torch.zeros(2, dtype=torch.float64)  # loss sum over micro-batches, real tokens
-                for micro in range(tc.grad_accum):
-                    batch = next(stream).to(dev)
-                    sync = not ddp or micro == tc.grad_accum - 1
-                    with (fwd.no_sync() if isinstance(fwd, DistributedDataParallel) and not sync
-                          else contextlib.nullcontext()):
-                        with autocast_for(dev, tc.precision):
-                            logits = fwd(batch.tokens, batch.boards, batch.plies)
-                        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.targets.view(-1),
-                                               ignore_index=IGNORE)
-                        (loss / tc.grad_accum).backward()
-                    stats += torch.tensor([loss.item() / tc.grad_accum, batch.n_real], dtype=torch.float64)
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ddp:
-                    dist.all_reduce(stats)
-                    stats[0] /= world
-                step += 1
-                tokens_seen += int(stats[1])
-                if by_clock:
-                    clock = min(bar.total, round(train_seconds + time.perf_counter() - t0))
-                    bar.update(max(0, clock - bar.n))
-                else:
-                    bar.update(1)
-                if master and (step % tc.log_every == 0 or step == last):
-                    now = time.perf_counter()
-                    tps = (tokens_seen - tok_log) / max(1e-9, now - t_log)
-                    t_log, tok_log = now, tokens_seen
-                    bar.set_postfix(step=step, loss=f"{float(stats[0]):.3f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
-                    line = {"step": step, "tokens": tokens_seen, "loss": float(stats[0]), "lr": lr,
-                            "tokens_per_s": round(tps, 1), "time_s": round(train_seconds + now - t0, 1)}
-                    if dev.type == "cuda":
-                        line["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
-                    with open(run_dir / "train.jsonl", "a") as f:
-                        f.write(json.dumps(line) + "\n")
-                out_of_time = (tc.max_minutes > 0
-                               and train_seconds + time.perf_counter() - t0 > tc.max_minutes * 60)
-                if ddp:  # every rank must agree to stop, or the others hang in all_reduce
-                    flag = torch.tensor([float(out_of_time)])
-                    dist.all_reduce(flag)
-                    out_of_time = bool(flag.item())
-                done = step >= min(last, tc.max_steps) or out_of_time
-                if master and (step % tc.eval_every == 0 or done):
-                    metrics = do_eval(time.perf_counter() - t0)
-                if master and (step % tc.save_every == 0 or done):
-                    save(metrics)
-                if done:
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
-            if master:
-                log.warning("interrupted at step %d: saving a checkpoint", step)
-                save(metrics)
-        finally:
-            bar.close()
-        if interrupted:
-            raise KeyboardInterrupt
-        if ddp:
+        data = _open_run(cfg, run_dir, resume, ranks, progress)
+        model, optimizer = _new_model(cfg, data.vocab, dev)
+        done = _resume(cfg, run_dir, model, optimizer, ranks.master) if resume else _Progress()
+        trainer = _Trainer(cfg, run_dir, data, ranks, dev, model, optimizer, done)
+        trainer.run(stop_at if stop_at is not None else tc.max_steps, progress, evaluate_first=not resume)
+        if ranks.ddp:
             dist.barrier()
         return run_dir
     finally:
-        if ddp and dist.is_initialized():
+        if ranks.ddp and dist.is_initialized():
             dist.destroy_process_group()

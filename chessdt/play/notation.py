@@ -63,7 +63,7 @@ def parse_move(board: chess.Board, text: str) -> chess.Move:
     >>> parse_move(board, "e5")
     Traceback (most recent call last):
     ...
-    chessdt.play.terminal.MoveError: illegal move: no white pawn can reach e5
+    chessdt.play.notation.MoveError: illegal move: no white pawn can reach e5
     """
     raw = text.strip().rstrip("+#!? ")
     if not raw:
