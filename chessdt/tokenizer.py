@@ -190,10 +190,14 @@ class Vocab:
     def is_result(self, token: int) -> bool:
         return self.token_str(token).startswith("<result:")
 
+    def legal_ids(self, board: chess.Board) -> frozenset[int]:
+        """The move tokens that are legal moves of `board` (castling rights, en passant and pins included)."""
+        return frozenset(self.encode_move(m) for m in board.legal_moves)
+
     def legal_mask(self, board: chess.Board) -> torch.Tensor:
-        """(1968,) bool: which move tokens are legal moves of `board`."""
+        """(1968,) bool: :meth:`legal_ids` as a mask over the move tokens."""
         mask = torch.zeros(NUM_MOVES, dtype=torch.bool)
-        mask[[self.encode_move(m) for m in board.legal_moves]] = True
+        mask[sorted(self.legal_ids(board))] = True
         return mask
 
     # -- generic -----------------------------------------------------------------------------

@@ -93,10 +93,6 @@ class EvalSet:
     legal: list[list[tuple[int, int, frozenset[int]]]]  # per batch: (row, col, legal move ids)
 
 
-def _legal_ids(board: chess.Board, vocab: Vocab) -> frozenset[int]:
-    return frozenset(vocab.encode_move(m) for m in board.legal_moves)
-
-
 def build_eval_set(batcher: Batcher, max_tokens: int) -> EvalSet:
     """Batches of the first ~max_tokens validation tokens and the legal moves at each position.
 
@@ -116,7 +112,7 @@ def build_eval_set(batcher: Batcher, max_tokens: int) -> EvalSet:
             for col in range(P - 1, n_in):
                 target = int(batch.targets[row, col])
                 if target < NUM_MOVES:
-                    entries.append((row, col, _legal_ids(board, vocab)))
+                    entries.append((row, col, vocab.legal_ids(board)))
                     board.push(vocab.decode_move(target))
         batches.append(batch)
         legal.append(entries)

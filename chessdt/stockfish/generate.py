@@ -185,7 +185,7 @@ def load_start_lines(path: Path) -> tuple[str, ...]:
 
 
 # -- playing one game ---------------------------------------------------------------------------
-def play_game(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, engine_name: str) -> chess.pgn.Game:
+def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, engine_name: str) -> chess.pgn.Game:
     """Play one ladder game between two engines already set to the pairing's strengths."""
     board = chess.Board()
     for move in pair.opening:
@@ -279,7 +279,7 @@ def _play_index(players: _Players, index: int) -> tuple[int, str]:
         try:
             players.white.set_strength(pair.white.strength)
             players.black.set_strength(pair.black.strength)
-            game = play_game(cfg, pair, players.white, players.black, players.name)
+            game = play_pairing(cfg, pair, players.white, players.black, players.name)
             return index, str(game) + "\n\n"
         except EngineFailure as e:
             log.warning("game %d failed (%s), replaying it", index, e)
