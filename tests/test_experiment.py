@@ -26,7 +26,9 @@ def test_kl_from_base_is_zero_for_itself_and_positive_otherwise(tiny_checkpoint)
     prompted = kl_from_base(policy, policy.prompt(2400, 2400), 0.0, policy, uncond, games, 40)
     guided = kl_from_base(policy, policy.prompt(2400, 2400), 4.0, policy, uncond, games, 40)
     assert prompted is not None and guided is not None
-    assert 0.0 < prompted < guided  # guidance pushes further from the unconditioned model
+    # float noise in these KLs is < 1e-6 (the first assertion); measured here: 1.8e-5 and 4.7e-4
+    assert prompted > 1e-6
+    assert guided > 5 * prompted  # guidance pushes further from the unconditioned model
 
 
 RESULT = {
