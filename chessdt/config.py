@@ -82,6 +82,11 @@ class ModelConfig:
     board_head: bool = True  # add to each move's logit a learned score of the pieces on its from- and to-square
     attack_features: bool = True  # also see attack maps, pins and check; board_head adds a learned weight per move fact
     init_std: float = 0.02  # std of the normal init of weights; residual projections get /sqrt(2*n_layer)
+    rating_every: bool = False  # also add the mover's and the opponent's rating (each through its own
+    # linear map) at every position, as a decision transformer's return-to-go; the prefix stays
+    rating_continuous: bool = False  # rating tokens embed as a linear interpolation between learned
+    # anchors every 200 Elo (at the bucket's middle), so a bucket the data never holds still gets a
+    # sensible vector from its neighbours, instead of an untrained row of the token table
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:

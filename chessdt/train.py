@@ -222,7 +222,7 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
             (run_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
 
         torch.manual_seed(tc.seed)
-        model = GPT(cfg.model, vocab.size).to(dev)
+        model = GPT(cfg.model, vocab.size, vocab).to(dev)
         opt_kwargs: dict[str, Any] = dict(lr=tc.lr, betas=(tc.beta1, tc.beta2))
         try:
             optimizer = torch.optim.AdamW(model.optimizer_groups(tc.weight_decay), fused=True, **opt_kwargs)
