@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import queue
+import shlex
+import shutil
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -124,20 +126,35 @@ Seat = ModelSeat | PlayerSeat
 
 @dataclass(frozen=True)
 class Opponent:
-    """A non-model opponent written as a short spec: 'random', 'skill=N' (Stockfish Skill Level N)
-    or a rating like '1350' (Stockfish UCI_Elo 1350; 'elo=1350' also works).
+    """A non-model opponent written as a short spec:
+
+    * 'random': a uniformly random legal move;
+    * '1350' or 'elo=1350': Stockfish at UCI_Elo 1350 (its nominal rating anchors the Elo fit);
+    * 'skill=N': Stockfish at Skill Level N;
+    * 'eps=P': full-strength Stockfish that plays a uniformly random legal move with probability P,
+      a strength that can be set anywhere between the random mover and the engine;
+    * 'uci=COMMAND@RATING': any UCI engine (e.g. lc0 with Maia weights, `go nodes 1` by appending
+      '/1' to the rating), with a declared rating that anchors the fit like a UCI_Elo rung.
 
     >>> Opponent.parse("1350").elo, Opponent.parse("skill=0").skill, Opponent.parse("random").kind
     (1350, 0, 'random')
+    >>> o = Opponent.parse("eps=0.25"); o.eps, o.label
+    (0.25, 'sf-eps0.25')
+    >>> o = Opponent.parse("uci=lc0 --weights=maia-1500.pb.gz@1500/1"); o.command, o.elo, o.nodes, o.label
+    (('lc0', '--weights=maia-1500.pb.gz'), 1500, 1, 'lc0@1500')
     """
 
-    kind: str  # random | stockfish
-    elo: int | None = None  # UCI_Elo setting (the rung's nominal rating)
+    kind: str  # random | stockfish | uci
+    elo: int | None = None  # UCI_Elo setting (the rung's nominal rating), or a UCI engine's declared rating
     skill: int | None = None  # Skill Level setting
+    eps: float = 0.0  # probability of a random legal move instead of the engine's
+    command: tuple[str, ...] = ()  # a UCI engine's command line (kind 'uci')
+    nodes: int | None = None  # its own node budget per move (None = the ladder's)
 
     @classmethod
     def parse(cls, spec: str) -> Opponent:
-        s = spec.strip().lower()
+        text = spec.strip()
+        s = text.lower()
         if s == "random":
             return cls("random")
         key, sep, value = s.partition("=")
@@ -148,30 +165,54 @@ class Opponent:
                 return cls("stockfish", skill=int(value))._checked()
             if key == "elo":
                 return cls("stockfish", elo=int(value))._checked()
+            if key == "eps" and 0.0 <= float(value) <= 1.0:
+                return cls("stockfish", eps=float(value))
+            if key == "uci":
+                command, at, rating = text.partition("=")[2].rpartition("@")
+                rating_s, _, nodes_s = rating.partition("/")
+                words = tuple(shlex.split(command))
+                if at and words:
+                    return cls("uci", elo=int(rating_s), command=words, nodes=int(nodes_s) if nodes_s else None)
         except ValueError:
             pass
-        raise UserError(f"opponent {spec!r}: use 'random', 'skill=N' or a UCI_Elo rating such as '1350'")
+        raise UserError(f"opponent {spec!r}: use 'random', 'skill=N', a UCI_Elo rating such as '1350', "
+                        "'eps=P' (0..1) or 'uci=COMMAND@RATING[/NODES]'")
 
     def _checked(self) -> Opponent:
         Strength(elo=self.elo, skill=self.skill)  # raises UserError when out of range
         return self
 
     @property
+    def anchored(self) -> bool:
+        """Its rating is known (a UCI_Elo setting or a declared engine rating) and fixes the scale."""
+        return self.elo is not None
+
+    @property
     def label(self) -> str:
-        """Name in game tables and PGN: 'random', 'sf-skill0' or 'sf-1350'."""
+        """Name in game tables and PGN: 'random', 'sf-skill0', 'sf-1350', 'sf-eps0.25', 'lc0@1500'."""
         if self.kind == "random":
             return "random"
+        if self.kind == "uci":
+            return f"{Path(self.command[0]).name}@{self.elo}"
+        if self.eps:
+            return f"sf-eps{self.eps:g}"
         return f"sf-skill{self.skill}" if self.skill is not None else f"sf-{self.elo}"
 
     def seat(self, engine: str | Path | None = None, *, nodes: int = 1000, timeout_s: float = 30.0) -> PlayerSeat:
-        """How to make this opponent: Stockfish at a node budget per move (reproducible strength,
+        """How to make this opponent: an engine at a node budget per move (reproducible strength,
         unlike a time limit on a loaded machine), or the seeded random mover."""
         if self.kind == "random":
             return PlayerSeat(make=lambda seed: RandomPlayer(seed), pooled=False)
+        if self.kind == "uci":
+            command, own = self.command, self.nodes or nodes
+            if shutil.which(command[0]) is None:
+                raise UserError(f"opponent engine {command[0]!r} not found or not executable")
+            return PlayerSeat(make=lambda seed: StockfishPlayer(nodes=own, command=command, timeout_s=timeout_s),
+                              pooled=True)
         path = find_stockfish(engine)  # fail now, not in the middle of a run
-        elo, skill = self.elo, self.skill
+        elo, skill, eps = self.elo, self.skill, self.eps
         return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=elo, skill=skill, nodes=nodes,
-                                                            timeout_s=timeout_s), pooled=True)
+                                                            timeout_s=timeout_s, eps=eps, seed=seed), pooled=True)
 
 
 # -- specs and records ------------------------------------------------------------------------------------

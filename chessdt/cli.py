@@ -354,7 +354,12 @@ def _eval_setup(args: argparse.Namespace,
             return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
                             for k, v in b.items()}}
 
-        cfg = config_from_dict(merge(to_dict(policy.cfg), parse_overrides(overrides)))
+        # A checkpoint never chooses a program to run: its own eval.engine and 'uci=' opponents are
+        # dropped; the user names engines on the command line (--engine, --set) or in --config.
+        own = to_dict(policy.cfg)
+        own["eval"]["engine"] = ""
+        own["eval"]["ladder"] = [o for o in own["eval"]["ladder"] if not str(o).lower().startswith("uci=")]
+        cfg = config_from_dict(merge(own, parse_overrides(overrides)))
     ev = cfg.eval
     if getattr(args, "engine", None):
         ev = dataclasses.replace(ev, engine=args.engine)

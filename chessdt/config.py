@@ -205,6 +205,10 @@ class EvalConfig:
     calibration_games: int = 4  # games between neighbouring opponents, tying unanchored ones to the scale
     opening_plies: int = 4  # plies of the paired opening lines (0 = every game from the start position)
     virtual_draws: float = 1.0  # draws added per pair that met, in the Elo fit (keeps perfect scores finite)
+    # -- strength: direct matches between settings (the instrument for small differences) --
+    match_games: int = 200  # games per pair of settings, paired openings (400 resolve about +-20 Elo); 0 = off
+    match_plan: str = "adjacent"  # which settings meet: "adjacent" (neighbours, and first vs last) or "all"
+    match_extra: tuple[str, ...] = ()  # settings besides eval.ratings, e.g. "rating=2000,temperature=0.3"
     # -- strength: human move matching and centipawn loss --
     matching_games: int = 200  # held-out games for move matching
     skip_plies: int = 10  # opening plies left out of move matching and centipawn loss (Maia's protocol)
@@ -226,6 +230,10 @@ class EvalConfig:
             raise ConfigError("eval.band_width, batch_size, workers and max_plies must be positive")
         if not self.line_plies or min(self.line_plies) <= 0:
             raise ConfigError("eval.line_plies must be positive numbers of plies")
+        if self.match_games % 2 or self.match_games < 0:
+            raise ConfigError(f"eval.match_games={self.match_games} must be even (openings are paired by colour)")
+        if self.match_plan not in ("adjacent", "all"):
+            raise ConfigError(f"eval.match_plan={self.match_plan!r}: use 'adjacent' or 'all'")
         if self.ladder_games % 2:
             raise ConfigError(f"eval.ladder_games={self.ladder_games} must be even (openings are paired by colour)")
         if not 0.0 < self.top_p <= 1.0 or self.temperature < 0:

@@ -60,7 +60,7 @@ def small_cfg(**kw: object) -> EvalConfig:
                                    max_plies=40, ladder=("random", "1350"), ladder_games=2, calibration_games=2,
                                    matching_games=20, cpl_positions=4, cpl_nodes=10, ladder_nodes=5,
                                    openings_games=6, openings_vs_games=4, openings_opponent="random",
-                                   repeat_samples=20, batch_size=8, workers=1)
+                                   repeat_samples=20, batch_size=8, workers=1, match_games=4)
     base.update(kw)
     return EvalConfig(**base)  # type: ignore[arg-type]
 
@@ -273,7 +273,8 @@ def test_centipawn_loss_plumbing_with_fake_engine(tmp_path: Path, games: list[He
     res = centipawn_loss(subjects, games, positions=6, nodes=5, engine=script(str(tmp_path)))
     assert [r.positions for r in res.rows] == [6, 6] and res.failed == 0
     for r in res.rows:
-        assert r.mean >= 0 and r.median >= 0 and 0 <= r.blunder_rate <= 1
+        assert r.mean >= 0 and r.median >= 0 and 0 <= r.blunder_rate <= 1 and 0 <= r.accuracy <= 1
+    assert res.rows[1].vs_first == pytest.approx(res.rows[1].mean - res.rows[0].mean)
 
 
 @pytest.mark.slow
@@ -286,6 +287,8 @@ def test_centipawn_loss_separates_stockfish_from_random(games: list[HeldOutGame]
     res = centipawn_loss(subjects, games, positions=15, nodes=3000)
     rnd, sf = res.rows
     assert sf.mean < rnd.mean and sf.median <= 30
+    assert sf.accuracy >= 0.5 > rnd.accuracy  # Stockfish at the same nodes mostly picks its own best move
+    assert rnd.vs_first == 0.0 and sf.vs_first < 0 and sf.vs_first_hi < 0  # paired: clearly less loss
 
 
 def test_evaluate_strength_writes_json_and_notes(tmp_path: Path, games: list[HeldOutGame]) -> None:
@@ -293,6 +296,8 @@ def test_evaluate_strength_writes_json_and_notes(tmp_path: Path, games: list[Hel
     cfg = small_cfg(ratings=(1200, 2000), engine=script(str(tmp_path)))
     res = evaluate_strength(model_subjects(policy, cfg), games, cfg, tmp_path / "eval")
     assert res.ladder is not None and res.matching is not None and res.cpl is not None and not res.notes
+    assert res.match is not None and [(p.a, p.b) for p in res.match.pairs] == [("r1200", "r2000")]
+    assert res.match.pairs[0].score.games == cfg.match_games and "Direct matches" in res.format()
     loaded = StrengthResult.load(tmp_path / "eval" / "strength.json")
     assert loaded.format() == res.format() and "Spearman" in res.format()
     res2 = evaluate_strength(model_subjects(policy, cfg), [], cfg, None, parts=("matching", "cpl"))

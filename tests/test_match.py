@@ -142,3 +142,23 @@ def test_cli_match(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.Capture
     assert (out / "match_r1400_vs_r2000.json").is_file() and "Elo B - A" in capsys.readouterr().out
     assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "bogus=1", "--out", str(out)]) == 2
     assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "r=2000", "--sprt", "x", "--out", str(out)]) == 2
+
+
+def test_a_checkpoint_never_chooses_a_program(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """eval.engine and 'uci=' opponents in a checkpoint's own config are ignored; the user's are kept."""
+    import argparse
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["config"]["eval"]["engine"] = "/tmp/evil-engine"
+    meta["config"]["eval"]["ladder"] = ["random", "uci=/tmp/evil-engine@1500", "1350"]
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    args = argparse.Namespace(checkpoint=str(ckpt), device="cpu", set=[], config=None, engine=None, games=None,
+                              out=str(tmp_path / "out"))
+    _, ev, _, _ = cli._eval_setup(args, lambda ev: 1)
+    assert ev.engine == "" and ev.ladder == ("random", "1350")
+    args.set = ["eval.engine=/usr/games/stockfish", "eval.ladder=random,uci=lc0@1500"]
+    _, ev, _, _ = cli._eval_setup(args, lambda ev: 1)
+    assert ev.engine == "/usr/games/stockfish" and ev.ladder == ("random", "uci=lc0@1500")

@@ -30,7 +30,6 @@ import numpy as np
 from chessdt.arena import GameRecord, GameSpec, run_games
 from chessdt.errors import UserError
 from chessdt.evals import JsonResult, Subject, fmt, jsonable
-from chessdt.evals.strength import opening_lines
 from chessdt.metrics import PairedScore, fit_elo, paired_score, sprt_bounds, sprt_llr
 from chessdt.players import ModelPolicy, Sampling
 
@@ -328,6 +327,8 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
     guidance = {s.sampling.guidance for s in settings}
     if len(guidance) != 1:
         raise UserError("settings of one match must share one guidance weight (one KV-cache session)")
+    from chessdt.evals.strength import opening_lines  # (strength imports this module)
+
     seats = {s.label: s.subject(policy).seat(s.opponent_rating) for s in settings}
     lines = opening_lines(opening_plies)
     pairs = match_pairs(len(settings), plan) if sprt is None else [(0, 1)]

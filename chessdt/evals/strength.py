@@ -36,11 +36,15 @@ from chessdt.arena import GameRecord, GameSpec, Opponent, Seat, parse_line, run_
 from chessdt.config import EvalConfig
 from chessdt.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
-from chessdt.evals import JsonResult, Subject, fmt, jsonable
+from chessdt.evals import JsonResult, Subject, fmt, jsonable, sampling_of
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
+from chessdt.evals.match import MatchResult, Setting, play_match
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
 from chessdt.players import ModelPolicy, MoveStats
 
+# A subject is measured where it meets opponents near its own strength: a score of 20-80% against
+# at least two of them; outside that its rating rests on one lopsided result or on extrapolation.
+BRACKET = (0.2, 0.8)
 CP_CAP = 1000  # evaluations are clipped to +-10 pawns before taking differences (as Lichess does)
 BLUNDER_CP = 300  # a move losing at least this much counts as a blunder
 
@@ -84,6 +88,7 @@ class SubjectRow:
     scores: dict[str, float]  # share of points against each opponent
     illegal_per_game: float  # raw illegal attempts per game (0 by construction when masked)
     masked: bool  # whether it sampled with illegal moves masked
+    bracketed: int = 0  # opponents it scored between BRACKET[0] and BRACKET[1] against (>= 2: bracketed)
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,8 @@ def ladder_result(records: Sequence[GameRecord], subjects: Sequence[Subject], op
             score=sum(r.score_of(s.label) for r in won) / len(won) if won else math.nan,
             scores={k: sum(v) / len(v) for k, v in per_opp.items()},
             illegal_per_game=sum(illegal) / len(illegal) if illegal else math.nan,
-            masked=s.sampling.mask_illegal if s.policy is not None else False))
+            masked=s.sampling.mask_illegal if s.policy is not None else False,
+            bracketed=sum(BRACKET[0] <= sum(v) / len(v) <= BRACKET[1] for v in per_opp.values())))
     opp_rows = []
     for o in opponents:
         est = fit[o.label] if o.label in fit else None
@@ -283,6 +289,10 @@ class CplRow:
     hi: float
     median: float
     blunder_rate: float  # share of moves losing >= BLUNDER_CP
+    accuracy: float = math.nan  # share of moves equal to the engine's best move
+    vs_first: float = math.nan  # mean loss minus the first subject's, on the same positions (paired)
+    vs_first_lo: float = math.nan  # 95% interval of that paired difference
+    vs_first_hi: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -349,12 +359,16 @@ def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *,
                 moves[s.label] = [player.play(b.copy()) for b in boards]
     limit = chess.engine.Limit(nodes=nodes)
     losses: dict[str, list[float]] = {s.label: [] for s in subjects}
+    hits: dict[str, list[bool]] = {s.label: [] for s in subjects}
     failed = 0
     with Engine(find_stockfish(engine)) as sf:
         for j, board in enumerate(boards):
             game_tag = object()  # a fresh hash per position, so results do not depend on order
             try:
-                best = _mover_cp(sf.analyse(board, limit, game=game_tag)["score"], board.turn)
+                info = sf.analyse(board, limit, game=game_tag,
+                                  info=chess.engine.INFO_SCORE | chess.engine.INFO_PV)
+                best = _mover_cp(info["score"], board.turn)
+                best_move = info.get("pv", [None])[0]
                 after: dict[chess.Move, float] = {}
                 for m in {moves[s.label][j] for s in subjects}:
                     after[m] = _after_cp(sf, board, m, limit)
@@ -363,13 +377,18 @@ def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *,
                 continue
             for s in subjects:
                 losses[s.label].append(max(0.0, best - after[moves[s.label][j]]))
+                hits[s.label].append(moves[s.label][j] == best_move)
     rows = []
+    first = losses[subjects[0].label] if subjects else []
     for s in subjects:
         ls = losses[s.label]
         mean, lo, hi = mean_interval(ls)
+        diff, dlo, dhi = mean_interval([a - b for a, b in zip(ls, first)]) if s is not subjects[0] else (0.0, 0.0, 0.0)
         rows.append(CplRow(label=s.label, prompted=s.rating, positions=len(ls), mean=mean, lo=lo, hi=hi,
                            median=statistics.median(ls) if ls else math.nan,
-                           blunder_rate=sum(x >= BLUNDER_CP for x in ls) / len(ls) if ls else math.nan))
+                           blunder_rate=sum(x >= BLUNDER_CP for x in ls) / len(ls) if ls else math.nan,
+                           accuracy=sum(hits[s.label]) / len(ls) if ls else math.nan,
+                           vs_first=diff, vs_first_lo=dlo, vs_first_hi=dhi))
     pr = [(float(r.prompted), r.mean) for r in rows if r.prompted is not None]
     return CplResult(rows=tuple(rows), nodes=nodes, cap=CP_CAP,
                      spearman=spearman([p for p, _ in pr], [m for _, m in pr]), failed=failed)
@@ -382,6 +401,7 @@ class StrengthResult(JsonResult):
     matching: MatchingResult | None
     cpl: CplResult | None
     notes: tuple[str, ...]  # what was skipped and why
+    match: MatchResult | None = None  # direct matches between the settings
 
     def format(self) -> str:
         """Markdown tables."""
@@ -390,12 +410,18 @@ class StrengthResult(JsonResult):
             L = self.ladder
             out += [f"Ladder: {L.games} decided games ({L.aborted} aborted, {L.engine_restarts} engine restarts, "
                     f"{L.move_limit_draws} drawn at the move limit), Stockfish at {L.nodes} nodes per move", "",
-                    "| subject | prompted | measured Elo | 95% interval | games | score | illegal/game |",
-                    "|---|---:|---:|---|---:|---:|---:|"]
+                    "| subject | prompted | measured Elo | 95% interval | games | score | bracketed by | illegal/game |",
+                    "|---|---:|---:|---|---:|---:|---:|---:|"]
             for r in L.subjects:
                 out.append(f"| {r.label} | {r.prompted if r.prompted is not None else '-'} | {fmt(r.elo, 0)} | "
                            f"{fmt(r.lo, 0)} .. {fmt(r.hi, 0)} | {r.games} | {fmt(r.score, 1, True)} | "
+                           f"{r.bracketed}{'' if r.bracketed >= 2 else ' (!)'} | "
                            f"{fmt(r.illegal_per_game, 2)}{' (masked)' if r.masked else ''} |")
+            loose = [r.label for r in L.subjects if r.bracketed < 2]
+            if loose:
+                out += ["", f"(!) scored {BRACKET[0]:.0%}-{BRACKET[1]:.0%} against fewer than two opponents: "
+                        f"{', '.join(loose)}; their ratings rest on lopsided results: add opponents near their "
+                        "strength to eval.ladder (e.g. eps=P rungs)"]
             out += ["", "| opponent | Elo | 95% interval |", "|---|---:|---|"]
             for o in L.opponents:
                 out.append(f"| {o.label} | {fmt(o.elo, 0)}{' (anchor)' if o.anchored else ''} | "
@@ -414,17 +440,24 @@ class StrengthResult(JsonResult):
                     f"rows peak on their own band in {M.row_peaks} of {len(M.prompted)}", ""]
         if self.cpl is not None:
             C = self.cpl
-            out += [f"Centipawn loss (Stockfish {C.nodes} nodes, clipped at {C.cap} cp)", "",
-                    "| subject | positions | mean | 95% interval | median | blunders |", "|---|---:|---:|---|---:|---:|"]
+            first = C.rows[0].label if C.rows else ""
+            out += [f"Centipawn loss (Stockfish {C.nodes} nodes, clipped at {C.cap} cp) and engine move accuracy "
+                    f"(share of moves equal to Stockfish's best), all subjects on the same positions; the paired "
+                    f"difference to {first} has its own interval", "",
+                    "| subject | positions | mean loss | 95% interval | median | blunders | accuracy | "
+                    f"loss - {first} (95%) |", "|---|---:|---:|---|---:|---:|---:|---|"]
             for r in C.rows:
                 out.append(f"| {r.label} | {r.positions} | {fmt(r.mean)} | {fmt(r.lo)} .. {fmt(r.hi)} | "
-                           f"{fmt(r.median)} | {fmt(r.blunder_rate, 1, True)} |")
+                           f"{fmt(r.median)} | {fmt(r.blunder_rate, 1, True)} | {fmt(r.accuracy, 1, True)} | "
+                           f"{fmt(r.vs_first)} ({fmt(r.vs_first_lo)} .. {fmt(r.vs_first_hi)}) |")
             out += ["", f"Spearman(mean loss, prompted) = {fmt(C.spearman, 2)}", ""]
+        if self.match is not None:
+            out += [self.match.format()]
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out).rstrip() + "\n"
 
 
-PARTS = ("ladder", "matching", "cpl")
+PARTS = ("ladder", "match", "matching", "cpl")
 
 
 def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame], cfg: EvalConfig,
@@ -444,11 +477,24 @@ def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
     if "ladder" in parts:
         ladder = play_ladder(subjects, cfg, out_dir / "strength_games.jsonl" if out_dir else None, engine=engine,
                              progress=progress)
+    policies = {id(s.policy) for s in subjects}
+    one_model = len(policies) == 1 and subjects[0].policy is not None
+    match = None
+    if "match" in parts and cfg.match_games > 0:
+        if not one_model or len(subjects) + len(cfg.match_extra) < 2:
+            notes.append("direct matches skipped: they need two or more settings of one model")
+        else:
+            sampling = sampling_of(cfg)
+            settings = [Setting(s.rating, None, s.sampling) for s in subjects]
+            settings += [Setting.parse(x, default=sampling) for x in cfg.match_extra]
+            match = play_match(subjects[0].policy, settings,  # type: ignore[arg-type]
+                               out_dir / "match_games.jsonl" if out_dir else None, games=cfg.match_games,
+                               plan=cfg.match_plan, opening_plies=cfg.opening_plies, seed=cfg.seed,
+                               batch_size=cfg.batch_size, max_plies=cfg.max_plies, progress=progress)
     if "matching" in parts:
-        policies = {id(s.policy) for s in subjects}
         if not games:
             notes.append("move matching skipped: no held-out games")
-        elif len(policies) != 1 or subjects[0].policy is None or any(s.rating is None for s in subjects):
+        elif not one_model or any(s.rating is None for s in subjects):
             notes.append("move matching skipped: it needs model subjects of one policy, each with a prompted rating")
         else:
             matching = move_matching(subjects[0].policy, games[: cfg.matching_games], [s.rating for s in subjects],  # type: ignore[misc]
@@ -459,7 +505,7 @@ def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
         elif cfg.cpl_positions > 0:
             cpl = centipawn_loss(subjects, games, positions=cfg.cpl_positions, nodes=cfg.cpl_nodes,
                                  skip_plies=cfg.skip_plies, seed=cfg.seed, engine=engine)
-    result = StrengthResult(ladder=ladder, matching=matching, cpl=cpl, notes=tuple(notes))
+    result = StrengthResult(ladder=ladder, matching=matching, cpl=cpl, notes=tuple(notes), match=match)
     if out_dir is not None:
         result.save(out_dir / "strength.json")
     return result
