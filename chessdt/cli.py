@@ -358,7 +358,8 @@ def _eval_setup(args: argparse.Namespace,
         # dropped; the user names engines on the command line (--engine, --set) or in --config.
         own = to_dict(policy.cfg)
         own["eval"]["engine"] = ""
-        own["eval"]["ladder"] = [o for o in own["eval"]["ladder"] if not str(o).lower().startswith("uci=")]
+        for key in ("ladder", "matching_references"):
+            own["eval"][key] = [o for o in own["eval"].get(key, []) if not str(o).lower().startswith("uci=")]
         cfg = config_from_dict(merge(own, parse_overrides(overrides)))
     ev = cfg.eval
     if getattr(args, "engine", None):

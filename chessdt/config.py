@@ -212,6 +212,8 @@ class EvalConfig:
     # -- strength: human move matching and centipawn loss --
     matching_games: int = 200  # held-out games for move matching
     skip_plies: int = 10  # opening plies left out of move matching and centipawn loss (Maia's protocol)
+    matching_references: tuple[str, ...] = ()  # UCI engines scored on the same positions, e.g.
+    # "uci=lc0 --weights=maia-1500.pb.gz@1500/1" (Maia at one node); see eval.ladder for the grammar
     cpl_positions: int = 60  # held-out positions analysed per prompted rating
     cpl_nodes: int = 2000  # Stockfish node budget per analysed position
     # -- openings --

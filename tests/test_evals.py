@@ -18,6 +18,7 @@ from chessdt import cli
 from chessdt.arena import GameRecord, Opponent, read_game_log
 from chessdt.config import DataConfig, EvalConfig
 from chessdt.engine import DEBIAN_STOCKFISH
+from chessdt.errors import UserError
 from chessdt.evals import Subject, from_dict, jsonable, model_subjects
 from chessdt.evals import legality as legality_mod
 from chessdt.evals import strength as strength_mod
@@ -425,3 +426,28 @@ def test_illegal_reason_for_a_non_move_token() -> None:
 
     assert illegal_reason(chess.Board(), VOCAB_FOR_REASONS.end, VOCAB_FOR_REASONS) == "not a move: <end>"
 
+
+
+def test_reference_engine_is_scored_on_the_models_positions(tmp_path: Path, games: list[HeldOutGame]) -> None:
+    """The fake engine plays the first legal move (sorted UCI): its agreement with the recorded move
+    is computable by hand on exactly the positions move matching uses."""
+    from chessdt.evals.strength import matched_positions, reference_matching
+
+    policy = tiny_policy(context=64)
+    ratings = [1200, 1600, 2000]
+    max_moves = policy.context - len(policy.prompt(None, None)) + 1
+    spec = f"uci={script(str(tmp_path))}@1500"
+    row = reference_matching(spec, games[:10], ratings, band_width=400, skip_plies=10, max_moves=max_moves, nodes=5)
+    hits, n = [0, 0, 0], [0, 0, 0]
+    for gi, _, ply, cols in matched_positions(games[:10], ratings, 400, 10, max_moves):
+        board = games[gi].board(ply)
+        first = min(board.legal_moves, key=lambda m: m.uci())
+        for ci in cols:
+            hits[ci] += first == games[gi].moves[ply]
+            n[ci] += 1
+    assert row.n == tuple(n) and sum(n) > 0 and row.failed == 0 and row.label == "fakefish@1500"
+    assert row.accuracy == tuple(h / k if k else pytest.approx(math.nan, nan_ok=True) for h, k in zip(hits, n))
+    m = move_matching(policy, games[:10], ratings, band_width=400, skip_plies=10)
+    assert [m.n[0][ci] for ci in range(3)] == n  # the model's positions are the same ones
+    with pytest.raises(UserError):
+        reference_matching("random", games[:2], ratings, band_width=400, skip_plies=10, max_moves=max_moves, nodes=5)

@@ -25,6 +25,7 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from chessdt.evals import JsonResult, Subject, fmt, jsonable, sampling_of
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
 from chessdt.evals.match import MatchResult, Setting, play_match
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
-from chessdt.players import ModelPolicy, MoveStats
+from chessdt.players import ModelPolicy, MoveStats, StockfishPlayer
 
 # A subject is measured where it meets opponents near its own strength: a score of 20-80% against
 # at least two of them; outside that its rating rests on one lopsided result or on extrapolation.
@@ -218,6 +219,61 @@ class MatchingResult:
     row_peaks: int  # prompted ratings strictly best on their own band (Maia's view; confounded by band difficulty)
     games: int  # held-out games used
     skip_plies: int
+    references: tuple[ReferenceRow, ...] = ()  # UCI engines scored on exactly the same positions
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A reference engine's top-1 agreement with the human move, per band, on the model's positions."""
+
+    label: str
+    spec: str
+    accuracy: tuple[float, ...]  # per band (the columns of MatchingResult)
+    n: tuple[int, ...]
+    failed: int  # positions where the engine failed (left out of its row)
+
+
+def matched_positions(games: Sequence[HeldOutGame], ratings: Sequence[int], band_width: int, skip_plies: int,
+                      max_moves: int) -> list[tuple[int, chess.Color, int, list[int]]]:
+    """(game, mover, ply, band columns) of every position move matching scores: the mover's own
+    moves from `skip_plies` on, within the model's context, for movers rated inside some band."""
+    out = []
+    for gi, g in enumerate(games):
+        for color in (chess.WHITE, chess.BLACK):
+            cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
+            if not cols:
+                continue
+            start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
+            out.extend((gi, color, p, cols) for p in range(start, min(len(g.moves), max_moves), 2))
+    return out
+
+
+def reference_matching(spec: str, games: Sequence[HeldOutGame], ratings: Sequence[int], *, band_width: int,
+                       skip_plies: int, max_moves: int, nodes: int, timeout_s: float = 30.0) -> ReferenceRow:
+    """Top-1 agreement of a UCI engine (an opponent spec: 'uci=lc0 --weights=...@1500/1', '1350',
+    'eps=0', ...) with the human moves, on the positions :func:`move_matching` scores. The engine sees
+    the whole game (python-chess sends the moves from the start), as Maia expects."""
+    opponent = Opponent.parse(spec)
+    if opponent.kind == "random":
+        raise UserError("a reference for move matching must be an engine, not the random mover")
+    R = len(ratings)
+    hits, n = [0] * R, [0] * R
+    failed = 0
+    player = opponent.seat(None, nodes=nodes, timeout_s=timeout_s).make(0)
+    assert isinstance(player, StockfishPlayer)  # every engine opponent is one (a context manager)
+    with player:
+        for gi, _color, ply, cols in matched_positions(games, ratings, band_width, skip_plies, max_moves):
+            g = games[gi]
+            try:
+                move = player.play(g.board(ply))
+            except (EngineFailure, chess.engine.EngineError, RuntimeError):
+                failed += 1
+                continue
+            for ci in cols:
+                hits[ci] += move == g.moves[ply]
+                n[ci] += 1
+    return ReferenceRow(label=opponent.label, spec=spec, accuracy=tuple(h / k if k else math.nan for h, k in zip(hits, n)),
+                        n=tuple(n), failed=failed)
 
 
 @torch.no_grad()
@@ -233,6 +289,7 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
     hits = [[0] * R for _ in range(R)]
     n = [[0] * R for _ in range(R)]
     jobs: list[tuple[int, chess.Color, int]] = []  # (game, colour, row)
+    max_moves = policy.context - len(policy.prompt(None, None)) + 1  # as teacher_forced_logits cuts
     for gi, g in enumerate(games):
         for color in (chess.WHITE, chess.BLACK):
             if any(band_of(g.rating(color), r, band_width) for r in ratings):
@@ -249,7 +306,7 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
         g = games[gi]
         cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
         start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
-        plies = range(start, len(logits), 2)  # the mover's own moves
+        plies = range(start, min(len(logits), max_moves), 2)  # the mover's own moves
         if not plies:
             continue
         top = logits[list(plies)].argmax(-1).tolist()
@@ -435,6 +492,9 @@ class StrengthResult(JsonResult):
             for ri, r in enumerate(M.prompted):
                 cells = [f"{fmt(a, 1, True)} ({k})" for a, k in zip(M.accuracy[ri], M.n[ri])]
                 out.append(f"| {r} | " + " | ".join(cells) + " |")
+            for ref in M.references:
+                cells = [f"{fmt(a, 1, True)} ({k})" for a, k in zip(ref.accuracy, ref.n)]
+                out.append(f"| {ref.label} (reference) | " + " | ".join(cells) + " |")
             out += ["", f"The diagonal peaks in {M.diagonal_peaks} of {M.bands_with_data} bands "
                     f"(best prompt per band: {', '.join(str(b) for b in M.best_prompt)}); "
                     f"rows peak on their own band in {M.row_peaks} of {len(M.prompted)}", ""]
@@ -497,8 +557,16 @@ def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
         elif not one_model or any(s.rating is None for s in subjects):
             notes.append("move matching skipped: it needs model subjects of one policy, each with a prompted rating")
         else:
-            matching = move_matching(subjects[0].policy, games[: cfg.matching_games], [s.rating for s in subjects],  # type: ignore[misc]
-                                     band_width=cfg.band_width, skip_plies=cfg.skip_plies)
+            policy = subjects[0].policy
+            assert policy is not None
+            ratings = [s.rating for s in subjects if s.rating is not None]
+            held = games[: cfg.matching_games]
+            matching = move_matching(policy, held, ratings, band_width=cfg.band_width, skip_plies=cfg.skip_plies)
+            max_moves = policy.context - len(policy.prompt(None, None)) + 1
+            refs = tuple(reference_matching(spec, held, ratings, band_width=cfg.band_width, skip_plies=cfg.skip_plies,
+                                            nodes=cfg.ladder_nodes, max_moves=max_moves)
+                         for spec in cfg.matching_references)
+            matching = dataclasses.replace(matching, references=refs)
     if "cpl" in parts:
         if not games:
             notes.append("centipawn loss skipped: no held-out games")
