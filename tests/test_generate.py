@@ -129,3 +129,47 @@ def test_eps_rungs_play_seeded_random_moves(tmp_path: Path, capsys: pytest.Captu
     assert [str(g.mainline_moves()) for g in a] == [str(g.mainline_moves()) for g in b]
     assert len({str(g.mainline_moves()) for g in a}) == 4  # the fake engine would play one fixed line
     assert {g.headers["WhiteElo"] for g in a} == {"900", "1000"} and "eps=1" in a[0].headers["White"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc to find the worker processes")
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of `games generate` runs no cleanup; its worker processes must still stop (they used
+    to go on playing queued games, each holding an engine)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def children(pid: int) -> set[int]:
+        out = set()
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.add(int(d.name))
+                except (OSError, IndexError, ValueError):
+                    pass
+        return out
+
+    proc = subprocess.Popen([sys.executable, "-m", "chessdt", "games", "generate", "--out", str(tmp_path / "g.pgn"),
+                             "--games", "5000", "--rungs", "1400,1600", "--engine", fake_uci.script(str(tmp_path)),
+                             "--workers", "2", "--adjudicate-moves", "0", "-q"])
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = {c for c in children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+    assert len(workers) == 2
+    time.sleep(2.0)  # the workers are playing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() and
+                                              "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]
+                                              for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive
