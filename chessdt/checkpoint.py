@@ -180,7 +180,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     """(model in eval mode, its config, its vocabulary) from a checkpoint or run directory."""
     ckpt = read_checkpoint(path, vocab)
     model_vocab = Vocab(rating_bucket=ckpt.cfg.data.rating_bucket)
-    model = GPT(ckpt.cfg.model, model_vocab.size)
+    model = GPT(ckpt.cfg.model, model_vocab.size, model_vocab)
     model.load_state_dict(ckpt.weights, strict=True)
     return model.to(device).eval(), ckpt.cfg, model_vocab
 

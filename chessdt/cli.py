@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,7 +79,8 @@ def _cmd_games_generate(args: argparse.Namespace) -> int:
     from chessdt.stockfish.engine import find_stockfish
     from chessdt.stockfish.generate import DEFAULT_RUNGS, LadderConfig, Rung, generate, load_start_lines
 
-    rungs = tuple(Rung.parse(s) for s in args.rungs.split(",")) if args.rungs else DEFAULT_RUNGS
+    # a comma followed by a digit starts the next rung ("1000:full,eps=0.6,2000:full" is two rungs)
+    rungs = tuple(Rung.parse(s) for s in re.split(r",(?=\d)", args.rungs)) if args.rungs else DEFAULT_RUNGS
     cfg = LadderConfig(rungs=rungs, games=args.games, seed=args.seed, nodes=args.nodes,
                        hash_mb=args.hash_mb, max_plies=args.max_plies, adjudicate_cp=args.adjudicate_cp,
                        adjudicate_moves=args.adjudicate_moves, book=Path(args.book) if args.book else None,
@@ -135,6 +137,7 @@ def _add_engine_games_parsers(gsub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .pgn.zst (appended to; an interrupted run resumes)")
     p.add_argument("--games", type=int, required=True, help="total games wanted in the file")
     p.add_argument("--rungs", help="comma-separated rungs: RATING (UCI_Elo), RATING:skill=K, RATING:full, "
+                                   "RATING:eps=P (full strength, a uniformly random legal move with probability P), "
                                    "each optionally /NODES (default 1350,1475,1600,1725,1850,1975/2000,2100:full)")
     p.add_argument("--nodes", type=int, default=1000, help="node limit per move (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="fixes pairings, colours and start lines")
@@ -343,14 +346,16 @@ def _eval_setup(args: argparse.Namespace,
     import dataclasses
 
     from chessdt.checkpoint import resolve_checkpoint
-    from chessdt.config import override
+    from chessdt.config import override, without_programs
     from chessdt.evals.heldout import held_out_games
     from chessdt.evals.results import eval_dir
     from chessdt.evals.subject import use_threads
 
     policy = _load_policy(args.checkpoint, args.device)
     overrides = list(args.set or [])
-    cfg = load_config(args.config, overrides) if args.config else override(policy.cfg, overrides)
+    # A checkpoint never chooses a program to run: its own eval.engine and 'uci=' opponents are
+    # dropped; the user names engines on the command line (--engine, --set) or in --config.
+    cfg = load_config(args.config, overrides) if args.config else override(without_programs(policy.cfg), overrides)
     ev = cfg.eval
     if getattr(args, "engine", None):
         ev = dataclasses.replace(ev, engine=args.engine)
@@ -396,6 +401,34 @@ def _cmd_eval_openings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_match(args: argparse.Namespace) -> int:
+    import torch
+
+    from chessdt.checkpoint import resolve_checkpoint
+    from chessdt.evals.results import eval_dir
+    from chessdt.evals.match import Setting, play_match
+
+    policy = _load_policy(args.checkpoint, args.device)
+    settings = [Setting.parse(s) for s in args.settings]
+    sprt = None
+    if args.sprt:
+        try:
+            elo0, elo1 = (float(x) for x in args.sprt.split(","))
+        except ValueError:
+            raise UserError(f"--sprt {args.sprt!r}: give ELO0,ELO1, e.g. 0,20") from None
+        sprt = (elo0, elo1)
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out) if args.out else eval_dir(resolve_checkpoint(args.checkpoint))
+    name = "match_" + "_vs_".join(s.label.replace(" ", "-") for s in settings)
+    result = play_match(policy, settings, out / f"{name}.jsonl", games=args.games, plan=args.plan,
+                        opening_plies=args.opening_plies, seed=args.seed, batch_size=args.batch_size,
+                        max_plies=args.max_plies, sprt=sprt, progress=not args.quiet)
+    result.save(out / f"{name}.json")
+    print(result.format())
+    print(f"wrote {out / (name + '.json')} (games in {out / (name + '.jsonl')}; {result.seconds:,.0f} s)")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from chessdt.report import write_report
 
@@ -406,7 +439,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings")
+    ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings, direct matches")
     esub = ev.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
     helps = {"legality": "legality of raw predictions on held-out games, illegal attempts in self-play",
              "strength": "Stockfish-ladder Elo per prompted rating, human move matching, centipawn loss",
@@ -429,6 +462,27 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--parts", default="ladder,matching,cpl", help="which parts to run (default all three)")
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=funcs[name])
+
+    p = esub.add_parser("match", help="direct matches between settings of one model (paired openings, "
+                                      "Elo differences to about +-20 in 400 games, optional SPRT)")
+    p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
+    p.add_argument("settings", nargs="+", metavar="SETTING",
+                   help="two or more settings, e.g. 'rating=1000' 'rating=2000' 'rating=2000,temperature=0.3' "
+                        "(keys: rating, opponent, temperature, top_p, guidance, mask)")
+    p.add_argument("--games", type=int, default=400, help="games per pair of settings (even; default 400)")
+    p.add_argument("--plan", default="adjacent", choices=("adjacent", "all"),
+                   help="which settings meet: neighbours in the list plus first vs last (default), or all pairs")
+    p.add_argument("--sprt", metavar="ELO0,ELO1", help="two settings: stop once 'B - A >= ELO1' or "
+                                                      "'B - A <= ELO0' is decided (alpha = beta = 0.05)")
+    p.add_argument("--opening-plies", type=int, default=4, help="plies of the paired opening lines (default 4)")
+    p.add_argument("--batch-size", type=int, default=128, help="games advanced together through the KV cache")
+    p.add_argument("--max-plies", type=int, default=300, help="a game still running is a draw after this")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampling of every game")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for small batches)")
+    p.add_argument("--out", help="output folder (default: <run_dir>/eval)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval_match)
 
     p = sub.add_parser("report", help="report.md with plots from a run's evaluation results")
     p.add_argument("run_dir", help="run directory (reads RUN_DIR/eval/*.json)")

@@ -88,6 +88,11 @@ class ModelConfig:
     board_head: bool = True  # add to each move's logit a learned score of the pieces on its from- and to-square
     attack_features: bool = True  # also see attack maps, pins and check; board_head adds a learned weight per move fact
     init_std: float = 0.02  # std of the normal init of weights; residual projections get /sqrt(2*n_layer)
+    rating_every: bool = False  # also add the mover's and the opponent's rating (each through its own
+    # linear map) at every position, as a decision transformer's return-to-go; the prefix stays
+    rating_continuous: bool = False  # rating tokens embed as a linear interpolation between learned
+    # anchors every 200 Elo (at the bucket's middle), so a bucket the data never holds still gets a
+    # sensible vector from its neighbours, instead of an untrained row of the token table
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -206,9 +211,15 @@ class EvalConfig:
     calibration_games: int = 4  # games between neighbouring opponents, tying unanchored ones to the scale
     opening_plies: int = 4  # plies of the paired opening lines (0 = every game from the start position)
     virtual_draws: float = 1.0  # draws added per pair that met, in the Elo fit (keeps perfect scores finite)
+    # -- strength: direct matches between settings (the instrument for small differences) --
+    match_games: int = 200  # games per pair of settings, paired openings (400 resolve about +-20 Elo); 0 = off
+    match_plan: str = "adjacent"  # which settings meet: "adjacent" (neighbours, and first vs last) or "all"
+    match_extra: tuple[str, ...] = ()  # settings besides eval.ratings, e.g. "rating=2000,temperature=0.3"
     # -- strength: human move matching and centipawn loss --
     matching_games: int = 200  # held-out games for move matching
     skip_plies: int = 10  # opening plies left out of move matching and centipawn loss (Maia's protocol)
+    matching_references: tuple[str, ...] = ()  # UCI engines scored on the same positions, e.g.
+    # "uci=lc0 --weights=maia-1500.pb.gz@1500/1" (Maia at one node); see eval.ladder for the grammar
     cpl_positions: int = 60  # held-out positions analysed per prompted rating
     cpl_nodes: int = 2000  # Stockfish node budget per analysed position
     # -- openings --
@@ -227,6 +238,10 @@ class EvalConfig:
             raise ConfigError("eval.band_width, batch_size, workers and max_plies must be positive")
         if not self.line_plies or min(self.line_plies) <= 0:
             raise ConfigError("eval.line_plies must be positive numbers of plies")
+        if self.match_games % 2 or self.match_games < 0:
+            raise ConfigError(f"eval.match_games={self.match_games} must be even (openings are paired by colour)")
+        if self.match_plan not in ("adjacent", "all"):
+            raise ConfigError(f"eval.match_plan={self.match_plan!r}: use 'adjacent' or 'all'")
         if self.ladder_games % 2:
             raise ConfigError(f"eval.ladder_games={self.ladder_games} must be even (openings are paired by colour)")
         if not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
@@ -426,6 +441,18 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
 def override(cfg: Config, overrides: list[str]) -> Config:
     """`cfg` with `--set section.key=value` overrides applied (converted by each field's type)."""
     return config_from_dict(_merge(to_dict(cfg), parse_overrides(overrides)))
+
+
+def without_programs(cfg: Config) -> Config:
+    """`cfg` with nothing that would start a program: eval.engine emptied, 'uci=' ladder opponents and
+    move-matching references dropped (for a config read from a checkpoint someone else made)."""
+    ev = cfg.eval
+
+    def safe(specs: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(s for s in specs if not s.lower().startswith("uci="))
+
+    return dataclasses.replace(cfg, eval=dataclasses.replace(ev, engine="", ladder=safe(ev.ladder),
+                                                             matching_references=safe(ev.matching_references)))
 
 
 def run_path(cfg: Config) -> Path:

@@ -37,7 +37,7 @@ from torch import nn
 
 from chessdt.config import ModelConfig
 from chessdt.features import MOVE_FACTS, SQUARE_FEATURES, Geometry, code_facts
-from chessdt.tokenizer import NUM_MOVES, all_moves
+from chessdt.tokenizer import NUM_MOVES, RATING_MAX, RATING_MIN, Vocab, all_moves
 
 N_PIECE_CODES = 12  # shards.board_array codes 1..12 (0 is an empty square)
 # The move prior is stored divided by this, so that Adam (whose steps are about lr in parameter
@@ -48,6 +48,19 @@ PRIOR_SCALE = 20.0
 # they see a lot of gradient; this scale lets them reach the several nats a fact is worth
 # ("this move is blocked") within a few dozen steps.
 FACT_SCALE = 50.0
+# Continuous rating embedding: learned anchors every ANCHOR_STEP Elo over the tokenizer's range.
+ANCHOR_STEP = 200
+RATING_ANCHORS = tuple(range(RATING_MIN, RATING_MAX + 1, ANCHOR_STEP))
+PREFIX_SCAN = 4  # the condition tokens sit in the first positions of every sequence
+
+
+def rating_values(vocab: Vocab) -> torch.Tensor:
+    """(V,) float: the middle of each rating token's bucket, -1 for <rating:?>, nan for other tokens."""
+    values = torch.full((vocab.size,), math.nan)
+    values[vocab.unknown_rating] = -1.0
+    for level in vocab.rating_levels():
+        values[vocab.rating_token(level)] = min(level + vocab.rating_bucket / 2, RATING_MAX)
+    return values
 
 
 def move_feature_table(vocab_size: int) -> torch.Tensor:
@@ -87,6 +100,7 @@ class KVCache:
     keys: list[torch.Tensor]  # per layer (B, H, max_len, head_dim)
     values: list[torch.Tensor]  # per layer (B, H, max_len, head_dim)
     length: int = 0  # positions filled so far
+    ratings: torch.Tensor | None = None  # (B, 2, d) white's and black's rating vectors (model.rating_every)
 
     @property
     def max_len(self) -> int:
@@ -101,7 +115,8 @@ class KVCache:
 
     def select(self, rows: torch.Tensor) -> "KVCache":
         """A cache holding only the given batch rows (e.g. to drop finished games)."""
-        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.length)
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.length,
+                       None if self.ratings is None else self.ratings[rows])
 
 
 class _Gather(torch.autograd.Function):
@@ -193,16 +208,28 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer over a :class:`~chessdt.tokenizer.Vocab`; see the module doc."""
 
-    move_feats: torch.Tensor  # buffers registered in __init__ (the last two only with the features that use them)
+    move_feats: torch.Tensor  # buffers registered in __init__ (the others only with the features that use them)
     move_ids: torch.Tensor
     code_facts: torch.Tensor
+    token_rating: torch.Tensor
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+    def __init__(self, cfg: ModelConfig, vocab_size: int, vocab: Vocab | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
         d = cfg.d_model
         self.tok_emb = nn.Embedding(vocab_size, d)
+        if cfg.rating_every or cfg.rating_continuous:
+            if vocab is None or vocab.size != vocab_size:
+                raise ValueError("model.rating_every / rating_continuous need the vocabulary (its rating tokens)")
+            self.register_buffer("token_rating", rating_values(vocab), persistent=False)
+            if cfg.rating_continuous:
+                self.rating_emb = nn.Parameter(torch.empty(len(RATING_ANCHORS), d))
+                self.rating_emb_unknown = nn.Parameter(torch.empty(d))
+            if cfg.rating_every:
+                # zero at the start: the model begins as the prefix-only one and learns how much to use
+                self.own_rating = nn.Linear(d, d, bias=False)
+                self.opp_rating = nn.Linear(d, d, bias=False)
         self.pos_emb = nn.Embedding(cfg.context, d)
         self.register_buffer("move_feats", move_feature_table(vocab_size), persistent=False)
         if cfg.move_features:
@@ -251,6 +278,11 @@ class GPT(nn.Module):
                 self.board_emb.weight[0].zero_()
         if self.cfg.board_head:
             nn.init.zeros_(self.move_prior)  # starts as a plain GPT
+        if self.cfg.rating_every:
+            nn.init.zeros_(self.own_rating.weight)
+            nn.init.zeros_(self.opp_rating.weight)
+        if self.cfg.rating_continuous:
+            nn.init.normal_(self.rating_emb_unknown, 0.0, self.cfg.init_std)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -276,7 +308,10 @@ class GPT(nn.Module):
         B, T = tokens.shape
         if start + T > self.cfg.context:
             raise ValueError(f"sequence of {start + T} tokens exceeds the model context {self.cfg.context}")
-        x = F.embedding(tokens, table) + self.pos_emb.weight[start : start + T]  # (B, T, d)
+        x = F.embedding(tokens, table)  # (B, T, d)
+        if self.cfg.rating_continuous:  # rating tokens read their interpolated vectors instead
+            x = torch.where(self.token_rating[tokens].isnan()[..., None], x, self.rating_vectors(tokens))
+        x = x + self.pos_emb.weight[start : start + T]
         idx = None
         if self.cfg.board_input:
             if boards is None or plies is None:
@@ -300,6 +335,21 @@ class GPT(nn.Module):
         table = self.token_embeddings()
         geo = None if boards is None or plies is None else self.geo(boards, plies)
         x, idx = self.embed(tokens, boards, plies, start, table, geo)
+        if self.cfg.rating_every:
+            if plies is None:
+                raise ValueError("model.rating_every needs plies (the side to move at each position)")
+            if start == 0:
+                ratings = self.game_ratings(tokens, table)  # (B, 2, d)
+                if cache is not None:
+                    cache.ratings = ratings
+            elif cache is None or cache.ratings is None:
+                raise ValueError("model.rating_every: the cache holds no ratings (feed the prompt first)")
+            else:
+                ratings = cache.ratings
+            black = (plies % 2 == 1)[..., None]  # (B, T, 1): the mover's colour
+            own = torch.where(black, ratings[:, None, 1], ratings[:, None, 0])  # (B, T, d)
+            opp = torch.where(black, ratings[:, None, 0], ratings[:, None, 1])
+            x = x + self.own_rating(own) + self.opp_rating(opp)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
         if cache is not None:
@@ -336,6 +386,30 @@ class GPT(nn.Module):
             cm = self.geometry.castle_moves
             prior = prior.index_add(2, cm, geo.castle_bad * w[-1])
         return prior
+
+    def rating_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., d) continuous embedding of rating tokens: the unknown vector for <rating:?>, else
+        a linear interpolation between the two anchors around the bucket's middle."""
+        r = self.token_rating[tokens]  # (...,) nan for non-ratings, -1 for <rating:?>
+        pos = ((r - RATING_ANCHORS[0]) / ANCHOR_STEP).clamp(0, len(RATING_ANCHORS) - 1).nan_to_num(0.0)
+        lo = pos.floor().long().clamp(max=len(RATING_ANCHORS) - 2)
+        frac = (pos - lo)[..., None].to(self.rating_emb.dtype)
+        vec = self.rating_emb[lo] * (1 - frac) + self.rating_emb[lo + 1] * frac
+        return torch.where((r < 0)[..., None], self.rating_emb_unknown.expand_as(vec), vec)
+
+    def game_ratings(self, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, 2, d) vectors of White's and Black's rating: the first two rating tokens of each row's
+        prefix (zeros for a row without two, e.g. an outcome-only label)."""
+        head = tokens[:, :PREFIX_SCAN]
+        if head.shape[1] < 2:
+            return torch.zeros(tokens.shape[0], 2, self.cfg.d_model, device=tokens.device)
+        is_rating = ~self.token_rating[head].isnan()  # (B, P)
+        order = torch.where(is_rating, torch.arange(head.shape[1], device=head.device), PREFIX_SCAN)
+        first2 = order.sort(dim=1).values[:, :2].clamp(max=head.shape[1] - 1)  # (B, 2) positions
+        ids = head.gather(1, first2)
+        vec = self.rating_vectors(ids) if self.cfg.rating_continuous else F.embedding(ids, table)
+        valid = (is_rating.sum(1) >= 2)[:, None, None]
+        return torch.where(valid, vec, torch.zeros_like(vec))
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: context)."""

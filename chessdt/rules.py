@@ -28,6 +28,7 @@ MATE_SCORE = 100_000  # centipawns a mate counts as (python-chess `score(mate_sc
 CP_CAP = 1000  # evaluations are clipped to +-10 pawns before differences are taken (as Lichess does)
 # UCI_Elo range of Stockfish 15.1 (`option name UCI_Elo type spin default 1350 min 1350 max 2850`).
 UCI_ELO_MIN, UCI_ELO_MAX = 1350, 2850
+PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9}
 
 _MOVE_NUMBER = re.compile(r"^\d+\.+")
 
@@ -85,6 +86,11 @@ def parse_line(text: str) -> tuple[chess.Move, ...]:
     return tuple(board.move_stack)
 
 
+def material(board: chess.Board, color: chess.Color) -> int:
+    """Material of one side in pawns (P=1, N=B=3, R=5, Q=9)."""
+    return sum(v * len(board.pieces(p, color)) for p, v in PIECE_VALUES.items())
+
+
 def centipawns(score: chess.engine.PovScore, color: chess.Color) -> int:
     """An engine score from `color`'s side, mates as +-MATE_SCORE."""
     return int(score.pov(color).score(mate_score=MATE_SCORE))
@@ -113,10 +119,12 @@ class BadStrength(UserError):
 
 @dataclass(frozen=True, kw_only=True)
 class Strength:
-    """How strong the engine plays: full strength, a UCI_Elo rating, or a Skill Level (0-20)."""
+    """How strong the engine plays: full strength, a UCI_Elo rating, or a Skill Level (0-20), each
+    optionally with a share `eps` of uniformly random legal moves instead of the engine's."""
 
     elo: int | None = None  # UCI_LimitStrength + UCI_Elo (1350-2850 in Stockfish 15.1); None = unlimited
     skill: int | None = None  # "Skill Level" 0-20, for settings below the UCI_Elo floor
+    eps: float = 0.0  # probability of a random legal move (played by the caller; not an engine option)
 
     def __post_init__(self) -> None:
         if self.elo is not None and self.skill is not None:
@@ -126,6 +134,8 @@ class Strength:
                             "use a Skill Level for weaker play")
         if self.skill is not None and not 0 <= self.skill <= 20:
             raise UserError(f"Skill Level {self.skill} outside 0-20")
+        if not 0.0 <= self.eps <= 1.0:
+            raise UserError(f"eps={self.eps:g}: a probability, from 0 to 1")
 
     def options(self) -> dict[str, int | bool]:
         """The UCI options that set this strength (resetting the other mechanism)."""
@@ -137,35 +147,60 @@ class Strength:
 
     @classmethod
     def parse(cls, spec: str) -> Strength:
-        """The one grammar of an engine opponent's strength: 'full', 'skill=N', 'elo=N' or a
-        UCI_Elo rating 'N'. The ladder, the generator's rungs and RL all read it.
+        """The one grammar of an engine opponent's strength: 'full', 'skill=N', 'elo=N' or a UCI_Elo
+        rating 'N', optionally with ',eps=P' ('eps=P' alone: full strength). The ladder, the
+        generator's rungs, move-matching references and RL all read it.
 
         >>> Strength.parse("1600").elo, Strength.parse("skill=3").skill, Strength.parse("full")
-        (1600, 3, Strength(elo=None, skill=None))
+        (1600, 3, Strength(elo=None, skill=None, eps=0.0))
+        >>> Strength.parse("eps=0.25"), Strength.parse("skill=0,eps=0.5").spec
+        (Strength(elo=None, skill=None, eps=0.25), 'skill=0,eps=0.5')
         """
-        s = spec.strip().lower()
-        key, sep, value = s.partition("=")
-        if s == "full":
-            return cls()
-        number = value if sep else s
-        if number.lstrip("-").isdigit() and (not sep or key in ("skill", "elo")):
-            return cls(skill=int(number)) if key == "skill" else cls(elo=int(number))  # range checked here
-        raise BadStrength(f"strength {spec!r}: use 'full', 'skill=N', 'elo=N' or a UCI_Elo rating such as '1350'")
+        base: dict[str, int] = {}
+        eps = 0.0
+        parts = [p.strip() for p in spec.strip().lower().split(",")]
+        for part in parts:
+            key, sep, value = part.partition("=")
+            number = value if sep else part
+            if key == "eps" and sep and _is_number(value):
+                eps = float(value)
+            elif part == "full" and not base:
+                base = {}
+            elif number.lstrip("-").isdigit() and (not sep or key in ("skill", "elo")) and not base:
+                base = {"skill" if key == "skill" else "elo": int(number)}
+            else:
+                raise BadStrength(f"strength {spec!r}: use 'full', 'skill=N', 'elo=N' or a UCI_Elo rating such "
+                                  "as '1350', optionally with ',eps=P'")
+        return cls(**base, eps=eps)  # ranges checked here
 
     @property
     def spec(self) -> str:
-        """The text :meth:`parse` reads back: 'full', 'skill=N' or 'elo=N'."""
-        if self.elo is not None:
-            return f"elo={self.elo}"
-        return f"skill={self.skill}" if self.skill is not None else "full"
+        """The text :meth:`parse` reads back: 'full', 'skill=N' or 'elo=N', then ',eps=P' if any."""
+        base = f"elo={self.elo}" if self.elo is not None else f"skill={self.skill}" if self.skill is not None else "full"
+        return base + (f",eps={self.eps:g}" if self.eps else "")
+
+    @property
+    def deterministic(self) -> bool:
+        """Full-strength Stockfish with no random moves: two such engines replay the same game."""
+        return self.elo is None and self.skill in (None, 20) and self.eps == 0.0
 
     def describe(self) -> str:
-        """Short text for PGN headers, e.g. 'UCI_Elo=1600'."""
+        """Short text for PGN headers, e.g. 'UCI_LimitStrength=true UCI_Elo=1600', 'full strength eps=0.5'."""
         if self.elo is not None:
-            return f"UCI_LimitStrength=true UCI_Elo={self.elo}"
-        if self.skill is not None:
-            return f"Skill Level={self.skill}"
-        return "full strength"
+            text = f"UCI_LimitStrength=true UCI_Elo={self.elo}"
+        elif self.skill is not None:
+            text = f"Skill Level={self.skill}"
+        else:
+            text = "full strength"
+        return text + (f" eps={self.eps:g}" if self.eps else "")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_opponent(spec: str, *, allow_self: bool = False) -> Literal["random", "self"] | Strength:
@@ -173,7 +208,7 @@ def parse_opponent(spec: str, *, allow_self: bool = False) -> Literal["random", 
     Stockfish at a :meth:`Strength.parse` strength.
 
     >>> parse_opponent("random"), parse_opponent("skill=0")
-    ('random', Strength(elo=None, skill=0))
+    ('random', Strength(elo=None, skill=0, eps=0.0))
     """
     s = spec.strip().lower()
     if s == "random" or (allow_self and s == "self"):
@@ -182,5 +217,5 @@ def parse_opponent(spec: str, *, allow_self: bool = False) -> Literal["random", 
         return Strength.parse(s)
     except BadStrength:
         extra = ", 'self'" if allow_self else ""
-        raise UserError(f"opponent {spec!r}: use 'random'{extra}, 'skill=N', 'full' or a UCI_Elo rating "
-                        "such as '1350'") from None
+        raise BadStrength(f"opponent {spec!r}: use 'random'{extra}, 'skill=N', 'full', a UCI_Elo rating such as "
+                          "'1350', 'eps=P' (0..1)") from None

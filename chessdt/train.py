@@ -238,7 +238,7 @@ def _new_model(cfg: Config, vocab: Vocab, dev: torch.device) -> tuple[GPT, torch
     """The model, initialised from train.seed, and its AdamW (fused where the build has it)."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    model = GPT(cfg.model, vocab.size).to(dev)
+    model = GPT(cfg.model, vocab.size, vocab).to(dev)
     opt_kwargs: dict[str, Any] = dict(lr=tc.lr, betas=(tc.beta1, tc.beta2))
     try:
         optimizer = torch.optim.AdamW(model.optimizer_groups(tc.weight_decay), fused=True, **opt_kwargs)

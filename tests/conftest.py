@@ -118,6 +118,6 @@ def small_cfg(**kw: object) -> EvalConfig:
                                    max_plies=40, ladder=("random", "1350"), ladder_games=2, calibration_games=2,
                                    matching_games=20, cpl_positions=4, cpl_nodes=10, ladder_nodes=5,
                                    openings_games=6, openings_vs_games=4, openings_opponent="random",
-                                   repeat_samples=20, batch_size=8, workers=1)
+                                   repeat_samples=20, batch_size=8, workers=1, match_games=4)
     base.update(kw)
     return EvalConfig(**base)  # type: ignore[arg-type]

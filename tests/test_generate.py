@@ -108,3 +108,68 @@ def test_rung_node_limit_in_headers(tmp_path: Path) -> None:
         assert by_elo["1400"].endswith("UCI_Elo=1400 nodes=50")
         assert by_elo["1600"].endswith("full strength nodes=1000")
     assert "rungs=1400/50,1600:full" in cfg.event()
+
+
+def test_eps_rungs_play_seeded_random_moves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    r = Rung.parse("1000:eps=0.6/200")
+    assert (r.eps, r.strength.elo, r.nodes, str(r)) == (0.6, None, 200, "1000:full,eps=0.6/200")
+    assert Rung.parse("1200:elo=1350,eps=0.25").describe().endswith("eps=0.25")
+    for bad in ("1000:eps=2", "1000:eps=x", "1000:foo=1"):
+        with pytest.raises(Exception, match="bad rung"):
+            Rung.parse(bad)
+    # two full-strength rungs are allowed once one of them plays random moves
+    LadderConfig(rungs=(Rung.parse("1000:eps=0.5"), Rung.parse("2000:full")))
+    # eps = 1: every move random (the fake engine is never asked), the same moves on a rerun
+    engine = fake_uci.script(str(tmp_path))
+    args = ["games", "generate", "--games", "4", "--rungs", "900:eps=1,1000:full,eps=1", "--engine", engine,
+            "--max-plies", "30", "--adjudicate-moves", "0", "--workers", "1", "-q"]
+    assert cli.main(args + ["--out", str(tmp_path / "a.pgn")]) == 0
+    assert cli.main(args + ["--out", str(tmp_path / "b.pgn")]) == 0
+    a, b = list(read_games(tmp_path / "a.pgn")), list(read_games(tmp_path / "b.pgn"))
+    assert [str(g.mainline_moves()) for g in a] == [str(g.mainline_moves()) for g in b]
+    assert len({str(g.mainline_moves()) for g in a}) == 4  # the fake engine would play one fixed line
+    assert {g.headers["WhiteElo"] for g in a} == {"900", "1000"} and "eps=1" in a[0].headers["White"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc to find the worker processes")
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of `games generate` runs no cleanup; its worker processes must still stop (they used
+    to go on playing queued games, each holding an engine)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def children(pid: int) -> set[int]:
+        out = set()
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.add(int(d.name))
+                except (OSError, IndexError, ValueError):
+                    pass
+        return out
+
+    proc = subprocess.Popen([sys.executable, "-m", "chessdt", "games", "generate", "--out", str(tmp_path / "g.pgn"),
+                             "--games", "5000", "--rungs", "1400,1600", "--engine", fake_uci.script(str(tmp_path)),
+                             "--workers", "2", "--adjudicate-moves", "0", "-q"])
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = {c for c in children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+    assert len(workers) == 2
+    time.sleep(2.0)  # the workers are playing
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() and
+                                              "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]
+                                              for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive

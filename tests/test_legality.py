@@ -59,16 +59,19 @@ def test_legality_on_a_tiny_model(games: list[HeldOutGame]) -> None:
     # by hand on one game: full recomputation at every position
     g = games[0]
     prompt = policy.prompt(g.white, g.black, g.result)
-    top1, mass = [], []
+    top1, mass, close = [], [], 0
     for j in range(len(g.moves)):
         board = g.board(j)
         probs = torch.softmax(policy.logits_full(board, prompt), -1)
         legal = [policy.vocab.encode_move(m) for m in board.legal_moves]
         top1.append(int(probs.argmax()) in legal)
         mass.append(1.0 - float(probs[legal].sum()))
+        best2 = probs.topk(2).values
+        close += float(best2[0] - best2[1]) < 1e-5  # a near-tie: the batched path may pick the other one
     overall, _, _, used, _ = score_legality(policy, [g], positions=1000)
     assert used == 1 and overall.positions == len(g.moves)
-    assert overall.top1_legal == pytest.approx(sum(top1) / len(top1))
+    # the two paths differ by float rounding (~1e-6 in probability); only near-ties may flip the top-1 pick
+    assert abs(overall.top1_legal - sum(top1) / len(top1)) <= close / len(top1) + 1e-9
     assert overall.illegal_mass == pytest.approx(sum(mass) / len(mass), abs=1e-5)
 
 

@@ -196,3 +196,49 @@ def test_gather_gradient_equals_plain_indexing(size: int) -> None:
     table.grad = None
     (table[index] * weights).sum().backward()
     torch.testing.assert_close(ours, table.grad)
+
+
+RATED = ModelConfig(n_layer=2, n_head=2, d_model=32, context=48, rating_every=True, rating_continuous=True)
+
+
+def test_rating_every_position_cached_equals_uncached_and_reads_the_prefix() -> None:
+    model = GPT(RATED, VOCAB.size, VOCAB).eval()
+    with torch.no_grad():
+        for p in (model.own_rating.weight, model.opp_rating.weight):
+            p.normal_(0, 0.5)  # zero at init; give them values so the test sees them
+    tokens, boards, plies = _inputs(2, 12)
+    tokens[:, 0] = VOCAB.bos
+    tokens[:, 1], tokens[:, 2] = VOCAB.rating_token(1500), VOCAB.rating_token(2000)
+    plies[:, :3] = 0
+    with torch.no_grad():
+        full = model(tokens, boards, plies)
+        cache = model.new_cache(2, 48)
+        parts = [model(tokens[:, :4], boards[:, :4], plies[:, :4], cache)]
+        parts += [model.step(tokens[:, t], cache, boards[:, t], plies[:, t])[:, None] for t in range(4, 12)]
+        assert cache.ratings is not None and cache.ratings.shape == (2, 2, 32)
+        torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-4, rtol=1e-4)
+        # the per-position term: White's and Black's vectors are the first two rating tokens of the row
+        ratings = model.game_ratings(tokens, model.token_embeddings())
+        torch.testing.assert_close(ratings[:, 0], model.rating_vectors(tokens[:, 1]))
+        torch.testing.assert_close(ratings[:, 1], model.rating_vectors(tokens[:, 2]))
+        outcome_first = tokens.clone()
+        outcome_first[:, 1:4] = torch.tensor([VOCAB.result_token("1-0"), VOCAB.rating_token(1500),
+                                              VOCAB.rating_token(2000)])
+        torch.testing.assert_close(model.game_ratings(outcome_first, model.token_embeddings()), ratings)
+        with pytest.raises(ValueError, match="cache holds no ratings"):
+            stale = model.new_cache(2, 48)
+            stale.length = 4  # positions that were fed without the ratings being kept
+            model.step(tokens[:, 4], stale, boards[:, 4], plies[:, 4])
+
+
+def test_continuous_rating_interpolates_between_anchors() -> None:
+    model = GPT(RATED, VOCAB.size, VOCAB).eval()
+    anchors = list(range(400, 3201, 200))
+    with torch.no_grad():
+        vec = model.rating_vectors(torch.tensor([VOCAB.rating_token(1900), VOCAB.unknown_rating, VOCAB.rating_token(100)]))
+        a1800, a2000 = model.rating_emb[anchors.index(1800)], model.rating_emb[anchors.index(2000)]
+    torch.testing.assert_close(vec[0], 0.25 * a1800 + 0.75 * a2000)  # bucket 1900's middle: 1950
+    torch.testing.assert_close(vec[1], model.rating_emb_unknown.detach())
+    torch.testing.assert_close(vec[2], model.rating_emb[0].detach() * 0.75 + model.rating_emb[1].detach() * 0.25)
+    with pytest.raises(ValueError, match="need the vocabulary"):
+        GPT(RATED, VOCAB.size)

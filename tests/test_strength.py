@@ -16,6 +16,7 @@ import torch
 from chessdt.play.arena import Opponent
 from chessdt.play.gamelog import GameRecord, read_game_log
 from chessdt.stockfish.engine import DEBIAN_STOCKFISH
+from chessdt.errors import UserError
 from chessdt.evals.subject import Subject, model_subjects
 from chessdt.evals import strength as strength_mod
 from chessdt.evals.heldout import HeldOutGame, scored_moves
@@ -137,7 +138,8 @@ def test_centipawn_loss_plumbing_with_fake_engine(tmp_path: Path, games: list[He
     res = centipawn_loss(subjects, games, positions=6, nodes=5, engine=script(str(tmp_path)))
     assert [r.positions for r in res.rows] == [6, 6] and res.failed == 0
     for r in res.rows:
-        assert r.mean >= 0 and r.median >= 0 and 0 <= r.blunder_rate <= 1
+        assert r.mean >= 0 and r.median >= 0 and 0 <= r.blunder_rate <= 1 and 0 <= r.accuracy <= 1
+    assert res.rows[1].vs_first == pytest.approx(res.rows[1].mean - res.rows[0].mean)
 
 
 @pytest.mark.slow
@@ -150,6 +152,8 @@ def test_centipawn_loss_separates_stockfish_from_random(games: list[HeldOutGame]
     res = centipawn_loss(subjects, games, positions=15, nodes=3000)
     rnd, sf = res.rows
     assert sf.mean < rnd.mean and sf.median <= 30
+    assert sf.accuracy >= 0.5 > rnd.accuracy  # Stockfish at the same nodes mostly picks its own best move
+    assert rnd.vs_first == 0.0 and sf.vs_first < 0 and sf.vs_first_hi < 0  # paired: clearly less loss
 
 
 def test_evaluate_strength_writes_json_and_notes(tmp_path: Path, games: list[HeldOutGame]) -> None:
@@ -157,7 +161,34 @@ def test_evaluate_strength_writes_json_and_notes(tmp_path: Path, games: list[Hel
     cfg = small_cfg(ratings=(1200, 2000), engine=script(str(tmp_path)))
     res = evaluate_strength(model_subjects(policy, cfg), games, cfg, tmp_path / "eval")
     assert res.ladder is not None and res.matching is not None and res.cpl is not None and not res.notes
+    assert res.match is not None and [(p.a, p.b) for p in res.match.pairs] == [("r1200", "r2000")]
+    assert res.match.pairs[0].score.games == cfg.match_games and "Direct matches" in res.format()
     loaded = StrengthResult.load(tmp_path / "eval" / "strength.json")
     assert loaded.format() == res.format() and "Spearman" in res.format()
     res2 = evaluate_strength(model_subjects(policy, cfg), [], cfg, None, parts=("matching", "cpl"))
     assert res2.ladder is None and len(res2.notes) == 2
+
+
+def test_reference_engine_is_scored_on_the_models_positions(tmp_path: Path, games: list[HeldOutGame]) -> None:
+    """The fake engine plays the first legal move (sorted UCI): its agreement with the recorded move
+    is computable by hand on exactly the positions move matching uses."""
+    from chessdt.evals.strength import matched_positions, reference_matching
+
+    policy = tiny_policy(context=64)
+    ratings = [1200, 1600, 2000]
+    max_moves = policy.context - policy.prompt_len + 1
+    spec = f"uci={script(str(tmp_path))}@1500"
+    row = reference_matching(spec, games[:10], ratings, band_width=400, skip_plies=10, max_moves=max_moves, nodes=5)
+    hits, n = [0, 0, 0], [0, 0, 0]
+    for gi, _, ply, cols in matched_positions(games[:10], ratings, 400, 10, max_moves):
+        board = games[gi].board(ply)
+        first = min(board.legal_moves, key=lambda m: m.uci())
+        for ci in cols:
+            hits[ci] += first == games[gi].moves[ply]
+            n[ci] += 1
+    assert row.n == tuple(n) and sum(n) > 0 and row.failed == 0 and row.label == "fakefish@1500"
+    assert row.accuracy == tuple(h / k if k else pytest.approx(math.nan, nan_ok=True) for h, k in zip(hits, n))
+    m = move_matching(policy, games[:10], ratings, band_width=400, skip_plies=10)
+    assert [m.n[0][ci] for ci in range(3)] == n  # the model's positions are the same ones
+    with pytest.raises(UserError):
+        reference_matching("random", games[:2], ratings, band_width=400, skip_plies=10, max_moves=max_moves, nodes=5)

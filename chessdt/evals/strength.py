@@ -25,6 +25,7 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,16 @@ from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
 from chessdt.rules import CP_CAP, clipped_cp, final_cp, parse_line
 from chessdt.evals.results import JsonResult, fmt, jsonable
-from chessdt.evals.subject import Subject
+from chessdt.evals.subject import Subject, sampling_of
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
+from chessdt.evals.match import MatchResult, Setting, play_match
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
+from chessdt.play.players import StockfishPlayer
 from chessdt.play.policy import ModelPolicy, MoveStats
 
+# A subject is measured where it meets opponents near its own strength: a score of 20-80% against
+# at least two of them; outside that its rating rests on one lopsided result or on extrapolation.
+BRACKET = (0.2, 0.8)
 BLUNDER_CP = 300  # a move losing at least this much counts as a blunder
 
 # Common openings (SAN), cut to `opening_plies` and deduplicated: paired start lines for the ladder.
@@ -86,6 +92,7 @@ class SubjectRow:
     scores: dict[str, float]  # share of points against each opponent
     illegal_per_game: float  # raw illegal attempts per game (0 by construction when masked)
     masked: bool  # whether it sampled with illegal moves masked
+    bracketed: int = 0  # opponents it scored between BRACKET[0] and BRACKET[1] against (>= 2: bracketed)
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,8 @@ def ladder_result(records: Sequence[GameRecord], subjects: Sequence[Subject], op
             score=sum(r.score_of(s.label) for r in won) / len(won) if won else math.nan,
             scores={k: sum(v) / len(v) for k, v in per_opp.items()},
             illegal_per_game=sum(illegal) / len(illegal) if illegal else math.nan,
-            masked=s.sampling.mask_illegal if s.policy is not None else False))
+            masked=s.sampling.mask_illegal if s.policy is not None else False,
+            bracketed=sum(BRACKET[0] <= sum(v) / len(v) <= BRACKET[1] for v in per_opp.values())))
     opp_rows = []
     for o in opponents:
         est = fit[o.label] if o.label in fit else None
@@ -214,6 +222,61 @@ class MatchingResult:
     row_peaks: int  # prompted ratings strictly best on their own band (Maia's view; confounded by band difficulty)
     games: int  # held-out games used
     skip_plies: int
+    references: tuple[ReferenceRow, ...] = ()  # UCI engines scored on exactly the same positions
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A reference engine's top-1 agreement with the human move, per band, on the model's positions."""
+
+    label: str
+    spec: str
+    accuracy: tuple[float, ...]  # per band (the columns of MatchingResult)
+    n: tuple[int, ...]
+    failed: int  # positions where the engine failed (left out of its row)
+
+
+def matched_positions(games: Sequence[HeldOutGame], ratings: Sequence[int], band_width: int, skip_plies: int,
+                      max_moves: int) -> list[tuple[int, chess.Color, int, list[int]]]:
+    """(game, mover, ply, band columns) of every position move matching scores: the mover's own
+    moves from `skip_plies` on, within the model's context, for movers rated inside some band."""
+    out: list[tuple[int, chess.Color, int, list[int]]] = []
+    for gi, g in enumerate(games):
+        for color in (chess.WHITE, chess.BLACK):
+            cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
+            if not cols:
+                continue
+            start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
+            out.extend((gi, color, p, cols) for p in range(start, min(len(g.moves), max_moves), 2))
+    return out
+
+
+def reference_matching(spec: str, games: Sequence[HeldOutGame], ratings: Sequence[int], *, band_width: int,
+                       skip_plies: int, max_moves: int, nodes: int, timeout_s: float = 30.0) -> ReferenceRow:
+    """Top-1 agreement of a UCI engine (an opponent spec: 'uci=lc0 --weights=...@1500/1', '1350',
+    'eps=0', ...) with the human moves, on the positions :func:`move_matching` scores. The engine sees
+    the whole game (python-chess sends the moves from the start), as Maia expects."""
+    opponent = Opponent.parse(spec)
+    if opponent.kind == "random":
+        raise UserError("a reference for move matching must be an engine, not the random mover")
+    R = len(ratings)
+    hits, n = [0] * R, [0] * R
+    failed = 0
+    player = opponent.seat(None, nodes=nodes, timeout_s=timeout_s).make(0)
+    assert isinstance(player, StockfishPlayer)  # every engine opponent is one (a context manager)
+    with player:
+        for gi, _color, ply, cols in matched_positions(games, ratings, band_width, skip_plies, max_moves):
+            g = games[gi]
+            try:
+                move = player.play(g.board(ply))
+            except (EngineFailure, chess.engine.EngineError, RuntimeError):
+                failed += 1
+                continue
+            for ci in cols:
+                hits[ci] += move == g.moves[ply]
+                n[ci] += 1
+    return ReferenceRow(label=opponent.label, spec=spec, accuracy=tuple(h / k if k else math.nan for h, k in zip(hits, n)),
+                        n=tuple(n), failed=failed)
 
 
 @torch.no_grad()
@@ -229,6 +292,7 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
     hits = [[0] * R for _ in range(R)]
     n = [[0] * R for _ in range(R)]
     jobs: list[tuple[int, chess.Color, int]] = []  # (game, colour, row)
+    max_moves = policy.context - policy.prompt_len + 1  # as teacher_forced_logits cuts
     for gi, g in enumerate(games):
         for color in (chess.WHITE, chess.BLACK):
             if any(band_of(g.rating(color), r, band_width) for r in ratings):
@@ -245,7 +309,7 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
         g = games[gi]
         cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
         start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
-        plies = range(start, len(logits), 2)  # the mover's own moves
+        plies = range(start, min(len(logits), max_moves), 2)  # the mover's own moves
         if not plies:
             continue
         top = logits[list(plies)].argmax(-1).tolist()
@@ -285,6 +349,10 @@ class CplRow:
     hi: float
     median: float
     blunder_rate: float  # share of moves losing >= BLUNDER_CP
+    accuracy: float = math.nan  # share of moves equal to the engine's best move
+    vs_first: float = math.nan  # mean loss minus the first subject's, on the same positions (paired)
+    vs_first_lo: float = math.nan  # 95% interval of that paired difference
+    vs_first_hi: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -345,12 +413,16 @@ def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *,
                 moves[s.label] = [player.play(b.copy()) for b in boards]
     limit = chess.engine.Limit(nodes=nodes)
     losses: dict[str, list[float]] = {s.label: [] for s in subjects}
+    hits: dict[str, list[bool]] = {s.label: [] for s in subjects}
     failed = 0
     with Engine(find_stockfish(engine)) as sf:
         for j, board in enumerate(boards):
             game_tag = object()  # a fresh hash per position, so results do not depend on order
             try:
-                best = clipped_cp(sf.analyse(board, limit, game=game_tag)["score"], board.turn)
+                info = sf.analyse(board, limit, game=game_tag,
+                                  info=chess.engine.INFO_SCORE | chess.engine.INFO_PV)
+                best = clipped_cp(info["score"], board.turn)
+                best_move = info.get("pv", [None])[0]
                 after: dict[chess.Move, float] = {}
                 for m in {moves[s.label][j] for s in subjects}:
                     after[m] = _after_cp(sf, board, m, limit)
@@ -359,13 +431,18 @@ def centipawn_loss(subjects: Sequence[Subject], games: Sequence[HeldOutGame], *,
                 continue
             for s in subjects:
                 losses[s.label].append(max(0.0, best - after[moves[s.label][j]]))
+                hits[s.label].append(moves[s.label][j] == best_move)
     rows = []
+    first = losses[subjects[0].label] if subjects else []
     for s in subjects:
         ls = losses[s.label]
         mean, lo, hi = mean_interval(ls)
+        diff, dlo, dhi = mean_interval([a - b for a, b in zip(ls, first)]) if s is not subjects[0] else (0.0, 0.0, 0.0)
         rows.append(CplRow(label=s.label, prompted=s.rating, positions=len(ls), mean=mean, lo=lo, hi=hi,
                            median=statistics.median(ls) if ls else math.nan,
-                           blunder_rate=sum(x >= BLUNDER_CP for x in ls) / len(ls) if ls else math.nan))
+                           blunder_rate=sum(x >= BLUNDER_CP for x in ls) / len(ls) if ls else math.nan,
+                           accuracy=sum(hits[s.label]) / len(ls) if ls else math.nan,
+                           vs_first=diff, vs_first_lo=dlo, vs_first_hi=dhi))
     pr = [(float(r.prompted), r.mean) for r in rows if r.prompted is not None]
     return CplResult(rows=tuple(rows), nodes=nodes, cap=CP_CAP,
                      spearman=spearman([p for p, _ in pr], [m for _, m in pr]), failed=failed)
@@ -378,6 +455,7 @@ class StrengthResult(JsonResult):
     matching: MatchingResult | None
     cpl: CplResult | None
     notes: tuple[str, ...]  # what was skipped and why
+    match: MatchResult | None = None  # direct matches between the settings
 
     def format(self) -> str:
         """Markdown tables."""
@@ -386,12 +464,18 @@ class StrengthResult(JsonResult):
             L = self.ladder
             out += [f"Ladder: {L.games} decided games ({L.aborted} aborted, {L.engine_restarts} engine restarts, "
                     f"{L.move_limit_draws} drawn at the move limit), Stockfish at {L.nodes} nodes per move", "",
-                    "| subject | prompted | measured Elo | 95% interval | games | score | illegal/game |",
-                    "|---|---:|---:|---|---:|---:|---:|"]
+                    "| subject | prompted | measured Elo | 95% interval | games | score | bracketed by | illegal/game |",
+                    "|---|---:|---:|---|---:|---:|---:|---:|"]
             for r in L.subjects:
                 out.append(f"| {r.label} | {r.prompted if r.prompted is not None else '-'} | {fmt(r.elo, 0)} | "
                            f"{fmt(r.lo, 0)} .. {fmt(r.hi, 0)} | {r.games} | {fmt(r.score, 1, True)} | "
+                           f"{r.bracketed}{'' if r.bracketed >= 2 else ' (!)'} | "
                            f"{fmt(r.illegal_per_game, 2)}{' (masked)' if r.masked else ''} |")
+            loose = [r.label for r in L.subjects if r.bracketed < 2]
+            if loose:
+                out += ["", f"(!) scored {BRACKET[0]:.0%}-{BRACKET[1]:.0%} against fewer than two opponents: "
+                        f"{', '.join(loose)}; their ratings rest on lopsided results: add opponents near their "
+                        "strength to eval.ladder (e.g. eps=P rungs)"]
             out += ["", "| opponent | Elo | 95% interval |", "|---|---:|---|"]
             for o in L.opponents:
                 out.append(f"| {o.label} | {fmt(o.elo, 0)}{' (anchor)' if o.anchored else ''} | "
@@ -405,22 +489,32 @@ class StrengthResult(JsonResult):
             for ri, prompted in enumerate(M.prompted):
                 cells = [f"{fmt(a, 1, True)} ({k})" for a, k in zip(M.accuracy[ri], M.n[ri])]
                 out.append(f"| {prompted} | " + " | ".join(cells) + " |")
+            for ref in M.references:
+                cells = [f"{fmt(a, 1, True)} ({k})" for a, k in zip(ref.accuracy, ref.n)]
+                out.append(f"| {ref.label} (reference) | " + " | ".join(cells) + " |")
             out += ["", f"The diagonal peaks in {M.diagonal_peaks} of {M.bands_with_data} bands "
                     f"(best prompt per band: {', '.join(str(b) for b in M.best_prompt)}); "
                     f"rows peak on their own band in {M.row_peaks} of {len(M.prompted)}", ""]
         if self.cpl is not None:
             C = self.cpl
-            out += [f"Centipawn loss (Stockfish {C.nodes} nodes, clipped at {C.cap} cp)", "",
-                    "| subject | positions | mean | 95% interval | median | blunders |", "|---|---:|---:|---|---:|---:|"]
+            first = C.rows[0].label if C.rows else ""
+            out += [f"Centipawn loss (Stockfish {C.nodes} nodes, clipped at {C.cap} cp) and engine move accuracy "
+                    f"(share of moves equal to Stockfish's best), all subjects on the same positions; the paired "
+                    f"difference to {first} has its own interval", "",
+                    "| subject | positions | mean loss | 95% interval | median | blunders | accuracy | "
+                    f"loss - {first} (95%) |", "|---|---:|---:|---|---:|---:|---:|---|"]
             for cpl in C.rows:
                 out.append(f"| {cpl.label} | {cpl.positions} | {fmt(cpl.mean)} | {fmt(cpl.lo)} .. {fmt(cpl.hi)} | "
-                           f"{fmt(cpl.median)} | {fmt(cpl.blunder_rate, 1, True)} |")
+                           f"{fmt(cpl.median)} | {fmt(cpl.blunder_rate, 1, True)} | {fmt(cpl.accuracy, 1, True)} | "
+                           f"{fmt(cpl.vs_first)} ({fmt(cpl.vs_first_lo)} .. {fmt(cpl.vs_first_hi)}) |")
             out += ["", f"Spearman(mean loss, prompted) = {fmt(C.spearman, 2)}", ""]
+        if self.match is not None:
+            out += [self.match.format()]
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out).rstrip() + "\n"
 
 
-PARTS = ("ladder", "matching", "cpl")
+PARTS = ("ladder", "match", "matching", "cpl")
 
 
 def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame], cfg: EvalConfig,
@@ -440,24 +534,41 @@ def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
     if "ladder" in parts:
         ladder = play_ladder(subjects, cfg, out_dir / "strength_games.jsonl" if out_dir else None, engine=engine,
                              progress=progress)
+    # one model (one policy object behind every subject) or None
+    policy = subjects[0].policy if subjects and len({id(s.policy) for s in subjects}) == 1 else None
+    ratings = [s.rating for s in subjects if s.rating is not None]
+    match = None
+    if "match" in parts and cfg.match_games > 0:
+        if policy is None or len(subjects) + len(cfg.match_extra) < 2:
+            notes.append("direct matches skipped: they need two or more settings of one model")
+        else:
+            sampling = sampling_of(cfg)
+            settings = [Setting.of(s.prompted) for s in subjects if s.prompted is not None]
+            settings += [Setting.parse(x, default=sampling) for x in cfg.match_extra]
+            match = play_match(policy, settings, out_dir / "match_games.jsonl" if out_dir else None,
+                               games=cfg.match_games,
+                               plan=cfg.match_plan, opening_plies=cfg.opening_plies, seed=cfg.seed,
+                               batch_size=cfg.batch_size, max_plies=cfg.max_plies, progress=progress)
     if "matching" in parts:
-        policies = {id(s.policy) for s in subjects}
-        policy = subjects[0].policy if subjects else None
-        ratings = [s.rating for s in subjects if s.rating is not None]
         if not games:
             notes.append("move matching skipped: no held-out games")
-        elif len(policies) != 1 or policy is None or len(ratings) != len(subjects):
+        elif policy is None or len(ratings) != len(subjects):
             notes.append("move matching skipped: it needs model subjects of one policy, each with a prompted rating")
         else:
-            matching = move_matching(policy, games[: cfg.matching_games], ratings,
-                                     band_width=cfg.band_width, skip_plies=cfg.skip_plies)
+            held = games[: cfg.matching_games]
+            matching = move_matching(policy, held, ratings, band_width=cfg.band_width, skip_plies=cfg.skip_plies)
+            max_moves = policy.context - policy.prompt_len + 1
+            refs = tuple(reference_matching(spec, held, ratings, band_width=cfg.band_width, skip_plies=cfg.skip_plies,
+                                            nodes=cfg.ladder_nodes, max_moves=max_moves)
+                         for spec in cfg.matching_references)
+            matching = dataclasses.replace(matching, references=refs)
     if "cpl" in parts:
         if not games:
             notes.append("centipawn loss skipped: no held-out games")
         elif cfg.cpl_positions > 0:
             cpl = centipawn_loss(subjects, games, positions=cfg.cpl_positions, nodes=cfg.cpl_nodes,
                                  skip_plies=cfg.skip_plies, seed=cfg.seed, engine=engine)
-    result = StrengthResult(ladder=ladder, matching=matching, cpl=cpl, notes=tuple(notes))
+    result = StrengthResult(ladder=ladder, matching=matching, cpl=cpl, notes=tuple(notes), match=match)
     if out_dir is not None:
         result.save(out_dir / "strength.json")
     return result

@@ -21,6 +21,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import queue
+import shlex
+import shutil
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -36,11 +38,13 @@ from tqdm import tqdm
 
 from chessdt.stockfish.engine import EngineFailure, find_stockfish
 from chessdt.play.gamelog import GameLog, GameRecord
-from chessdt.rules import ABORTED, Strength, game_over, parse_opponent
+from chessdt.errors import UserError
+from chessdt.rules import ABORTED, BadStrength, Strength, game_over, parse_opponent
 from chessdt.play.players import Player, RandomPlayer, StockfishPlayer
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Session
 
 log = logging.getLogger(__name__)
+
 
 # -- seats ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
@@ -61,47 +65,95 @@ Seat = Prompted | PlayerSeat  # the model (played batched) or any Player
 
 @dataclass(frozen=True)
 class Opponent:
-    """A non-model opponent written as a short spec (:func:`chessdt.rules.parse_opponent`): 'random',
-    or Stockfish at 'skill=N', 'full' or a UCI_Elo rating such as '1350'.
+    """A non-model opponent written as a short spec:
+
+    * 'random': a uniformly random legal move;
+    * Stockfish at a :meth:`chessdt.rules.Strength.parse` strength: '1350' or 'elo=1350' (UCI_Elo
+      1350, whose nominal rating anchors the Elo fit), 'skill=N' (Skill Level N), 'full', each
+      optionally ',eps=P'; 'eps=P' alone is full-strength Stockfish that plays a uniformly random
+      legal move with probability P, a strength anywhere between the random mover and the engine;
+    * 'uci=COMMAND@RATING': any UCI engine (e.g. lc0 with Maia weights, `go nodes 1` by appending
+      '/1' to the rating), with a declared rating that anchors the fit like a UCI_Elo rung.
 
     >>> Opponent.parse("1350").elo, Opponent.parse("skill=0").skill, Opponent.parse("random").kind
     (1350, 0, 'random')
+    >>> o = Opponent.parse("eps=0.25"); o.eps, o.label
+    (0.25, 'sf-eps0.25')
+    >>> o = Opponent.parse("uci=lc0 --weights=maia-1500.pb.gz@1500/1"); o.command, o.elo, o.nodes, o.label
+    (('lc0', '--weights=maia-1500.pb.gz'), 1500, 1, 'lc0@1500')
     """
 
-    kind: Literal["random", "stockfish"]
-    strength: Strength = Strength()  # the Stockfish setting (unused for random)
+    kind: Literal["random", "stockfish", "uci"]
+    strength: Strength = Strength()  # the Stockfish setting (kind 'stockfish')
+    rating: int | None = None  # a UCI engine's declared rating (kind 'uci')
+    command: tuple[str, ...] = ()  # a UCI engine's command line (kind 'uci')
+    nodes: int | None = None  # its own node budget per move (None = the ladder's)
 
     @classmethod
     def parse(cls, spec: str) -> Opponent:
-        parsed = parse_opponent(spec)
+        text = spec.strip()
+        if text.lower().startswith("uci="):
+            command, at, rating = text.partition("=")[2].rpartition("@")
+            rating_s, _, nodes_s = rating.partition("/")
+            try:
+                words = tuple(shlex.split(command))
+                if at and words:
+                    return cls("uci", rating=int(rating_s), command=words, nodes=int(nodes_s) if nodes_s else None)
+            except ValueError:
+                pass
+            raise UserError(f"opponent {spec!r}: a UCI engine is 'uci=COMMAND@RATING[/NODES]'")
+        try:
+            parsed = parse_opponent(text)
+        except BadStrength as e:  # the grammar, not a setting out of range
+            raise UserError(f"{e} or 'uci=COMMAND@RATING[/NODES]'") from None
         return cls("stockfish", parsed) if isinstance(parsed, Strength) else cls("random")
 
     @property
     def elo(self) -> int | None:
-        return self.strength.elo  # UCI_Elo setting (the rung's nominal rating)
+        """UCI_Elo setting (the rung's nominal rating), or a UCI engine's declared rating."""
+        return self.rating if self.kind == "uci" else self.strength.elo
 
     @property
     def skill(self) -> int | None:
         return self.strength.skill
 
     @property
+    def eps(self) -> float:
+        return self.strength.eps
+
+    @property
+    def anchored(self) -> bool:
+        """Its rating is known (a UCI_Elo setting or a declared engine rating) and fixes the scale."""
+        return self.elo is not None
+
+    @property
     def label(self) -> str:
-        """Name in game tables and PGN: 'random', 'sf-skill0', 'sf-1350' or 'sf-full'."""
+        """Name in game tables and PGN: 'random', 'sf-skill0', 'sf-1350', 'sf-full', 'sf-eps0.25', 'lc0@1500'."""
         if self.kind == "random":
             return "random"
+        if self.kind == "uci":
+            return f"{Path(self.command[0]).name}@{self.elo}"
+        if self.eps:
+            return f"sf-eps{self.eps:g}"
         if self.skill is not None:
             return f"sf-skill{self.skill}"
         return f"sf-{self.elo}" if self.elo is not None else "sf-full"
 
     def seat(self, engine: str | Path | None = None, *, nodes: int = 1000, timeout_s: float = 30.0) -> PlayerSeat:
-        """How to make this opponent: Stockfish at a node budget per move (reproducible strength,
+        """How to make this opponent: an engine at a node budget per move (reproducible strength,
         unlike a time limit on a loaded machine), or the seeded random mover."""
         if self.kind == "random":
             return PlayerSeat(make=lambda seed: RandomPlayer(seed), pooled=False)
+        if self.kind == "uci":
+            command, own = self.command, self.nodes or nodes
+            if shutil.which(command[0]) is None:
+                raise UserError(f"opponent engine {command[0]!r} not found or not executable")
+            return PlayerSeat(make=lambda seed: StockfishPlayer(nodes=own, command=command, timeout_s=timeout_s),
+                              pooled=True)
         path = find_stockfish(engine)  # fail now, not in the middle of a run
-        elo, skill = self.elo, self.skill
-        return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=elo, skill=skill, nodes=nodes,
-                                                            timeout_s=timeout_s), pooled=True)
+        s = self.strength
+        return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=s.elo, skill=s.skill, nodes=nodes,
+                                                            timeout_s=timeout_s, eps=s.eps, seed=seed), pooled=True)
 
 
 # -- specs ------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from typing import TextIO
 
 import chess
 
-PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9}
 
 # 256-colour backgrounds: light/dark squares, the same squares when part of the last move, check.
 _BG = {(True, False): 180, (False, False): 137, (True, True): 186, (False, True): 143}
@@ -188,9 +187,3 @@ def move_list(board: chess.Board) -> str:
     if not board.move_stack:
         return ""
     return board.root().variation_san(board.move_stack)
-
-
-
-def material(board: chess.Board, color: chess.Color) -> int:
-    """Material of one side in pawns (P=1, N=B=3, R=5, Q=9)."""
-    return sum(v * len(board.pieces(p, color)) for p, v in PIECE_VALUES.items())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -21,7 +22,7 @@ import chess.engine
 import torch
 
 from chessdt.rules import Strength, centipawns
-from chessdt.stockfish.engine import Engine, find_stockfish
+from chessdt.stockfish.engine import Engine, EngineCommand, find_stockfish
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Sampling, Session
 
 
@@ -48,15 +49,25 @@ class RandomPlayer:
 
 
 class StockfishPlayer:
-    """Stockfish at a strength setting; use as a context manager (the engine is a resource)."""
+    """Stockfish at a strength setting; use as a context manager (the engine is a resource).
+
+    With `eps` > 0 it plays a uniformly random legal move with probability eps (seeded), else
+    the engine's move: a strength that can be set continuously, from the random mover (eps = 1)
+    to the engine itself (eps = 0). With `command` any UCI engine plays instead of Stockfish.
+    """
 
     def __init__(self, engine_path: str | Path | None = None, *, elo: int | None = None,
                  skill: int | None = None, nodes: int | None = None, movetime: float | None = 0.05,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, eps: float = 0.0, seed: int = 0,
+                 command: Sequence[str] | None = None) -> None:
         self.strength = Strength(elo=elo, skill=skill)
-        self.engine = Engine(find_stockfish(engine_path), strength=self.strength, timeout_s=timeout_s)
+        path: EngineCommand = list(command) if command else find_stockfish(engine_path)
+        self.engine = Engine(path, strength=None if command else self.strength, timeout_s=timeout_s)
         self.limit = chess.engine.Limit(nodes=nodes, time=movetime if nodes is None else None)
-        self.name = f"stockfish({self.strength.describe()})"
+        self.eps = eps
+        self.rng = random.Random(seed)
+        who = " ".join(command) if command else f"stockfish({self.strength.describe()})"
+        self.name = who + (f" eps={eps:g}" if eps else "")
 
     def __enter__(self) -> "StockfishPlayer":
         self.engine.start()
@@ -66,6 +77,8 @@ class StockfishPlayer:
         self.engine.close()
 
     def play(self, board: chess.Board) -> chess.Move:
+        if self.eps and self.rng.random() < self.eps:
+            return self.rng.choice(list(board.legal_moves))
         result = self.engine.play(board, self.limit)
         if result.move is None:
             raise RuntimeError(f"{self.name} returned no move in {board.fen()}")

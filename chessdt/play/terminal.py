@@ -24,10 +24,10 @@ from typing import TextIO
 import chess
 import chess.pgn
 
-from chessdt.play.notation import MoveError, draw_board, material, move_list, parse_move
+from chessdt.play.notation import MoveError, draw_board, move_list, parse_move
 from chessdt.play.players import ModelPlayer
 from chessdt.play.policy import Sampling
-from chessdt.rules import game_over
+from chessdt.rules import game_over, material
 from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ the moves.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import io
@@ -57,12 +58,15 @@ class Rung:
     @classmethod
     def parse(cls, spec: str) -> Rung:
         """'1600' plays at UCI_Elo 1600; '1200:skill=0' is nominal 1200 played at Skill Level 0;
-        '2225:full' is nominal 2225 played at full strength; '/N' sets the rung's own node limit.
+        '2225:full' is nominal 2225 played at full strength; '/N' sets the rung's own node limit;
+        ',eps=P' (or ':eps=P', full strength) plays a uniformly random legal move with probability P.
 
         >>> Rung.parse("1600").strength.elo, Rung.parse("1200:skill=3").strength.skill
         (1600, 3)
         >>> Rung.parse("1975:full/100").nodes
         100
+        >>> r = Rung.parse("1000:eps=0.6/200"); r.eps, r.strength.elo, r.nodes, str(r)
+        (0.6, None, 200, '1000:full,eps=0.6/200')
         """
         spec_s, _, nodes_s = spec.partition("/")
         if nodes_s:
@@ -70,27 +74,41 @@ class Rung:
                 nodes = int(nodes_s)
             except ValueError:
                 raise UserError(f"bad rung {spec!r}: node limit after '/' must be an integer") from None
-            base = cls.parse(spec_s)
-            return cls(base.rating, base.strength, nodes)
+            return dataclasses.replace(cls.parse(spec_s), nodes=nodes)
         rating_s, _, how = spec.partition(":")
         try:
             rating = int(rating_s)
         except ValueError:
-            raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E or RATING:full") from None
+            raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E or RATING:full, "
+                            "optionally with ,eps=P (0..1) and /NODES") from None
         if not how:
             if rating < UCI_ELO_MIN:
                 raise UserError(f"rung {spec!r}: below UCI_Elo {UCI_ELO_MIN}, say how to play it, "
-                                f"e.g. '{rating}:skill=0'")
+                                f"e.g. '{rating}:skill=0' or '{rating}:eps=0.5'")
             return cls(rating, Strength(elo=rating))
         try:
             return cls(rating, Strength.parse(how))
         except UserError as e:
             raise UserError(f"bad rung {spec!r}: {e}") from None
 
+    @property
+    def eps(self) -> float:
+        """Probability of playing a uniformly random legal move instead of the engine's."""
+        return self.strength.eps
+
+    @property
+    def deterministic(self) -> bool:
+        """Full-strength Stockfish with no random moves: every game between two such rungs is the same."""
+        return self.strength.deterministic
+
+    def describe(self) -> str:
+        """How the rung plays, for the PGN player name."""
+        return self.strength.describe()
+
     def __str__(self) -> str:
         if self.nodes is not None:
-            return f"{Rung(self.rating, self.strength)}/{self.nodes}"
-        if self.strength.elo == self.rating:
+            return f"{dataclasses.replace(self, nodes=None)}/{self.nodes}"
+        if self.strength.elo == self.rating and not self.eps:
             return str(self.rating)
         return f"{self.rating}:{self.strength.spec}"
 
@@ -127,7 +145,7 @@ class LadderConfig:
             raise UserError("a ladder needs at least two rungs")
         if len({r.rating for r in self.rungs}) != len(self.rungs):
             raise UserError("ladder rungs must have distinct ratings")
-        unlimited = [str(r) for r in self.rungs if r.strength.elo is None and r.strength.skill in (None, 20)]
+        unlimited = [str(r) for r in self.rungs if r.deterministic]
         if len(unlimited) > 1:  # no randomness on either side: every meeting would be the same game
             raise UserError(f"at most one unlimited rung (they play deterministically): {', '.join(unlimited)}")
         if self.games < 0 or self.nodes < 1 or self.max_plies < 1:
@@ -203,11 +221,16 @@ def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine,
     winning_streak = {chess.WHITE: 0, chess.BLACK: 0}
     result, termination = "", "normal"
     game_tag = object()  # a new object per game: python-chess sends ucinewgame
+    eps = {chess.WHITE: pair.white.eps, chess.BLACK: pair.black.eps}
+    coin = random.Random(f"eps/{cfg.seed}/{pair.index}")  # the random moves of eps rungs
     while (over := game_over(board)) is None:
         if board.ply() >= cfg.max_plies:
             result, termination = "1/2-1/2", "adjudication: move limit"
             break
         side = board.turn
+        if eps[side] and coin.random() < eps[side]:
+            board.push(coin.choice(list(board.legal_moves)))  # no engine score: the streak is left as it is
+            continue
         engine = white if side == chess.WHITE else black
         played = engine.play(board, limits[side], game=game_tag,
                              info=chess.engine.INFO_SCORE if cfg.adjudicate_moves else chess.engine.INFO_NONE)
@@ -237,8 +260,8 @@ def _pgn(cfg: LadderConfig, pair: Pairing, board: chess.Board, result: str, term
     h["Site"] = "chessdt games generate"
     h["Date"] = datetime.date.today().strftime("%Y.%m.%d")
     h["Round"] = str(pair.index + 1)
-    h["White"] = f"{engine_name} {pair.white.strength.describe()} nodes={pair.white.nodes or cfg.nodes}"
-    h["Black"] = f"{engine_name} {pair.black.strength.describe()} nodes={pair.black.nodes or cfg.nodes}"
+    h["White"] = f"{engine_name} {pair.white.describe()} nodes={pair.white.nodes or cfg.nodes}"
+    h["Black"] = f"{engine_name} {pair.black.describe()} nodes={pair.black.nodes or cfg.nodes}"
     h["Result"] = result
     h["WhiteElo"] = str(pair.white.rating)
     h["BlackElo"] = str(pair.black.rating)

@@ -8,6 +8,7 @@ runs in this process, which keeps small runs and tests simple.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -22,11 +23,22 @@ class WorkerError(RuntimeError):
     """A worker process raised; the message carries its error."""
 
 
+def _next_task(tasks: Any, parent: int) -> Any:
+    """The next task, or None once the parent is gone: a parent killed by a signal runs no cleanup,
+    and an orphaned worker would otherwise go on playing queued games (and hold its engine) forever."""
+    while os.getppid() == parent:
+        try:
+            return tasks.get(timeout=1.0)
+        except queue.Empty:
+            continue
+    return None
+
+
 def _worker(setup: Callable[[], AbstractContextManager[Any]], fn: Callable[[Any, Any], Any],
-            tasks: Any, results: Any) -> None:
+            tasks: Any, results: Any, parent: int) -> None:
     try:
         with setup() as state:
-            while (item := tasks.get()) is not None:
+            while (item := _next_task(tasks, parent)) is not None:
                 results.put(("ok", fn(state, item)))
     except Exception as e:  # reported to the parent, which stops the run
         results.put(("error", f"{type(e).__name__}: {e}"))
@@ -45,7 +57,8 @@ def imap_stateful(setup: Callable[[], AbstractContextManager[S]], fn: Callable[[
     ctx = mp.get_context("spawn")
     tasks: Any = ctx.Queue()
     results: Any = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(setup, fn, tasks, results), daemon=True) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(setup, fn, tasks, results, os.getpid()), daemon=True)
+             for _ in range(workers)]
     for p in procs:
         p.start()
     source = iter(items)
