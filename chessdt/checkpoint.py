@@ -186,8 +186,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
 
 
 def load_training_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore weights, optimizer moments and RNG for --resume; returns the checkpoint's meta."""
+    """Restore weights, optimizer moments and RNG for --resume; returns the checkpoint's meta.
+
+    The model must have the checkpoint's [model] config (fields added since it was written take
+    their defaults on both sides); else a UserError, before any weight is touched.
+    """
     ckpt = read_checkpoint(path)
+    if ckpt.cfg.model != model.cfg:
+        raise UserError(f"--resume: the model config differs from the checkpoint's {ckpt.path}")
     model.load_state_dict(ckpt.weights, strict=True)
     tensors = load_file(str(ckpt.path / "train.safetensors"), device="cpu")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, ckpt.meta["optimizer"]))

@@ -250,9 +250,7 @@ def _new_model(cfg: Config, vocab: Vocab, dev: torch.device) -> tuple[GPT, torch
 def _resume(cfg: Config, run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer, master: bool) -> _Progress:
     """Load the latest step checkpoint into model and optimizer; drop log lines written after it."""
     latest = ckpt_io.step_checkpoints(run_dir / "checkpoints")[-1]
-    meta = ckpt_io.load_training_state(latest, model, optimizer)
-    if meta["config"]["model"] != to_dict(cfg.model):
-        raise UserError(f"--resume: the model config differs from the checkpoint's {latest}")
+    meta = ckpt_io.load_training_state(latest, model, optimizer)  # checks the [model] config first
     done = _Progress(step=int(meta["step"]), tokens_seen=int(meta["tokens_seen"]),
                      train_seconds=float(meta.get("train_seconds", 0.0)),
                      best=float(meta.get("best_val_loss", math.inf)))

@@ -14,6 +14,7 @@ from chessdt import cli
 from chessdt import train as train_mod
 from chessdt.checkpoint import load_model, step_checkpoints
 from chessdt.config import ConfigError, load_config
+from chessdt.errors import UserError
 from chessdt.train import lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,22 @@ def test_resume_continues_exactly(data_dir: Path, tmp_path: Path) -> None:
     assert _losses(resumed) == _losses(straight)  # exact, not approximate
     evals = lambda run: [json.loads(x)["val_loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert evals(resumed) == evals(straight)
+
+
+def test_resume_from_a_checkpoint_written_before_new_model_fields(data_dir: Path, tmp_path: Path) -> None:
+    """meta.json of an older chessdt lacks model fields added since (they take their defaults)."""
+    extra = ("train.max_steps=4", "train.eval_every=100", "train.save_every=100")
+    half = train(_cfg(data_dir, tmp_path / "old", *extra), progress=False, stop_at=2)
+    meta_path = step_checkpoints(half / "checkpoints")[-1] / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for name in ("rating_every", "rating_continuous"):
+        del meta["config"]["model"][name]
+    meta["config"]["rl"].update(opponent="stockfish", opponent_elo=1600, opponent_skill=0)  # the old RL fields
+    meta_path.write_text(json.dumps(meta))
+    resumed = train(_cfg(data_dir, tmp_path / "old", *extra), progress=False, resume=True)
+    assert len(_losses(resumed)) == 4
+    with pytest.raises(UserError, match="model config differs"):
+        train(_cfg(data_dir, tmp_path / "old", "train.max_steps=6", "model.d_model=64"), progress=False, resume=True)
 
 
 def test_ctrl_c_saves_and_exits(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
