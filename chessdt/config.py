@@ -8,6 +8,7 @@ not given keep their defaults, so a config file says only what differs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -95,10 +96,12 @@ class ModelConfig:
     # sensible vector from its neighbours, instead of an untrained row of the token table
 
     def __post_init__(self) -> None:
+        if min(self.n_layer, self.n_head, self.d_model, self.mlp_ratio, self.context) <= 0:
+            raise ConfigError("model sizes (n_layer, n_head, d_model, mlp_ratio, context) must be positive")
         if self.d_model % self.n_head:
             raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
-        if min(self.n_layer, self.n_head, self.d_model, self.mlp_ratio, self.context) <= 0:
-            raise ConfigError("model sizes must be positive")
+        if not 0.0 <= self.dropout < 1.0 or not self.init_std > 0:
+            raise ConfigError("model.dropout must be in [0, 1) and model.init_std positive")
         if self.board_head and not self.board_input:
             raise ConfigError("model.board_head needs model.board_input = true")
         if self.attack_features and not self.board_input:
@@ -138,8 +141,21 @@ class TrainConfig:
             raise ConfigError(f"train.precision={self.precision!r}: use auto, bf16 or fp32")
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"train.cond_dropout={self.cond_dropout} must be in [0, 1]")
-        if self.batch_tokens <= 0 or self.grad_accum <= 0 or self.max_steps <= 0:
-            raise ConfigError("train.batch_tokens, grad_accum and max_steps must be positive")
+        if min(self.batch_tokens, self.grad_accum, self.max_steps, self.eval_every, self.save_every,
+               self.log_every, self.eval_tokens) <= 0:
+            raise ConfigError("train.batch_tokens, grad_accum, max_steps, eval_every, save_every, log_every "
+                              "and eval_tokens must be positive")
+        if self.warmup_steps < 0 or self.keep_last < 0 or self.threads < 0:
+            raise ConfigError("train.warmup_steps, keep_last and threads must not be negative")
+        # `not x > 0` is also true for NaN, which every comparison fails
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr={self.lr} must be a positive finite number")
+        for name in ("min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"train.{name}={value} must be a finite number, 0 or more")
+        if not (self.beta1 < 1 and self.beta2 < 1):
+            raise ConfigError("train.beta1 and train.beta2 must be below 1")
         if self.schedule_by_time and self.max_minutes <= 0:
             raise ConfigError("train.schedule_by_time needs train.max_minutes > 0")
 
@@ -410,6 +426,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 table = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path} is a directory, not an experiment TOML file") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (an experiment TOML is UTF-8 text)") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
     table = _upgrade(_merge(table, parse_overrides(overrides or [])))

@@ -82,3 +82,33 @@ def test_every_shipped_experiment_loads() -> None:
     for path in files:
         cfg = load_config(path)
         assert cfg.name and config_from_dict(to_dict(cfg)) == cfg, path.name
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("model.n_head=0", "model sizes (n_layer, n_head, d_model, mlp_ratio, context) must be positive"),
+    ("train.eval_every=0", "eval_every, save_every, log_every and eval_tokens must be positive"),
+    ("train.save_every=0", "eval_every, save_every, log_every and eval_tokens must be positive"),
+    ("train.log_every=-1", "eval_every, save_every, log_every and eval_tokens must be positive"),
+    ("train.lr=nan", "train.lr=nan must be a positive finite number"),
+    ("train.lr=inf", "train.lr=inf must be a positive finite number"),
+    ("train.grad_clip=nan", "train.grad_clip=nan must be a finite number, 0 or more"),
+])
+def test_values_that_would_crash_training_are_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            setting: str, message: str) -> None:
+    from chessdt import cli
+
+    assert cli.main(["train", str(_toml(tmp_path, 'name = "x"\n')), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_config_path_that_is_a_directory_or_binary_is_one_line(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from chessdt import cli
+
+    binary = tmp_path / "model.safetensors"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert cli.main(["train", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a directory, not an experiment TOML file" in capsys.readouterr().err
+    assert cli.main(["train", str(binary)]) == 2
+    assert "model.safetensors: not a text file" in capsys.readouterr().err
