@@ -1,5 +1,6 @@
 import io
 import json
+import os
 from pathlib import Path
 
 import chess
@@ -213,3 +214,87 @@ def test_both_readers_identical_on_every_shared_lichess_game(tmp_path, shared_li
     for split in ("train", "val"):
         assert np.array_equal(a.splits[split].offsets, b.splits[split].offsets)
         assert np.array_equal(a.splits[split].tokens, b.splits[split].tokens)
+
+
+def test_force_replaces_only_a_prepared_data_set(tmp_path, capsys):
+    src = write(tmp_path, "g.pgn", random_pgn(30, seed=5))
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    for flags in ([], ["--force"]):
+        assert cli.main(["prepare", str(src), "--out", str(precious), "-q", *flags]) == 2
+        assert "not a prepared data set" in capsys.readouterr().err
+        assert (precious / "thesis.tex").read_text() == "years of work"
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    assert cli.main(["prepare", str(src), "--out", str(afile), "-q", "--force"]) == 2
+    assert "is a file" in capsys.readouterr().err and afile.read_text() == "keep me"
+    out = tmp_path / "o"
+    assert cli.main(["prepare", str(src), "--out", str(out), "-q"]) == 0
+    assert cli.main(["prepare", str(src), "--out", str(out), "-q"]) == 2  # a prepared set needs --force
+    assert cli.main(["prepare", str(src), "--out", str(out), "-q", "--force"]) == 0
+    assert sum(json.loads((out / "meta.json").read_text())["games"].values()) == 30
+
+
+def test_prepare_refuses_an_output_another_prepare_is_writing(tmp_path, capsys):
+    from chessdt.files import exclusive
+
+    src = write(tmp_path, "g.pgn", random_pgn(10, seed=5))
+    out = tmp_path / "o"
+    with exclusive(tmp_path / ".o.chessdt.lock", "test"):
+        assert cli.main(["prepare", str(src), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"prepare output {out} is in use by process" in err and "Traceback" not in err
+    assert not out.exists()
+    assert cli.main(["prepare", str(src), "--out", str(out), "-q"]) == 0  # released
+
+
+def test_stale_partials_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    src = write(tmp_path, "g.pgn", random_pgn(10, seed=5))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)  # a process that has exited (its pid is free unless reused at once)
+    stale = tmp_path / f"o.partial-{pid}"
+    stale.mkdir()
+    (stale / "train.tokens").write_bytes(b"x" * 100)
+    live = tmp_path / f"o.partial-{os.getppid()}"  # our parent still runs: keep its files
+    live.mkdir()
+    other = tmp_path / f"other.partial-{pid}"  # another output's partial is not ours to judge
+    other.mkdir()
+    prepare([str(src)], tmp_path / "o", DataConfig(), progress=False)
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def _zst_blocks(blocks: list[str]) -> tuple[bytes, list[int]]:
+    """A zstd stream with one flushed block per text, and the stream length after each block."""
+    comp = zstandard.ZstdCompressor().compressobj()
+    data, ends = b"", []
+    for text in blocks:
+        data += comp.compress(text.encode()) + comp.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        ends.append(len(data))
+    return data + comp.flush(), ends
+
+
+def test_keep_truncated_keeps_every_complete_game(tmp_path):
+    data, ends = _zst_blocks([random_pgn(25, seed=100 * k, max_plies=40) + "\n" for k in range(4)])
+    src = tmp_path / "t.pgn.zst"
+    src.write_bytes(data[: ends[2] + (ends[3] - ends[2]) // 2])  # three whole blocks, then half of one
+    out = tmp_path / "o"
+    assert cli.main(["prepare", str(src), "--out", str(out), "-q", "--keep-truncated"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    # 75 games decoded: the last of them is the one at the break (no next game proves it whole)
+    assert sum(meta["games"].values()) == 74 and meta["skipped"] == {"truncated": 1}
+    assert "read the 74 complete games before the break" in meta["notes"][0]
+    # a second file cut inside its first block: the first file's games all stay
+    whole = write(tmp_path, "whole.pgn", random_pgn(10, seed=9))
+    cut, cut_ends = _zst_blocks([random_pgn(25, seed=11, max_plies=40)])
+    (tmp_path / "z.pgn.zst").write_bytes(cut[: cut_ends[0] // 2])
+    out2 = tmp_path / "o2"
+    assert cli.main(["prepare", str(whole), str(tmp_path / "z.pgn.zst"), "--out", str(out2), "-q",
+                     "--keep-truncated"]) == 0
+    meta = json.loads((out2 / "meta.json").read_text())
+    assert sum(meta["games"].values()) == 10
+    assert "read the 0 complete games" in meta["notes"][0] and "-1" not in meta["notes"][0]

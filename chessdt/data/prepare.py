@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from chessdt.config import DataConfig, to_dict
 from chessdt.errors import UserError
+from chessdt.files import LOCK_NAME, durable_rename, exclusive, remove_stale_partials
 from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, text_blocks
 from chessdt.data.pgn import (ParsedBatch, RawGame, condition_tokens, game_identity, header_skip_reason, in_val_split,
                               iter_games, parse_moves, parse_rating, ply_skip_reason)
@@ -73,11 +74,6 @@ class _Pipeline:
         self.pending.append((game, identity))
         if len(self.pending) >= self.cfg.batch_games:
             self.flush()
-
-    def drop_last_pending(self, reason: str) -> None:
-        if self.pending:
-            self.pending.pop()
-            self.summary.skipped[reason] += 1
 
     def flush(self) -> None:
         """Parse the pending games and append the good ones to their splits."""
@@ -131,55 +127,79 @@ class _Pipeline:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename tmp to out, replacing an old out only after the new one is complete."""
+    """Rename tmp to out, replacing an old out only after the new one is complete (and on disk)."""
     old = out.with_name(out.name + f".old-{os.getpid()}")
     if out.exists():
         out.rename(old)
-    tmp.rename(out)
+    durable_rename(tmp, out)
     if old.exists():
         shutil.rmtree(old)
+
+
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse an output that is a file, or a prepared data set without `force`; never replace
+    anything else (a folder that is not a prepared data set may hold anything)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the prepared data set")
+    if (out / "meta.json").is_file():
+        if not force:
+            raise UserError(f"{out} already holds a prepared data set; pass --force to replace it")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not a prepared data set (no meta.json), so chessdt will not "
+                        "replace it, even with --force; choose another --out")
 
 
 def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, force: bool = False,
             progress: bool = True) -> PrepareSummary:
     """Stream inputs into a prepared data directory at `out` (see shards.py for the format).
 
-    Raises UserError for missing inputs, an existing output without `force`, or a truncated
-    archive (unless cfg.keep_truncated, which keeps the games read before the break).
+    Raises UserError for missing inputs, an output that is not a prepared data set, one that is
+    without `force`, another prepare writing the same output, or a truncated archive (unless
+    cfg.keep_truncated, which keeps the games read before the break).
     """
-    out = Path(out)
-    if (out / "meta.json").exists() and not force:
-        raise UserError(f"{out} already holds a prepared data set; pass --force to replace it")
-    if out.exists() and not (out / "meta.json").exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} exists and is not a prepared data set; pass --force or choose another --out")
+    out = Path(out).resolve()  # '.' and 'a/..' have no name to put a '.partial' beside
+    if out.parent == out:
+        raise UserError(f"--out {out}: cannot write a prepared data set over a file system root")
+    _check_output(out, force)
     paths, skipped_files = expand_inputs(inputs)
     if not paths:
         raise UserError(f"no PGN files among the inputs ({', '.join(inputs)})")
     threads = workers if workers > 0 else (os.cpu_count() or 1)
     vocab = Vocab(rating_bucket=cfg.rating_bucket)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        pipe = _Pipeline(tmp, cfg, vocab, threads)
-        pipe.summary.skipped.update(skipped_files)
-        start = time.perf_counter()
-        _run(paths, pipe, cfg, progress)
-        pipe.flush()
-        pipe.close(tmp)
-        summary = pipe.summary
-        summary.seconds = time.perf_counter() - start
-        if sum(summary.games.values()) == 0:
-            raise UserError("no game passed the filters; nothing written. Skipped: "
-                            + ", ".join(f"{k}={v}" for k, v in summary.skipped.most_common()))
-        meta = _meta(paths, cfg, vocab, summary)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # the lock sits beside `out` (hidden), since `out` itself is replaced by a rename
+    with exclusive(out.with_name(f".{out.name}{LOCK_NAME}"), f"prepare output {out}"):
+        _check_output(out, force)  # again: another run may have finished while we waited
+        remove_stale_partials(out)
+        tmp = out.with_name(out.name + f".partial-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            summary = _prepare_into(tmp, paths, skipped_files, cfg, vocab, threads, progress)
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return summary
+
+
+def _prepare_into(tmp: Path, paths: list[Path], skipped_files: Counter[str], cfg: DataConfig, vocab: Vocab,
+                  threads: int, progress: bool) -> PrepareSummary:
+    """Write shards and meta.json into `tmp`."""
+    pipe = _Pipeline(tmp, cfg, vocab, threads)
+    pipe.summary.skipped.update(skipped_files)
+    start = time.perf_counter()
+    _run(paths, pipe, cfg, progress)
+    pipe.flush()
+    pipe.close(tmp)
+    summary = pipe.summary
+    summary.seconds = time.perf_counter() - start
+    if sum(summary.games.values()) == 0:
+        raise UserError("no game passed the filters; nothing written. Skipped: "
+                        + ", ".join(f"{k}={v}" for k, v in summary.skipped.most_common()))
+    meta = _meta(paths, cfg, vocab, summary)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     return summary
 
 
@@ -207,9 +227,13 @@ def _run(paths: list[Path], pipe: _Pipeline, cfg: DataConfig, progress: bool) ->
                         f"({games:,} games read). Nothing was written. Re-download the file, or pass "
                         "--keep-truncated (data.keep_truncated = true) to keep the games before the break."
                     ) from None
-                pipe.drop_last_pending("truncated")  # the game at the break is incomplete
+                # The game at the break never reached the pipeline (iter_games yields a game only
+                # when the next one starts), so every game counted so far is complete: keep them all.
+                pipe.summary.games_seen += 1
+                pipe.summary.skipped["truncated"] += 1
                 pipe.summary.notes.append(f"{path}: truncated after {e.bytes_read:,} compressed bytes; "
-                                          f"kept the {games - 1:,} games before the break")
+                                          f"read the {games:,} complete games before the break, dropped "
+                                          "the one cut by it")
             finally:
                 counter.close()
             bar.update(counter.count - last)

@@ -1,0 +1,129 @@
+"""Outputs that survive crashes and concurrent runs: exclusive locks, durable renames, stale partials.
+
+Every command that writes a directory of results (a training run, a prepared data set, an eval
+folder) holds :func:`exclusive` on it while it writes, and publishes finished files with
+:func:`durable_rename`, so neither a second run nor a power cut leaves a half-written result that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+from chessdt.errors import UserError
+
+log = logging.getLogger(__name__)
+LOCK_NAME = ".chessdt.lock"
+
+try:
+    _fcntl: ModuleType | None = importlib.import_module("fcntl")
+except ImportError:  # Windows has no flock: there, a second run into the same output is not
+    _fcntl = None  # stopped (the lock is skipped); everything else works the same.
+
+
+class OutputLocked(UserError):
+    """Another process holds the lock on an output this command wants to write."""
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (created if needed) for the block, or raise OutputLocked
+    naming the process that holds it. The lock dies with the process, so a killed run never leaves
+    a stale one. `what` names the output in the message ("run directory runs/x"). A directory
+    that stays in place is locked through ``DIR/.chessdt.lock``; one replaced by a rename (a
+    prepared data set) through a file beside it, which the rename does not move."""
+    lock_file = Path(lock_file)
+    fcntl = _fcntl
+    if fcntl is None:
+        log.debug("no fcntl on %s: %s is not locked", sys.platform, lock_file)
+        yield
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            raise OutputLocked(f"{what} is in use by {holder}; wait for it to finish, or stop it "
+                               "(two runs into one output would mix their results)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:300]})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (deleting it would race with a new locker)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush a file, or a directory's files and the directory itself, to the disk."""
+    path = Path(path)
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.is_file():
+                _fsync(child, os.O_RDONLY)
+    _fsync(path, os.O_RDONLY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # a platform that cannot open directories (Windows): nothing to flush
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is then as safe as they allow
+    finally:
+        os.close(fd)
+
+
+def durable_rename(src: Path, dst: Path) -> None:
+    """Rename `src` (a finished file or directory) to `dst` so that after a power cut `dst` is either
+    absent or complete: the contents are flushed before the rename, and the rename itself after."""
+    fsync_tree(src)
+    os.replace(src, dst)
+    _fsync(Path(dst).parent, os.O_RDONLY)
+
+
+_PID_SUFFIX = re.compile(r"\.(?:partial|old)-(\d+)$")
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete ``OUT.partial-PID`` / ``OUT.old-PID`` left beside `out` by processes that no longer run
+    (an interrupted prepare); returns what was removed."""
+    out = Path(out)
+    removed = []
+    for path in out.parent.glob(f"{glob_escape(out.name)}.*-*"):
+        m = _PID_SUFFIX.search(path.name)
+        if m is None or path.name != f"{out.name}{m.group(0)}" or _alive(int(m.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s, left by an interrupted run", path)
+        removed.append(path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob metacharacters made literal."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (another user's process), or we cannot tell: keep its files
+    return True
