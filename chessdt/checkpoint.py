@@ -6,8 +6,9 @@ A checkpoint is a directory::
     train.safetensors   optimizer moments and RNG states, for an exact --resume
     meta.json           config, vocabulary hash, step, tokens seen, git revision, metrics
 
-It is written under ``<name>.partial`` and renamed into place, so a crash never leaves a
-half-written checkpoint. A run keeps ``checkpoints/step_NNNNNNN`` (the last K) and ``best``.
+It is written under ``<name>.partial``, flushed to disk and renamed into place, so a crash or a
+power cut never leaves a half-written checkpoint. A checkpoint is untrusted input: its files are
+parsed, never executed, and anything unreadable is a :class:`CorruptCheckpoint` error. A run keeps ``checkpoints/step_NNNNNNN`` (the last K) and ``best``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from chessdt.config import Config, config_from_dict, to_dict
+from chessdt.config import Config, ConfigError, config_from_dict, to_dict
 from chessdt.errors import UserError
+from chessdt.files import durable_rename
 from chessdt.model import GPT
 from chessdt.tokenizer import Vocab
 
@@ -44,6 +47,10 @@ def git_revision() -> str:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+class CorruptCheckpoint(UserError):
+    """A checkpoint whose files cannot be read: truncated or corrupt weights, a meta.json of the wrong shape."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,25 @@ def save_checkpoint(path: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: 
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_files(tmp, model, cfg, vocab, step=step, tokens_seen=tokens_seen, metrics=metrics,
+                     optimizer=optimizer, extra=extra)
+    except BaseException:  # a full disk or a second Ctrl-C: the previous checkpoints stay as they were
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    durable_rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _write_files(tmp: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: int, tokens_seen: int,
+                 metrics: dict[str, Any] | None, optimizer: torch.optim.Optimizer | None,
+                 extra: dict[str, Any] | None) -> None:
+    """The files of a checkpoint, written into the (partial) directory `tmp`."""
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))
     meta: dict[str, Any] = {
@@ -118,13 +144,6 @@ def save_checkpoint(path: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: 
         save_file(tensors, str(tmp / "train.safetensors"))
         meta["optimizer"] = info
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -158,10 +177,7 @@ def read_checkpoint(path: str | Path, vocab: Vocab | None = None) -> Checkpoint:
     that one too. Either mismatch is a UserError that names both sides.
     """
     path = resolve_checkpoint(path)
-    meta = json.loads((path / "meta.json").read_text())
-    # checkpoints from before model.attack_features existed were trained without it
-    meta["config"].get("model", {}).setdefault("attack_features", False)
-    cfg = config_from_dict(meta["config"])
+    meta, cfg = _read_meta(path)
     ours = Vocab(rating_bucket=cfg.data.rating_bucket)
     if ours.hash != meta["vocab_hash"]:
         raise UserError(f"{path}: trained with vocabulary {meta['vocab_hash']} (size {meta['vocab_size']}), "
@@ -171,8 +187,39 @@ def read_checkpoint(path: str | Path, vocab: Vocab | None = None) -> Checkpoint:
         raise UserError(f"{path}: vocabulary mismatch: checkpoint {meta['vocab_hash']} (size "
                         f"{meta['vocab_size']}, rating_bucket={cfg.data.rating_bucket}) vs expected "
                         f"{vocab.hash} (size {vocab.size}, rating_bucket={vocab.rating_bucket})")
-    weights = load_file(str(path / "model.safetensors"), device="cpu")
+    weights = _load_tensors(path / "model.safetensors")
     return Checkpoint(path=path, meta=meta, cfg=cfg, weights=weights)
+
+
+def _read_meta(path: Path) -> tuple[dict[str, Any], Config]:
+    """meta.json of a checkpoint and its config, checked for shape (it may come from anywhere)."""
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ValueError("no config table")
+        model = meta["config"].get("model", {})
+        if not isinstance(model, dict):
+            raise ValueError("config.model is not a table")
+        # checkpoints from before model.attack_features existed were trained without it
+        model.setdefault("attack_features", False)
+        cfg = config_from_dict(meta["config"])
+        for key, kind in (("step", int), ("tokens_seen", int), ("vocab_hash", str), ("vocab_size", int)):
+            if not isinstance(meta.get(key), kind):
+                raise ValueError(f"{key} missing or not {kind.__name__}")
+    except (ValueError, UnicodeDecodeError, ConfigError) as e:  # JSONDecodeError is a ValueError
+        raise CorruptCheckpoint(f"{path / 'meta.json'} is not a chessdt checkpoint's meta.json: "
+                                f"{' '.join(str(e).split())}") from None
+    return meta, cfg
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; CorruptCheckpoint if it is truncated or malformed."""
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as e:
+        raise CorruptCheckpoint(f"{path} is corrupt or truncated ({e}); use another checkpoint") from None
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{path} is missing: the checkpoint is incomplete") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
@@ -181,8 +228,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     ckpt = read_checkpoint(path, vocab)
     model_vocab = Vocab(rating_bucket=ckpt.cfg.data.rating_bucket)
     model = GPT(ckpt.cfg.model, model_vocab.size, model_vocab)
-    model.load_state_dict(ckpt.weights, strict=True)
+    _load_weights(model, ckpt)
     return model.to(device).eval(), ckpt.cfg, model_vocab
+
+
+def _load_weights(model: GPT, ckpt: Checkpoint) -> None:
+    """The checkpoint's weights into `model`; CorruptCheckpoint when names or shapes do not fit."""
+    try:
+        model.load_state_dict(ckpt.weights, strict=True)
+    except RuntimeError as e:
+        raise CorruptCheckpoint(f"{ckpt.path}: the weights do not fit the model its meta.json describes "
+                                f"({' '.join(str(e).split())[:300]})") from None
 
 
 def load_training_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -194,10 +250,13 @@ def load_training_state(path: Path, model: GPT, optimizer: torch.optim.Optimizer
     ckpt = read_checkpoint(path)
     if ckpt.cfg.model != model.cfg:
         raise UserError(f"--resume: the model config differs from the checkpoint's {ckpt.path}")
-    model.load_state_dict(ckpt.weights, strict=True)
-    tensors = load_file(str(ckpt.path / "train.safetensors"), device="cpu")
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, ckpt.meta["optimizer"]))
-    torch.set_rng_state(tensors["rng.torch"])
+    _load_weights(model, ckpt)
+    tensors = _load_tensors(ckpt.path / "train.safetensors")
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, ckpt.meta["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
+        raise CorruptCheckpoint(f"{ckpt.path}: the training state does not load ({e!r})") from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return ckpt.meta

@@ -7,9 +7,11 @@ message and a non-zero exit code, so user mistakes never end in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +20,7 @@ from chessdt.config import ConfigError, load_config, run_path
 from chessdt.errors import UserError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from chessdt.config import EvalConfig
     from chessdt.evals.heldout import HeldOutGame
@@ -33,6 +35,39 @@ def _print_counts(title: str, counts: dict[str, int], total: int | None = None) 
     for key, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))):
         share = f"  {100.0 * n / total:5.1f}%" if total else ""
         print(f"  {str(key):<{width}}  {n:>10,}{share}")
+
+
+class _Caught:
+    """The termination signal that ended a command, if one did."""
+
+    signum: int = 0
+
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "interrupted"
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[_Caught]:
+    """Within the block SIGTERM and SIGHUP (schedulers, `timeout`, a closed terminal) and SIGINT raise
+    KeyboardInterrupt, so they save what Ctrl-C saves; the previous handlers come back after it."""
+    caught = _Caught()
+
+    def handler(signum: int, frame: object) -> None:
+        caught.signum = signum
+        raise KeyboardInterrupt
+
+    # SIGINT too: Ctrl-C must work even when we were started with it ignored, as background jobs of
+    # a non-interactive shell are.
+    wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, handler) for sig in wanted}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # -- prepare -----------------------------------------------------------------------------------
@@ -251,7 +286,6 @@ def _prompted(args: argparse.Namespace) -> Prompted:
 
 def _cmd_play(args: argparse.Namespace) -> int:
     import random
-    import signal
 
     import chess
 
@@ -268,15 +302,22 @@ def _cmd_play(args: argparse.Namespace) -> int:
             raise UserError(f"--fen {args.fen!r}: {e}") from None
         if board.status() != chess.STATUS_VALID or board.is_game_over():
             raise UserError(f"--fen {args.fen!r}: not a playable position")
-    # Ctrl-C must end the game (and save it) even when we were started with SIGINT ignored,
-    # as background jobs of a non-interactive shell are.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    pgn_path = Path(args.pgn) if args.pgn else default_pgn_path()
+    try:  # find out now, not after the game, that the game cannot be saved there
+        existed = pgn_path.exists()
+        with open(pgn_path, "a", encoding="utf-8"):  # append mode: an existing file is not touched
+            pass
+        if not existed:
+            pgn_path.unlink()
+    except OSError as e:
+        raise UserError(f"--pgn {pgn_path}: cannot write there ({e.strerror or e})") from None
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     side = args.color if args.color != "random" else random.Random(seed).choice(["white", "black"])
-    game = TerminalGame(ModelPlayer(_prompted(args), seed=seed), chess.WHITE if side == "white" else chess.BLACK, inp=sys.stdin, out=sys.stdout,
-                        pgn_path=Path(args.pgn) if args.pgn else default_pgn_path(), board=board,
+    game = TerminalGame(ModelPlayer(_prompted(args), seed=seed), chess.WHITE if side == "white" else chess.BLACK,
+                        inp=sys.stdin, out=sys.stdout, pgn_path=pgn_path, board=board,
                         color=supports_color(sys.stdout), seed=seed)
-    summary = game.run()
+    with _terminate_like_interrupt():  # a signal ends the game like Ctrl-C: the game is saved
+        summary = game.run()
     return 0 if summary.pgn_path is not None else 1
 
 
@@ -320,11 +361,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from chessdt.train import read_metrics, train
 
     cfg = load_config(args.config, list(args.set or []))
-    try:
-        run_dir = train(cfg, resume=args.resume, device=args.device, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("chessdt: interrupted; a checkpoint was saved (continue with --resume)", file=sys.stderr)
-        return 130
+    with _terminate_like_interrupt() as caught:
+        try:
+            run_dir = train(cfg, resume=args.resume, device=args.device, progress=not args.quiet)
+        except KeyboardInterrupt:
+            print(f"chessdt: {caught.name()}; a checkpoint was saved (continue with --resume)", file=sys.stderr)
+            return caught.exit_code()
     if os.environ.get("RANK", "0") != "0":
         return 0
     curve = read_metrics(run_dir)
@@ -604,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # disk full, read-only or missing folders, a file where a folder belongs
+        where = f": {e.filename}" if e.filename else ""
+        print(f"chessdt: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, prepared_path, run_path, to_dict
 from chessdt.data.batches import IGNORE, Batch, Batcher
 from chessdt.errors import UserError
+from chessdt.files import LOCK_NAME, exclusive
 from chessdt.model import GPT
 from chessdt.data.shards import PreparedData
 from chessdt.tokenizer import NUM_MOVES, Vocab
@@ -168,10 +169,24 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _trim_jsonl(path: Path, step: int) -> None:
-    """Drop lines logged after `step` (an interrupted run went further than its last checkpoint)."""
-    if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+    """Drop lines logged after `step` (an interrupted run went further than its last checkpoint),
+    and lines that do not parse (a write cut short by a kill or a full disk)."""
+    if not path.is_file():
+        return
+    lines = []
+    for ln in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError:
+            log.warning("%s: dropped a torn line (%.60s)", path, ln)
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            lines.append(ln)
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: training stops, nothing non-finite is saved."""
 
 
 @dataclass
@@ -248,9 +263,17 @@ def _new_model(cfg: Config, vocab: Vocab, dev: torch.device) -> tuple[GPT, torch
 
 
 def _resume(cfg: Config, run_dir: Path, model: GPT, optimizer: torch.optim.Optimizer, master: bool) -> _Progress:
-    """Load the latest step checkpoint into model and optimizer; drop log lines written after it."""
-    latest = ckpt_io.step_checkpoints(run_dir / "checkpoints")[-1]
-    meta = ckpt_io.load_training_state(latest, model, optimizer)  # checks the [model] config first
+    """Load the newest readable step checkpoint into model and optimizer (saying so when a newer one
+    is corrupt); drop log lines written after it."""
+    meta: dict[str, Any] | None = None
+    for latest in reversed(ckpt_io.step_checkpoints(run_dir / "checkpoints")):
+        try:
+            meta = ckpt_io.load_training_state(latest, model, optimizer)  # checks the [model] config first
+            break
+        except ckpt_io.CorruptCheckpoint as e:
+            log.warning("--resume: skipping %s: %s", latest.name, e)
+    if meta is None:
+        raise UserError(f"--resume: no readable checkpoint in {run_dir / 'checkpoints'} (see the warnings above)")
     done = _Progress(step=int(meta["step"]), tokens_seen=int(meta["tokens_seen"]),
                      train_seconds=float(meta.get("train_seconds", 0.0)),
                      best=float(meta.get("best_val_loss", math.inf)))
@@ -301,6 +324,8 @@ class _Trainer:
         d = self.done
         m = {"step": d.step, "tokens": d.tokens_seen, "time_s": round(seconds, 1),
              **evaluate(self.model, self.evalset, self.dev, self.tc.precision)}
+        if not math.isfinite(m["val_loss"]):
+            raise TrainingDiverged(self.divergence_message(m["val_loss"]))
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(m) + "\n")
         log.info("step %d: val_loss %.4f top1 %.3f legal %.3f", d.step, m["val_loss"], m["top1"], m["legal"])
@@ -391,6 +416,8 @@ class _Trainer:
             while d.step < min(last, tc.max_steps):
                 lr = self.learning_rate()
                 stats = self.step(lr)
+                if not math.isfinite(float(stats[0])):  # all ranks see the same all-reduced loss
+                    raise TrainingDiverged(self.divergence_message(float(stats[0])))
                 if by_clock:
                     bar.update(max(0, min(bar.total, round(self.seconds())) - bar.n))
                 else:
@@ -419,6 +446,15 @@ class _Trainer:
         if interrupted:
             raise KeyboardInterrupt
 
+    def divergence_message(self, loss: float) -> str:
+        """What to tell the user when the loss stopped being finite (nothing is saved from now on)."""
+        kept = ckpt_io.step_checkpoints(self.run_dir / "checkpoints")
+        where = (f"the last finite checkpoint, {kept[-1]}, is kept" if kept
+                 else "no checkpoint had been saved yet")
+        return (f"training diverged: loss {loss} at step {self.done.step}; stopped without saving "
+                f"(the weights are no longer finite); {where}. Lower train.lr "
+                f"(now {self.tc.lr:g}) or raise train.warmup_steps, then start again or --resume")
+
     def log_line(self, loss: float, lr: float, tokens_per_s: float, seconds: float) -> None:
         """One line of train.jsonl."""
         line = {"step": self.done.step, "tokens": self.done.tokens_seen, "loss": loss, "lr": lr,
@@ -443,15 +479,26 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
     if tc.threads:
         torch.set_num_threads(tc.threads)
     run_dir = run_path(cfg)
+    # Only rank 0 locks: the ranks of one torchrun job share the run directory by design.
+    lock = (exclusive(run_dir / LOCK_NAME, f"run directory {run_dir}") if ranks.master
+            else contextlib.nullcontext())
     try:
-        data = _open_run(cfg, run_dir, resume, ranks, progress)
-        model, optimizer = _new_model(cfg, data.vocab, dev)
-        done = _resume(cfg, run_dir, model, optimizer, ranks.master) if resume else _Progress()
-        trainer = _Trainer(cfg, run_dir, data, ranks, dev, model, optimizer, done)
-        trainer.run(stop_at if stop_at is not None else tc.max_steps, progress, evaluate_first=not resume)
-        if ranks.ddp:
-            dist.barrier()
-        return run_dir
+        with lock:
+            return _train_locked(cfg, run_dir, ranks, dev, resume, progress, stop_at)
     finally:
         if ranks.ddp and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _train_locked(cfg: Config, run_dir: Path, ranks: _Ranks, dev: torch.device, resume: bool, progress: bool,
+                  stop_at: int | None) -> Path:
+    """The body of :func:`train`, run while this process holds the run directory."""
+    tc = cfg.train
+    data = _open_run(cfg, run_dir, resume, ranks, progress)
+    model, optimizer = _new_model(cfg, data.vocab, dev)
+    done = _resume(cfg, run_dir, model, optimizer, ranks.master) if resume else _Progress()
+    trainer = _Trainer(cfg, run_dir, data, ranks, dev, model, optimizer, done)
+    trainer.run(stop_at if stop_at is not None else tc.max_steps, progress, evaluate_first=not resume)
+    if ranks.ddp:
+        dist.barrier()
+    return run_dir

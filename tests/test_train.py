@@ -158,3 +158,119 @@ def test_ddp_two_processes_on_cpu(data_dir: Path, tmp_path: Path) -> None:
     # both ranks' tokens are counted: about two micro-batches of <= 512 positions per step
     steps = [json.loads(x) for x in (run / "train.jsonl").read_text().splitlines()]
     assert steps[-1]["tokens"] > 6 * 512
+
+
+def _cli_args(config_dir: Path, data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    config = config_dir / "c.toml"
+    config.write_text('name = "t"\n')
+    args = ["train", str(config), "--device", "cpu", "-q"]
+    for item in TINY + [f"data.prepared={data_dir}", f"run_dir={run_dir}", *extra]:
+        args += ["--set", item]
+    return args
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_save_a_checkpoint_like_ctrl_c(data_dir: Path, tmp_path: Path, signame: str,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    signum = getattr(signal, signame)
+    real = train_mod.Batcher.stream
+
+    def signalled(self, *a, **kw):  # type: ignore[no-untyped-def]
+        it = real(self, *a, **kw)
+        for _ in range(3):
+            yield next(it)
+        os.kill(os.getpid(), signum)  # as a scheduler would; the handler runs before the next line
+        yield next(it)
+
+    got: list[int] = []
+    before = signal.signal(signum, lambda s, f: got.append(s))  # without chessdt's handler: note it, go on
+    try:
+        monkeypatch.setattr(train_mod.Batcher, "stream", signalled)
+        code = cli.main(_cli_args(tmp_path, data_dir, tmp_path / "run", "train.max_steps=20"))
+        assert signal.getsignal(signum) is not signal.default_int_handler  # the test's handler is back
+    finally:
+        signal.signal(signum, before)
+    assert code == 128 + signum and not got
+    assert f"chessdt: {signame}; a checkpoint was saved" in capsys.readouterr().err
+    assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_0000003"]
+
+
+def test_a_second_training_into_the_same_run_directory_is_refused(data_dir: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from chessdt.files import LOCK_NAME, exclusive
+
+    run = tmp_path / "run"
+    args = _cli_args(tmp_path, data_dir, run, "train.max_steps=2")
+    with exclusive(run / LOCK_NAME, "test"):  # as a first `chessdt train` holds it
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert f"run directory {run} is in use by process {os.getpid()}" in err
+        assert not (run / "metrics.jsonl").exists() and not (run / "checkpoints").exists()
+    assert cli.main(args) == 0  # the lock went with its holder
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(data_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    real = train_mod._Trainer.step
+
+    def diverging(self, lr):  # type: ignore[no-untyped-def]
+        if self.done.step == 4:  # what lr=1e9 does after a few steps, without waiting for it
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.fill_(float("nan"))
+        return real(self, lr)
+
+    monkeypatch.setattr(train_mod._Trainer, "step", diverging)
+    run = tmp_path / "run"
+    assert cli.main(_cli_args(tmp_path, data_dir, run, "train.max_steps=10", "train.save_every=2",
+                              "train.eval_every=2", "train.keep_last=5")) == 2
+    err = capsys.readouterr().err
+    assert "training diverged: loss nan at step 5" in err and "step_0000004, is kept" in err
+    assert [p.name for p in step_checkpoints(run / "checkpoints")] == ["step_0000002", "step_0000004"]
+    model, _, _ = load_model(run / "checkpoints" / "step_0000004")
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_resume_survives_a_corrupt_newest_checkpoint_and_a_torn_log_line(data_dir: Path, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    extra = ("train.max_steps=6", "train.eval_every=2", "train.save_every=2", "train.keep_last=3")
+    straight = train(_cfg(data_dir, tmp_path / "a", *extra), progress=False)
+    half = train(_cfg(data_dir, tmp_path / "b", *extra), progress=False, stop_at=4)
+    weights = half / "checkpoints" / "step_0000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk that lost its tail
+    with open(half / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "tok')  # a write cut short
+    resumed = train(_cfg(data_dir, tmp_path / "b", *extra), progress=False, resume=True)
+    assert "skipping step_0000004" in caplog.text and "corrupt or truncated" in caplog.text
+    assert _losses(resumed) == _losses(straight)  # exactly, from step 2
+    evals = lambda run: [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert evals(resumed) == [0, 2, 4, 6]
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last(data_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from chessdt import checkpoint as ckpt_mod
+
+    real = ckpt_mod.save_file
+
+    def full(tensors, filename, *a, **kw):  # type: ignore[no-untyped-def]
+        if "step_0000004" in filename:
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        return real(tensors, filename, *a, **kw)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", full)
+    run = tmp_path / "run"
+    assert cli.main(_cli_args(tmp_path, data_dir, run, "train.max_steps=6", "train.save_every=2")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("chessdt: error: No space left on device: ") and err.count("\n") == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "step_0000002"]
+    assert load_model(run / "checkpoints" / "step_0000002")[0] is not None
