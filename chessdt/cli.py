@@ -316,8 +316,10 @@ def _cmd_play(args: argparse.Namespace) -> int:
     game = TerminalGame(ModelPlayer(_prompted(args), seed=seed), chess.WHITE if side == "white" else chess.BLACK,
                         inp=sys.stdin, out=sys.stdout, pgn_path=pgn_path, board=board,
                         color=supports_color(sys.stdout), seed=seed)
-    with _terminate_like_interrupt():  # a signal ends the game like Ctrl-C: the game is saved
+    with _terminate_like_interrupt() as caught:  # a signal ends the game like Ctrl-C: the game is saved
         summary = game.run()
+    if caught.signum:
+        return caught.exit_code()
     return 0 if summary.pgn_path is not None else 1
 
 

@@ -56,3 +56,112 @@ def test_cli_bad_checkpoint_and_options(tmp_path: Path, capsys: pytest.CaptureFi
         err = capsys.readouterr().err
         assert err.startswith("chessdt: error: ") and err.count("\n") == 1 and "Traceback" not in err
         assert says in err, err
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _play(checkpoint: Path, pgn: Path, stdin: object, monkeypatch: pytest.MonkeyPatch) -> int:
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", stdin)
+    return cli.main(["play", str(checkpoint), "--pgn", str(pgn), "--seed", "3"])
+
+
+def test_play_appends_to_an_existing_pgn_and_checks_it_first(tiny_checkpoint: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    import chess.pgn
+
+    collection = tmp_path / "mine.pgn"
+    before = '[Event "one"]\n[Result "1-0"]\n\n1. e4 1-0\n\n[Event "two"]\n[Result "0-1"]\n\n1. d4 0-1\n'
+    collection.write_text(before)
+    # a mid-game save to the same file, then quit: the game is appended once, at its latest state
+    assert _play(tiny_checkpoint, collection, io.StringIO(f"e4\nsave {collection}\nquit\n"), monkeypatch) == 0
+    text = collection.read_text()
+    assert text.startswith(before)
+    games = []
+    with open(collection) as f:
+        while (g := chess.pgn.read_game(f)) is not None:
+            games.append(g)
+    assert [g.headers["Event"] for g in games[:2]] == ["one", "two"] and len(games) == 3
+    assert [m.uci() for m in games[2].mainline_moves()][0] == "e2e4"
+    assert games[2].headers["Termination"] == "quit"
+    capsys.readouterr()
+    # a --pgn that cannot be written is said before the game starts, not after it
+    assert _play(tiny_checkpoint, tmp_path / "missing" / "g.pgn", io.StringIO("e4\n"), monkeypatch) == 2
+    captured = capsys.readouterr()
+    assert "--pgn" in captured.err and "cannot write there" in captured.err and "You play" not in captured.out
+
+
+def test_sigterm_during_play_saves_the_game(tiny_checkpoint: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import os
+    import signal
+
+    import chess.pgn
+
+    class Terminated(io.StringIO):
+        """The player's input: one move, then the session is killed by SIGTERM."""
+
+        def readline(self, *a: object) -> str:
+            line = super().readline()
+            if not line:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return "quit\n"  # reached only when SIGTERM did not end the game
+            return line
+
+    got: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
+    try:
+        code = _play(tiny_checkpoint, tmp_path / "g.pgn", Terminated("e4\n"), monkeypatch)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 128 + signal.SIGTERM and not got
+    with open(tmp_path / "g.pgn") as f:
+        game = chess.pgn.read_game(f)
+    assert game is not None and game.headers["Termination"] == "interrupted"
+    assert [m.uci() for m in game.mainline_moves()][0] == "e2e4"
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "model.safetensors is corrupt or truncated"),
+    ("garbage", "model.safetensors is corrupt or truncated"),
+    ("meta_list", "is not a chessdt checkpoint's meta.json"),
+    ("meta_model", "is not a chessdt checkpoint's meta.json"),
+    ("meta_step", "step missing or not int"),
+])
+def test_a_damaged_checkpoint_is_one_line_everywhere(tiny_checkpoint: Path, tmp_path: Path, damage: str,
+                                                      message: str, pgn_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    ckpt = _copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    weights, meta_path = ckpt / "model.safetensors", ckpt / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    elif damage == "garbage":
+        weights.write_bytes(b"\xff" * 64)
+    elif damage == "meta_list":
+        meta_path.write_text("[1, 2, 3]")
+    elif damage == "meta_model":
+        meta["config"]["model"] = 7
+        meta_path.write_text(json.dumps(meta))
+    else:
+        meta["step"] = "many"
+        meta_path.write_text(json.dumps(meta))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("uci\nquit\n"))
+    for argv in (["play", str(ckpt), "--pgn", str(tmp_path / "g.pgn")], ["uci", str(ckpt)],
+                 ["eval", "legality", str(ckpt), "--games", str(pgn_file), "--out", str(tmp_path / "ev")]):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and err.startswith("chessdt: error: "), argv

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class TerminalGame:
         self._hinter = ModelPlayer(dataclasses.replace(
             model.prompted, sampling=Sampling(temperature=1.0, guidance=model.sampling.guidance)))
         self._started = dt.datetime.now()
+        self._starts: dict[Path, int] = {}  # per file saved to: its size before this game's first save
 
     # -- i/o ---------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
@@ -347,12 +349,16 @@ class TerminalGame:
         return game
 
     def _save(self, path: Path, result: str, reason: str = "") -> str | None:
-        """Write the PGN to `path` (via a temporary file); its text, or None with a message on failure."""
+        """Append the game to the PGN file `path` (as chess GUIs do; a later save of this game replaces
+        only its own earlier copy at the file's end); its text, or None with a message on failure."""
         text = str(self.pgn(result, reason)) + "\n"
-        tmp = path.with_name(path.name + ".partial")
         try:
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+            with open(path, "ab") as f:  # never truncates what the file held before this game
+                start = self._starts.setdefault(path.resolve(), f.tell())
+                f.truncate(start)
+                f.write((b"\n" if start else b"") + text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
         except OSError as e:
             self.say(f"could not save {path}: {e.strerror or e}")
             return None
