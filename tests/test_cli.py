@@ -165,3 +165,25 @@ def test_a_damaged_checkpoint_is_one_line_everywhere(tiny_checkpoint: Path, tmp_
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and err.startswith("chessdt: error: "), argv
+
+
+def test_eval_games_that_cannot_be_read_are_one_line(tiny_checkpoint: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import zstandard
+
+    from conftest import random_pgn
+
+    bad_pgn = tmp_path / "bad.pgn"  # python-chess's read_game raises IndexError on this
+    bad_pgn.write_text('[Event "x"]\n\nO-O e4 Nf3 2. [FEN ""]\n % ) {c}\n')
+    fake_gz = tmp_path / "fake.pgn.gz"
+    fake_gz.write_text('[Event "x"]\n\n1. e4 e5 1-0\n')
+    data = zstandard.ZstdCompressor().compress(random_pgn(30, seed=4).encode())
+    cut_zst = tmp_path / "cut.pgn.zst"
+    cut_zst.write_bytes(data[: len(data) // 2])
+    for games, message in ((bad_pgn, "python-chess cannot parse the game after the 0 read so far (IndexError"),
+                           (fake_gz, "cannot decompress"),
+                           (cut_zst, "compressed stream is truncated after")):
+        assert cli.main(["eval", "legality", str(tiny_checkpoint), "--games", str(games),
+                         "--out", str(tmp_path / "ev")]) == 2, games
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and err.startswith(f"chessdt: error: {games}"), err

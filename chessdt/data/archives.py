@@ -25,12 +25,14 @@ PGN_SUFFIXES = (".pgn", ".pgn.gz", ".pgn.bz2", ".pgn.zst", ".pgn.zstd")
 CHUNK_BYTES = 1 << 20
 
 
-class TruncatedArchive(Exception):
-    """A compressed file ended before its end-of-stream marker."""
+class TruncatedArchive(UserError):
+    """A compressed file ended before its end-of-stream marker (`prepare` may keep what came before;
+    everywhere else it is the user's error: the file needs downloading again)."""
 
     def __init__(self, path: Path, bytes_read: int, games_read: int = 0) -> None:
         self.path, self.bytes_read, self.games_read = path, bytes_read, games_read
-        super().__init__(f"{path}: compressed stream is truncated after {bytes_read:,} compressed bytes")
+        super().__init__(f"{path}: compressed stream is truncated after {bytes_read:,} compressed bytes "
+                         "(an interrupted download or copy?); nothing after the break was read")
 
 
 # -- finding and opening files ---------------------------------------------------------------------
@@ -176,16 +178,38 @@ def text_lines(chunks: Iterable[bytes]) -> Iterator[str]:
 
 
 def open_text(path: str | Path) -> TextIO:
-    """A text stream over a PGN file of any supported compression (bad bytes replaced)."""
+    """A text stream over a PGN file of any supported compression (bad bytes replaced). Reading it
+    raises TruncatedArchive at a truncated file's break and UserError on data that does not
+    decompress, as :func:`byte_chunks` does."""
     path = Path(path)
-    name = path.name.lower()
-    f = open(path, "rb")
-    if name.endswith((".zst", ".zstd")):
-        binary: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-    elif name.endswith(".gz"):
-        binary = cast(IO[bytes], gzip.GzipFile(fileobj=f))  # a binary file; typeshed does not say IO[bytes]
-    elif name.endswith(".bz2"):
-        binary = bz2.BZ2File(f)
-    else:
-        binary = f
-    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
+    counter = CountingReader(open(path, "rb"))
+    return io.TextIOWrapper(io.BufferedReader(_ChunkStream(byte_chunks(path, counter), counter)),
+                            encoding="utf-8", errors="replace")
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable binary stream over an iterator of byte chunks (closing it closes `source`)."""
+
+    def __init__(self, chunks: Iterator[bytes], source: io.RawIOBase) -> None:
+        super().__init__()
+        self.chunks, self.source, self.pending = chunks, source, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return 0
+            self.pending = chunk
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self.pending))
+        view[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.source.close()
+        super().close()

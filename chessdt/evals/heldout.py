@@ -133,7 +133,11 @@ def _from_pgn(path: Path, limit: int) -> list[HeldOutGame]:
     out: list[HeldOutGame] = []
     with open_text(path) as f:
         while len(out) < limit:
-            game = chess.pgn.read_game(f)
+            try:
+                game = chess.pgn.read_game(f)
+            except (IndexError, ValueError, KeyError, AttributeError) as e:  # python-chess's own parser gave up
+                raise UserError(f"{path}: python-chess cannot parse the game after the {len(out):,} read so far "
+                                f"({type(e).__name__}: {e}); check the file, or pass a prepared data set") from None
             if game is None:
                 break
             h = game.headers
