@@ -410,13 +410,23 @@ def _eval_setup(args: argparse.Namespace,
     return policy, ev, out, games
 
 
+def _eval_output(out: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the eval output folder against a second eval writing into it (its JSONL logs resume)."""
+    from chessdt.files import LOCK_NAME, exclusive
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the eval results")
+    return exclusive(out / LOCK_NAME, f"eval output {out}")
+
+
 def _cmd_eval_legality(args: argparse.Namespace) -> int:
     from chessdt.evals.legality import evaluate_legality
 
     policy, ev, out, games = _eval_setup(args, lambda ev: ev.legality_games)
     if not games:
         raise UserError("eval legality needs held-out games: pass --games (prepared data dir or PGN file)")
-    result = evaluate_legality(policy, games, ev, out / "legality.json")
+    with _eval_output(out):
+        result = evaluate_legality(policy, games, ev, out / "legality.json")
     print(result.format())
     print(f"wrote {out / 'legality.json'}")
     return 0
@@ -428,7 +438,8 @@ def _cmd_eval_strength(args: argparse.Namespace) -> int:
 
     policy, ev, out, games = _eval_setup(args, lambda ev: max(ev.matching_games, 2 * ev.cpl_positions))
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    result = evaluate_strength(model_subjects(policy, ev), games, ev, out, parts=parts, progress=not args.quiet)
+    with _eval_output(out):
+        result = evaluate_strength(model_subjects(policy, ev), games, ev, out, parts=parts, progress=not args.quiet)
     print(result.format())
     print(f"wrote {out / 'strength.json'} (games in {out / 'strength_games.jsonl'})")
     return 0
@@ -439,7 +450,8 @@ def _cmd_eval_openings(args: argparse.Namespace) -> int:
     from chessdt.evals.openings import evaluate_openings
 
     policy, ev, out, games = _eval_setup(args, lambda ev: ev.openings_human_games)
-    result = evaluate_openings(model_subjects(policy, ev), games, ev, out)
+    with _eval_output(out):
+        result = evaluate_openings(model_subjects(policy, ev), games, ev, out)
     print(result.format())
     print(f"wrote {out / 'openings.json'}")
     return 0
@@ -464,10 +476,11 @@ def _cmd_eval_match(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out) if args.out else eval_dir(resolve_checkpoint(args.checkpoint))
     name = "match_" + "_vs_".join(s.label.replace(" ", "-") for s in settings)
-    result = play_match(policy, settings, out / f"{name}.jsonl", games=args.games, plan=args.plan,
-                        opening_plies=args.opening_plies, seed=args.seed, batch_size=args.batch_size,
-                        max_plies=args.max_plies, sprt=sprt, progress=not args.quiet)
-    result.save(out / f"{name}.json")
+    with _eval_output(out):
+        result = play_match(policy, settings, out / f"{name}.jsonl", games=args.games, plan=args.plan,
+                            opening_plies=args.opening_plies, seed=args.seed, batch_size=args.batch_size,
+                            max_plies=args.max_plies, sprt=sprt, progress=not args.quiet)
+        result.save(out / f"{name}.json")
     print(result.format())
     print(f"wrote {out / (name + '.json')} (games in {out / (name + '.jsonl')}; {result.seconds:,.0f} s)")
     return 0

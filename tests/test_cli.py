@@ -187,3 +187,31 @@ def test_eval_games_that_cannot_be_read_are_one_line(tiny_checkpoint: Path, tmp_
                          "--out", str(tmp_path / "ev")]) == 2, games
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and err.startswith(f"chessdt: error: {games}"), err
+
+
+def test_eval_output_locked_a_file_or_read_only_is_one_line(tiny_checkpoint: Path, tmp_path: Path, pgn_file: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from chessdt.files import LOCK_NAME, exclusive
+
+    def legality(out: Path) -> int:
+        return cli.main(["eval", "legality", str(tiny_checkpoint), "--games", str(pgn_file), "--out", str(out),
+                         "--set", "eval.legality_positions=20", "--set", "eval.legality_selfplay=0"])
+
+    out = tmp_path / "ev"
+    with exclusive(out / LOCK_NAME, "test"):  # another eval writing there
+        assert legality(out) == 2
+    err = capsys.readouterr().err
+    assert f"eval output {out} is in use by process {os.getpid()}" in err and not (out / "legality.json").exists()
+    afile = tmp_path / "results.txt"
+    afile.write_text("mine")
+    assert legality(afile) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err and afile.read_text() == "mine"
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        assert legality(ro / "ev") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("chessdt: error: Permission denied") and err.count("\n") == 1
+    assert legality(out) == 0 and (out / "legality.json").is_file()
