@@ -3,7 +3,8 @@ material balance reachable in one ply.
 
 Usage: python fake_uci.py [--crash-at N] [--hang-at N] [--once FILE]
   --crash-at N  exit on the N-th `go` of this process; --hang-at N  stop answering on it.
-  --once FILE   misbehave only if FILE does not exist yet (it is created), so a restart then works.
+  --once FILE   misbehave only if FILE does not exist yet (it is created when this process misbehaves),
+                so a restart then works.
 """
 
 import argparse
@@ -49,10 +50,10 @@ def main() -> None:
     ap.add_argument("--hang-at", type=int, default=0)
     ap.add_argument("--once")
     args = ap.parse_args()
-    misbehave = True
-    if args.once:
-        misbehave = not os.path.exists(args.once)
-        if misbehave:
+    misbehave = not (args.once and os.path.exists(args.once))
+
+    def misbehaving() -> None:
+        if args.once:
             open(args.once, "w").close()
     board = chess.Board()
     gos = 0
@@ -84,8 +85,10 @@ def main() -> None:
         elif cmd[0] == "go":
             gos += 1
             if misbehave and gos == args.crash_at:
+                misbehaving()
                 sys.exit(3)
             if misbehave and gos == args.hang_at:
+                misbehaving()
                 time.sleep(3600)
             moves = sorted(board.legal_moves, key=lambda m: m.uci())
             score = max((_after(board, m) for m in moves), default=0)

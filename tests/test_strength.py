@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -192,3 +193,53 @@ def test_reference_engine_is_scored_on_the_models_positions(tmp_path: Path, game
     assert [m.n[0][ci] for ci in range(3)] == n  # the model's positions are the same ones
     with pytest.raises(UserError):
         reference_matching("random", games[:2], ratings, band_width=400, skip_plies=10, max_moves=max_moves, nodes=5)
+
+
+def test_aborted_ladder_games_fail_the_eval_and_are_retried(tiny_checkpoint: Path, tmp_path: Path, pgn_file: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from chessdt import cli
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "working").mkdir()
+    broken = script(str(tmp_path / "broken"), "--crash-at", "1")  # every engine process dies at its first `go`
+    working = script(str(tmp_path / "working"))
+    out = tmp_path / "ev"
+    args = ["eval", "strength", str(tiny_checkpoint), "--games", str(pgn_file), "--out", str(out), "--parts", "ladder",
+            "-q", "--set", "eval.ratings=1200", "--set", "eval.ladder=1350", "--set", "eval.ladder_games=2",
+            "--set", "eval.ladder_nodes=5", "--set", "eval.max_plies=20", "--set", "eval.workers=1"]
+    assert cli.main([*args, "--engine", broken]) == 2
+    err = capsys.readouterr().err
+    assert "all 2 ladder games were aborted (engine_failure: 2)" in err and err.count("\n") == 1
+    assert cli.main([*args, "--engine", working]) == 0  # the aborted games are played again
+    _, recs = read_game_log(out / "strength_games.jsonl")
+    assert len(recs) == 2 and all(r.decided for r in recs)
+    assert json.loads((out / "strength.json").read_text())["ladder"]["games"] == 2
+
+
+def test_engine_paths_and_engines_that_fail_at_start_up(tiny_checkpoint: Path, tmp_path: Path, pgn_file: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from chessdt import cli
+
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    script(str(on_path), "--crash-at", "1")  # a broken `fakefish` on PATH ...
+    here = tmp_path / "cwd"
+    here.mkdir()
+    script(str(here))  # ... and a working one in the current folder
+    garbage = tmp_path / "garbage"
+    garbage.write_text("#!/bin/sh\nwhile true; do echo 'no uci here'; sleep 0.2; done\n")
+    garbage.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{on_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(here)
+    args = ["eval", "strength", str(tiny_checkpoint), "--games", str(pgn_file), "--parts", "ladder", "-q",
+            "--set", "eval.ratings=1200", "--set", "eval.ladder=1350", "--set", "eval.ladder_games=2",
+            "--set", "eval.ladder_nodes=5", "--set", "eval.max_plies=20", "--set", "eval.workers=1"]
+    assert cli.main([*args, "--out", str(tmp_path / "ev"), "--engine", "./fakefish"]) == 0
+    assert json.loads((tmp_path / "ev" / "strength.json").read_text())["ladder"]["games"] == 2
+    capsys.readouterr()
+    for engine, message in (("/bin/false", "exited during the UCI handshake"),
+                            (str(garbage), "did not answer the UCI handshake within 10 s")):
+        assert cli.main([*args, "--out", str(tmp_path / "ev2"), "--engine", engine]) == 2, engine
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 import dataclasses
 from dataclasses import dataclass
@@ -167,6 +168,11 @@ def play_ladder(subjects: Sequence[Subject], cfg: EvalConfig, out: Path | None =
             "seed": cfg.seed}
     records = run_games(ladder_specs(subjects, opponents, cfg), seats, out, meta=meta, batch_size=cfg.batch_size,
                         workers=cfg.workers, max_plies=cfg.max_plies, progress=progress)
+    if records and not any(r.decided for r in records):
+        why = Counter(r.termination for r in records).most_common()
+        raise UserError(f"all {len(records)} ladder games were aborted ({', '.join(f'{k}: {n}' for k, n in why)}), "
+                        "so there is no Elo to fit; check the engine (--engine, eval.engine). A rerun plays "
+                        "the aborted games again")
     return ladder_result(records, subjects, opponents, cfg.virtual_draws, cfg.ladder_nodes)
 
 

@@ -36,7 +36,7 @@ import chess.pgn
 import torch
 from tqdm import tqdm
 
-from chessdt.stockfish.engine import EngineFailure, find_stockfish
+from chessdt.stockfish.engine import EngineFailure, check_engine, find_stockfish
 from chessdt.play.gamelog import GameLog, GameRecord
 from chessdt.errors import UserError
 from chessdt.rules import ABORTED, BadStrength, Strength, game_over, parse_opponent
@@ -148,9 +148,11 @@ class Opponent:
             command, own = self.command, self.nodes or nodes
             if shutil.which(command[0]) is None:
                 raise UserError(f"opponent engine {command[0]!r} not found or not executable")
+            check_engine(command, timeout_s=min(timeout_s, 10.0))
             return PlayerSeat(make=lambda seed: StockfishPlayer(nodes=own, command=command, timeout_s=timeout_s),
                               pooled=True)
         path = find_stockfish(engine)  # fail now, not in the middle of a run
+        check_engine(path, timeout_s=min(timeout_s, 10.0))
         s = self.strength
         return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=s.elo, skill=s.skill, nodes=nodes,
                                                             timeout_s=timeout_s, eps=s.eps, seed=seed), pooled=True)
@@ -443,7 +445,7 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
 def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | None = None, *,
               meta: Mapping[str, Any] | None = None, batch_size: int = 64, workers: int = 1,
               max_plies: int = 400, progress: bool = False) -> list[GameRecord]:
-    """Play every spec not already in `out`; return the records of all specs, in spec order.
+    """Play every spec not already decided in `out`; return the records of all specs, in spec order.
 
     Games with a model seat go through :func:`_play_batch` (batched, cached model); games between
     two PlayerSeats through :func:`play_game`. Each finished game is appended to `out` at once.
@@ -458,7 +460,9 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
             if label not in seats:
                 raise ValueError(f"game {s.id}: no seat {label!r}")
     game_log = GameLog(out, meta or {}) if out is not None else None
-    done: dict[str, GameRecord] = dict(game_log.records) if game_log is not None else {}
+    # a game aborted by an engine failure is played again: a rerun (with a working engine) retries it
+    done: dict[str, GameRecord] = ({i: r for i, r in game_log.records.items() if r.decided}
+                                   if game_log is not None else {})
     todo = [s for s in specs if s.id not in done]
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="game", disable=not progress,
                desc="games", leave=False)

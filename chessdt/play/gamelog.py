@@ -127,10 +127,12 @@ def read_game_log(path: Path) -> tuple[dict[str, Any], list[GameRecord]]:
     """(meta, records) of a game log, for reports and re-analysis."""
     lines = Path(path).read_text().splitlines()
     meta = json.loads(lines[0])["meta"] if lines else {}
-    records = []
+    records: dict[str, GameRecord] = {}  # a game retried after an abort: its last record counts
     for line in lines[1:]:
         try:
-            records.append(GameRecord.from_json(json.loads(line)))
+            rec = GameRecord.from_json(json.loads(line))
         except (json.JSONDecodeError, TypeError):
             continue
-    return meta, records
+        records.pop(rec.id, None)
+        records[rec.id] = rec
+    return meta, list(records.values())

@@ -47,8 +47,10 @@ def find_stockfish(path: str | Path | None = None) -> Path:
     if path is not None:
         p = Path(path).expanduser()
         if p.is_file() and os.access(p, os.X_OK):
-            return p
-        found = shutil.which(str(path))
+            # absolute: './sf' would become 'sf', which starting a process looks up on PATH
+            return p.resolve()
+        # only a bare name is looked up on PATH; a path with a folder names exactly one file
+        found = shutil.which(str(path)) if os.sep not in str(path) else None
         if found:
             return Path(found)
         raise UserError(f"engine {str(path)!r} not found or not executable: {INSTALL_HINT}")
@@ -82,13 +84,36 @@ def _configure(engine: chess.engine.SimpleEngine, options: Mapping[str, Any]) ->
     engine.configure({k: v for k, v in options.items() if k in known})
 
 
+def _popen(path: EngineCommand, timeout_s: float) -> chess.engine.SimpleEngine:
+    """Start a UCI engine and complete its handshake; EngineFailure saying why when it cannot be
+    started, exits or is killed during the handshake, or does not answer `uci` within `timeout_s`."""
+    try:
+        return chess.engine.SimpleEngine.popen_uci(_command(path), timeout=timeout_s)
+    except (asyncio.TimeoutError, TimeoutError, concurrent.futures.TimeoutError):
+        raise EngineFailure(f"engine {path} did not answer the UCI handshake within {timeout_s:g} s "
+                            "(is it a UCI engine?)") from None
+    except chess.engine.EngineTerminatedError as e:
+        raise EngineFailure(f"engine {path} exited during the UCI handshake ({e})") from None
+    except (chess.engine.EngineError, OSError, RuntimeError, ValueError) as e:
+        raise EngineFailure(f"engine {path} could not be started ({type(e).__name__}: {e})") from None
+
+
+def check_engine(path: EngineCommand, timeout_s: float = 10.0) -> None:
+    """Start the engine once and stop it: a UserError now, naming the problem, rather than games
+    aborted one by one later."""
+    try:
+        _kill(_popen(path, timeout_s))
+    except EngineFailure as e:
+        raise UserError(str(e)) from None
+
+
 @contextlib.contextmanager
 def open_engine(path: EngineCommand, *, elo: int | None = None, skill: int | None = None, threads: int = 1,
                 hash_mb: int = 16, options: Mapping[str, Any] | None = None,
                 timeout_s: float = 10.0) -> Iterator[chess.engine.SimpleEngine]:
     """Open a UCI engine configured for a strength; closed when the block ends."""
     strength = Strength(elo=elo, skill=skill)
-    engine = chess.engine.SimpleEngine.popen_uci(_command(path), timeout=timeout_s)
+    engine = _popen(path, timeout_s)
     try:
         _configure(engine, _engine_options(strength, threads, hash_mb, options))
         yield engine
@@ -149,7 +174,7 @@ class Engine:
     def start(self) -> None:
         """Start (or restart) the engine process with the configured options."""
         self.close()
-        engine = chess.engine.SimpleEngine.popen_uci(_command(self.path), timeout=self.timeout_s)
+        engine = _popen(self.path, self.timeout_s)
         try:
             _configure(engine, _engine_options(self.strength, self.threads, self.hash_mb, self.extra_options))
         except BaseException:
@@ -202,15 +227,15 @@ class Engine:
         timeout = self.timeout_s + (limit.time if limit is not None and limit.time else 0.0)
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
-            if attempt:
-                self.restart()
-            engine = self.raw
             try:
+                if attempt:
+                    self.restart()
+                engine = self.raw
                 future = asyncio.run_coroutine_threadsafe(
                     asyncio.wait_for(make_coro(engine), timeout), engine.protocol.loop)
                 return future.result(timeout + 5.0)
             except (chess.engine.EngineError, asyncio.TimeoutError, concurrent.futures.TimeoutError,
-                    TimeoutError, RuntimeError, ConnectionError) as e:
+                    TimeoutError, RuntimeError, ConnectionError) as e:  # EngineFailure (a restart) is a RuntimeError
                 last = e
                 log.warning("engine call failed (%s: %s)", type(e).__name__, e)
                 self.close()
