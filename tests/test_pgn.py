@@ -213,3 +213,17 @@ def test_fuzz_mutated_pgn_never_raises():
     for text in cases[:150]:
         parse_moves(games_of(text), DataConfig(reader="python-chess"), VOCAB)
     assert total > 1200
+
+
+def test_readers_agree_on_uci_moves_in_movetext():
+    """python-chess's own uci-moves case: UCI notation inside the movetext, between SAN games."""
+    text = (random_pgn(3, seed=21) + '\n[Event "uci"]\n[Result "*"]\n\n1. e2e4 e7e5 2. g1f3 b8c6 3. f1b5 a7a6 *\n\n'
+            + random_pgn(2, seed=31) + '\n[Event "bad"]\n[Result "*"]\n\n1. e2e5 *\n')
+    games = games_of(text)
+    a = parse_moves(games, DataConfig(reader="rust"), VOCAB, threads=2)
+    b = parse_moves(games, DataConfig(reader="python-chess"), VOCAB)
+    assert a.errors == b.errors == [None] * 6 + ["illegal_move"]  # a really illegal move stays one
+    assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.moves, b.moves)
+    assert np.array_equal(a.boards, b.boards)
+    assert [m.uci() for m in (VOCAB.decode_move(int(t)) for t in a.game_moves(3))] == \
+        ["e2e4", "e7e5", "g1f3", "b8c6", "f1b5", "a7a6"]

@@ -202,7 +202,7 @@ class ParsedBatch:
 
 def _error_reason(message: str) -> str:
     m = message.lower()
-    if "san" in m or "illegal" in m or "ambiguous" in m:
+    if "san" in m or "legal move" in m or "illegal" in m or "ambiguous" in m:  # python-chess: "no matching legal move"
         return "illegal_move"
     return "unparsable_movetext"
 
@@ -296,8 +296,33 @@ def parse_moves(games: list[RawGame], cfg: DataConfig, vocab: Vocab, threads: in
         return ParsedBatch(np.zeros(0, np.int32), np.zeros(1, np.int64),
                            np.zeros((0, 64), np.uint8) if cfg.boards else None, [])
     if cfg.reader == "rust":
-        return parse_rust(games, vocab, threads, cfg.boards)
+        return _reread_illegal(games, parse_rust(games, vocab, threads, cfg.boards), vocab, cfg.boards)
     return parse_python_chess(games, vocab, cfg.boards)
+
+
+def _reread_illegal(games: list[RawGame], batch: ParsedBatch, vocab: Vocab, boards: bool) -> ParsedBatch:
+    """`batch` with the games the compiled reader calls illegal read again by python-chess, so the two
+    readers agree: python-chess also accepts moves written in UCI ('e2e4') inside the movetext, which
+    shakmaty's SAN parser rejects. Such games are rare, so the slower reader costs little."""
+    retry = [i for i, e in enumerate(batch.errors) if e == "illegal_move"]
+    if not retry:
+        return batch
+    parts, start = [], 0
+    for i in retry:
+        if i > start:
+            parts.append(_games_of(batch, start, i))
+        parts.append(parse_python_chess([games[i]], vocab, boards))
+        start = i + 1
+    if start < len(games):
+        parts.append(_games_of(batch, start, len(games)))
+    return _concat(parts)
+
+
+def _games_of(batch: ParsedBatch, lo: int, hi: int) -> ParsedBatch:
+    """Games lo..hi-1 of a batch, as a batch of their own."""
+    a, b = int(batch.offsets[lo]), int(batch.offsets[hi])
+    return ParsedBatch(batch.moves[a:b], batch.offsets[lo : hi + 1] - a,
+                       None if batch.boards is None else batch.boards[a + lo : b + hi], batch.errors[lo:hi])
 
 
 def ply_skip_reason(n_plies: int, cfg: DataConfig) -> str | None:
