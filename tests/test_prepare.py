@@ -298,3 +298,27 @@ def test_keep_truncated_keeps_every_complete_game(tmp_path):
     meta = json.loads((out2 / "meta.json").read_text())
     assert sum(meta["games"].values()) == 10
     assert "read the 0 complete games" in meta["notes"][0] and "-1" not in meta["notes"][0]
+
+
+def test_a_full_disk_or_a_cwd_output_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from chessdt.data import shards
+
+    src = write(tmp_path, "g.pgn", random_pgn(20, seed=5))
+
+    def full(self, tokens, lengths, boards):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.partial" / "train.tokens"))
+
+    with monkeypatch.context() as m:
+        m.setattr(shards.SplitWriter, "write", full)
+        assert cli.main(["prepare", str(src), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("chessdt: error: No space left on device: ") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.partial*"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    assert cli.main(["prepare", str(src), "--out", ".", "-q", "--force"]) == 2  # not a prepared data set
+    assert "is not a prepared data set" in capsys.readouterr().err and (work / "notes.txt").read_text() == "mine"
