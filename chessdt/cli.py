@@ -553,11 +553,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, list(args.set or []))
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else STEPS
-    try:
-        result = run_pipeline(cfg, device=args.device, progress=not args.quiet, only=only)
-    except KeyboardInterrupt:
-        print("chessdt: interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
+    with _terminate_like_interrupt() as caught:
+        try:
+            result = run_pipeline(cfg, device=args.device, progress=not args.quiet, only=only)
+        except KeyboardInterrupt:
+            print(f"chessdt: {caught.name()}; run the same command again to continue", file=sys.stderr)
+            return caught.exit_code()
     for step in STEPS:
         if step in result.done:
             print(f"  {step:<9} done in {result.seconds[step]:,.0f} s")
@@ -572,11 +573,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from chessdt.experiment import run_experiment
 
     cfg = load_config(args.config, list(args.set or []))
-    try:
-        run = run_experiment(cfg, device=args.device, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("chessdt: interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
+    with _terminate_like_interrupt() as caught:
+        try:
+            run = run_experiment(cfg, device=args.device, progress=not args.quiet)
+        except KeyboardInterrupt:
+            print(f"chessdt: {caught.name()}; run the same command again to continue", file=sys.stderr)
+            return caught.exit_code()
     print((run / "frontier.md").read_text())
     print(f"wrote {run / 'frontier.md'}, {run / 'frontier.png'}, {run / 'frontier.json'}")
     return 0

@@ -215,3 +215,29 @@ def test_eval_output_locked_a_file_or_read_only_is_one_line(tiny_checkpoint: Pat
         err = capsys.readouterr().err
         assert err.startswith("chessdt: error: Permission denied") and err.count("\n") == 1
     assert legality(out) == 0 and (out / "legality.json").is_file()
+
+
+def test_a_checkpoint_never_chooses_a_program_to_run(tiny_checkpoint: Path, tmp_path: Path, pgn_file: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.rename(script(str(bin_dir)), bin_dir / "stockfish")  # the user's own engine, found on PATH
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted"  # what a downloaded checkpoint asks us to run
+    planted.write_text(f"#!/bin/sh\ntouch '{marker}'\nexec '{bin_dir / 'stockfish'}' \"$@\"\n")
+    planted.chmod(0o755)
+    ckpt = _copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["config"]["eval"].update(engine=str(planted), ladder=[f"uci={planted}", "1350"],
+                                  matching_references=[f"uci={planted}"])
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "strength", str(ckpt), "--games", str(pgn_file), "--out", str(out), "-q",
+                     "--parts", "ladder", "--set", "eval.ratings=1200", "--set", "eval.ladder_games=2",
+                     "--set", "eval.ladder_nodes=5", "--set", "eval.max_plies=20", "--set", "eval.workers=1"]) == 0
+    assert not marker.exists()
+    ladder = json.loads((out / "strength.json").read_text())["ladder"]
+    assert [o["label"] for o in ladder["opponents"]] == ["sf-1350"] and ladder["games"] == 2
