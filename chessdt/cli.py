@@ -318,7 +318,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
                         color=supports_color(sys.stdout), seed=seed)
     with _terminate_like_interrupt() as caught:  # a signal ends the game like Ctrl-C: the game is saved
         summary = game.run()
-    if caught.signum:
+    if caught.signum not in (0, signal.SIGINT):  # Ctrl-C is a way to leave the game; SIGTERM is not
         return caught.exit_code()
     return 0 if summary.pgn_path is not None else 1
 

@@ -9,6 +9,7 @@ looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib
 import logging
 import os
@@ -102,7 +103,7 @@ def remove_stale_partials(out: Path) -> list[Path]:
     (an interrupted prepare); returns what was removed."""
     out = Path(out)
     removed = []
-    for path in out.parent.glob(f"{glob_escape(out.name)}.*-*"):
+    for path in out.parent.glob(f"{glob.escape(out.name)}.*-*"):
         m = _PID_SUFFIX.search(path.name)
         if m is None or path.name != f"{out.name}{m.group(0)}" or _alive(int(m.group(1))):
             continue
@@ -112,18 +113,14 @@ def remove_stale_partials(out: Path) -> list[Path]:
     return removed
 
 
-def glob_escape(name: str) -> str:
-    """`name` with glob metacharacters made literal."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
 def _alive(pid: int) -> bool:
-    if pid == os.getpid():
+    """Whether process `pid` may still run (when unsure: yes, so its files are kept)."""
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end the process
         return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # it exists (another user's process), or we cannot tell: keep its files
+    except OSError:
+        return True  # it exists (another user's process), or we cannot tell
     return True
