@@ -155,12 +155,33 @@ def test_late_model_answers_with_a_legal_move_on_time(policy: ModelPolicy, monke
     assert sum(ln.startswith("bestmove") for ln in lines) == 1
     assert chess.Move.from_uci(lines[-1].split()[1]) in engine.board.legal_moves
     assert "the time budget ran out before the model answered" in lines[-2]
+    played = chess.Move.from_uci(lines[-1].split()[1])
+    first = engine.search
     lines = _talk(engine, "go infinite", "stop")
     assert sum(ln.startswith("bestmove") for ln in lines) == 1 and "stop came" in lines[-2]
     release.set()
-    assert engine._model_lock.acquire(timeout=60)  # the worker finished ...
-    engine._model_lock.release()
+    for search in (first, engine.search):
+        assert search is not None and search.worker is not None
+        search.worker.join(60)  # the workers finished ...
     assert _talk(engine, "isready") == ["readyok"]  # ... and sent nothing more
+    # The model is fed the random move that was played, not its own late one.
+    assert engine.player._session is not None and engine.player._session.boards[0].move_stack[-1] == played
+
+
+def test_the_played_move_is_fed_to_the_model_off_the_clock(policy: ModelPolicy) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    lines = _talk(engine, "position startpos moves e2e4", "go movetime 60000")
+    assert engine.search is not None and engine.search.worker is not None
+    engine.search.worker.join(60)
+    board = chess.Board()
+    board.push_uci("e2e4")
+    board.push_uci(lines[-1].split()[1])
+    session = engine.player._session
+    assert session is not None and session.boards[0].move_stack == board.move_stack
+    board.push_uci("d2d4")
+    reference = torch.softmax(policy.logits_full(board, policy.player_prompt(chess.BLACK, 1500, None)), -1)
+    assert torch.allclose(engine.player.distribution(board, temperature=1.0), reference, atol=1e-5)
+    assert engine.player._session is session  # continued, not re-encoded
 
 
 def test_limit_strength_and_threads(policy: ModelPolicy) -> None:
@@ -185,6 +206,8 @@ def test_limit_strength_and_threads(policy: ModelPolicy) -> None:
 def test_ponder_move_is_the_most_likely_reply(policy: ModelPolicy) -> None:
     engine = UciEngine(Prompted(policy, 1500, 1200, Sampling(temperature=0.0)), io.StringIO())
     lines = _talk(engine, "position startpos moves e2e4", "go movetime 60000")
+    assert len(lines[-1].split()) == 2  # no ponder move unless the GUI set Ponder
+    lines = _talk(engine, "setoption name Ponder value true", "position startpos moves e2e4", "go movetime 60000")
     words = lines[-1].split()
     assert words[0] == "bestmove" and words[2] == "ponder"
     board = chess.Board()
@@ -300,7 +323,7 @@ def test_real_client_with_lichess_bot_defaults(tiny_checkpoint: Path) -> None:
                           "UCI_LimitStrength": True, "UCI_Elo": 1300, "Temperature": "1e-300"})
         for _ in range(6):
             # a generous clock: the values asserted here must not depend on how busy the machine is
-            result = engine.play(board, chess.engine.Limit(white_clock=600, black_clock=600), ponder=True,
+            result = engine.play(board, chess.engine.Limit(white_clock=600, black_clock=600), ponder=True,  # sets Ponder
                                  info=chess.engine.INFO_ALL)
             assert result.move in board.legal_moves
             board.push(result.move)

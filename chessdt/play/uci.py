@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import math
 import random
+import sys
 import threading
 from dataclasses import dataclass
 import time
@@ -216,6 +217,8 @@ class Search:
         self.finished = threading.Event()  # the worker is done with this search (the answer is final)
         self.sent = threading.Event()  # its bestmove line went out
         self.timer: threading.Timer | None = None
+        self.played: chess.Move | None = None  # the move its bestmove line gave
+        self.worker: threading.Thread | None = None  # the thread running the model for it
 
 
 class UciEngine:
@@ -233,6 +236,7 @@ class UciEngine:
         self.rating = model.rating  # the Rating option; the prompted one unless UCI_LimitStrength
         self.uci_elo = model.rating if model.rating is not None else DEFAULT_RATING
         self.limit_strength = False
+        self.ponder = False  # the Ponder option: GUIs set it when they will ask `go ponder` on our reply
         self.threads = 1
         self.move_overhead = DEFAULT_MOVE_OVERHEAD
         self.search: Search | None = None
@@ -350,8 +354,11 @@ class UciEngine:
         if field == "move_overhead":
             self.move_overhead = int(value)
             return
-        if field in ("hash", "ponder"):
-            return  # no search tree to size; pondering is the GUI's choice (go ponder is answered)
+        if field == "ponder":
+            self.ponder = bool(value)  # then bestmove comes with the predicted reply (one more step)
+            return
+        if field == "hash":
+            return  # no search tree to size
         if field == "rating":
             self.rating = int(value)
         elif field == "uci_elo":
@@ -422,7 +429,8 @@ class UciEngine:
             if not search.hold:
                 self.answer(search)
             return
-        threading.Thread(target=self._think, args=(search,), name="chessdt-search", daemon=True).start()
+        search.worker = threading.Thread(target=self._think, args=(search,), name="chessdt-search", daemon=True)
+        search.worker.start()
         self._arm(search)
 
     def _arm(self, search: Search) -> None:
@@ -472,6 +480,7 @@ class UciEngine:
                 self.send(line)
             ponder = f" ponder {ans.ponder.uci()}" if ans.ponder is not None and search.finished.is_set() else ""
             self.send(f"bestmove {ans.move.uci() if ans.move else '0000'}{ponder}")
+            search.played = ans.move
             search.sent.set()
 
     def _random_answer(self, board: chess.Board, why: str) -> Answer:
@@ -488,7 +497,7 @@ class UciEngine:
                     return  # answered without us (stop or time) while an older search held the model
                 self._warm_up_locked()
                 search.answer = self._choose(search)
-                if not search.sent.is_set():
+                if self.ponder and not search.sent.is_set():
                     search.answer.ponder = self._predict_reply(search.board, search.answer.move)
         except Exception as e:  # a failed forward pass still owes the GUI a move
             log.debug("search failed", exc_info=True)
@@ -497,12 +506,21 @@ class UciEngine:
         search.finished.set()
         if not search.hold:
             self.answer(search)
-            return
-        with self._answer_lock:  # a held search shows its info now, as engines do while they search
-            if not search.sent.is_set() and search.answer is not None:
-                for line in search.answer.info:
-                    self.send(line)
-                search.answer.info = []
+        else:
+            with self._answer_lock:  # a held search shows its info now, as engines do while they search
+                if not search.sent.is_set() and search.answer is not None:
+                    for line in search.answer.info:
+                        self.send(line)
+                    search.answer.info = []
+        if search.sent.is_set() and search.played:
+            # Off the clock: feed the model the move played, so that the next go costs one step.
+            after = search.board.copy()
+            after.push(search.played)
+            with self._model_lock:
+                try:
+                    self.player.follow(after)
+                except Exception:
+                    log.debug("follow failed", exc_info=True)
 
     def _choose(self, search: Search) -> Answer:
         """The model's move and its info lines; the most likely legal move where sampling fails."""
@@ -557,6 +575,8 @@ def serve(model: Prompted, inp: TextIO, out: TextIO, seed: int = 0) -> UciEngine
     """
     engine = UciEngine(model, out, seed)
     torch.set_num_threads(engine.threads)
+    # The deadline timer must get the GIL promptly while the worker runs Python between torch ops.
+    sys.setswitchinterval(0.001)
     for line in inp:
         if not engine.handle(line):
             return engine
