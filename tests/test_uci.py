@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -332,3 +334,45 @@ def test_real_client_with_lichess_bot_defaults(tiny_checkpoint: Path) -> None:
                 assert board.is_game_over()
                 break
         engine.ping()
+
+
+def test_polyglot_xboard_adapter(tiny_checkpoint: Path) -> None:
+    """Through polyglot (Debian's UCI-to-xboard adapter): the features handshake, then a move."""
+    polyglot = shutil.which("polyglot") or ("/usr/games/polyglot" if Path("/usr/games/polyglot").is_file() else None)
+    if polyglot is None:
+        pytest.skip("polyglot not installed (apt-get install polyglot)")
+    # polyglot splits -ec on spaces and does not understand quotes
+    if " " in sys.executable or " " in str(tiny_checkpoint):
+        pytest.skip("polyglot cannot start a command with spaces in its paths")
+    command = f"{sys.executable} -m chessdt uci {tiny_checkpoint}"
+    proc = subprocess.Popen([polyglot, "-noini", "-ec", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=tiny_checkpoint.parent)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def until(prefix: str) -> list[str]:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line.strip())
+            if line.startswith(prefix):
+                return seen
+        raise AssertionError(f"polyglot ended before {prefix!r}: {seen[-5:]}")
+
+    try:
+        proc.stdin.write("xboard\nprotover 2\n")
+        proc.stdin.flush()
+        features = until("feature done=1")
+        assert 'feature option="UCI_Elo -spin 1500 400 3199"' in features
+        proc.stdin.write("new\nlevel 0 10 0\nusermove e2e4\n")
+        proc.stdin.flush()
+        move = until("move ")[-1].split()[1]
+        board = chess.Board()
+        board.push_uci("e2e4")
+        assert chess.Move.from_uci(move) in board.legal_moves
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
