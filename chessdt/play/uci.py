@@ -33,7 +33,7 @@ import chess
 import torch
 
 from chessdt.play.players import ModelPlayer
-from chessdt.play.policy import Prompted, Sampling
+from chessdt.play.policy import Prompted, Sampling, check_temperature
 from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ SEED_MAX = 2**31 - 1
 GO_VALUE_KEYS = ("wtime", "btime", "winc", "binc", "movestogo", "depth", "nodes", "mate", "movetime")
 GO_FLAG_KEYS = ("infinite", "ponder")
 MOVES_TO_GO = 30  # a sudden-death clock is spread as if this many moves were left (Stockfish-like)
-MIN_TEMPERATURE = 0.01  # below this (but not 0) logits / T overflows to inf and sampling fails
 
 DEFAULT_RATING = 1500  # the Rating option's default, as `chessdt play` and `chessdt uci` use
 DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
@@ -70,13 +69,6 @@ def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], fl
     return parse
 
 
-def _temperature(v: str) -> float:
-    x = float(v)
-    if not (x == 0 or (math.isfinite(x) and MIN_TEMPERATURE <= x <= 100)):
-        raise ValueError(f"must be 0 (most likely move) or a number in [{MIN_TEMPERATURE}, 100]")
-    return x
-
-
 def _check(v: str) -> int:
     if v.lower() not in ("true", "false"):
         raise ValueError("must be true or false")
@@ -89,7 +81,7 @@ OPTIONS: dict[str, tuple[str, Callable[[str], int | float], str]] = {
     "Rating": ("rating", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
     "OpponentRating": ("opponent_rating", _int_in(0, RATING_MAX - 1),  # 0 = the same as Rating
                        f"type spin default 0 min 0 max {RATING_MAX - 1}"),
-    "Temperature": ("temperature", _temperature, f"type string default {Sampling().temperature}"),
+    "Temperature": ("temperature", lambda v: check_temperature(float(v)), f"type string default {Sampling().temperature}"),
     "TopP": ("top_p", _float_in(0.0, 1.0, lo_open=True), f"type string default {Sampling().top_p}"),
     "Guidance": ("guidance", _float_in(-100.0, 100.0), f"type string default {Sampling().guidance}"),
     "Seed": ("seed", _int_in(0, SEED_MAX), f"type spin default 0 min 0 max {SEED_MAX}"),
