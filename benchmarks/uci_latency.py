@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", ckpt], timeout=120) as engine:
             if args.overhead is not None:
                 engine.configure({"Move Overhead": args.overhead})
+            overhead = args.overhead if args.overhead is not None else engine.options["Move Overhead"].default
             engine.ping()  # isready: the engine warms up before answering
             rows["idle"] = latencies(engine, args.moves, args.movetime)
             spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.spinners)]
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                     p.kill()
                     p.join()
     print(f"chessdt uci {Path(ckpt).name if args.checkpoint else 'random-init default size'}: "
-          f"go movetime {args.movetime}, Move Overhead {engine.options['Move Overhead'].default if args.overhead is None else args.overhead}, "
+          f"go movetime {args.movetime}, Move Overhead {overhead}, "
           f"{args.moves} moves per phase, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'phase':<22} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late':>6} {'random':>7}")
     for name, (times, emergency) in rows.items():
