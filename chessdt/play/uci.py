@@ -25,8 +25,8 @@ import math
 import random
 import sys
 import threading
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from typing import Callable, TextIO
 
 import chess
@@ -95,7 +95,6 @@ OPTIONS: dict[str, tuple[str, Callable[[str], int | float], str]] = {
     "UCI_LimitStrength": ("limit_strength", _check, "type check default false"),
     "UCI_Elo": ("uci_elo", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
 }
-ENGINE_SETTINGS = ("seed", "threads", "hash", "move_overhead", "ponder", "limit_strength", "uci_elo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,7 +171,7 @@ def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
 
 
 def set_option(model: Prompted, field: str, value: int | float) -> Prompted:
-    """The prompted model with one UCI option changed (not the seed, which is the player's)."""
+    """The prompted model with one of its UCI options changed (the rating is the engine's: see UciEngine._apply)."""
     if field == "opponent_rating":
         return dataclasses.replace(model, opponent_rating=int(value) or None)
     s = model.sampling
