@@ -376,3 +376,20 @@ def test_polyglot_xboard_adapter(tiny_checkpoint: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_answers_at_end_of_input_and_leaves_no_thread(policy: ModelPolicy) -> None:
+    """`echo go | chessdt uci`: the bestmove still comes, and no thread runs the model after serve
+    returns (exiting under a running torch op aborts the process)."""
+    from chessdt.play.uci import serve
+
+    before = torch.get_num_threads()
+    out = io.StringIO()
+    try:
+        engine = serve(Prompted(policy, 1500), io.StringIO("position startpos moves g2g4\ngo movetime 600000\n"), out)
+    finally:
+        torch.set_num_threads(before)
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("bestmove ") and engine.board is not None
+    assert chess.Move.from_uci(last.split()[1]) in engine.board.legal_moves
+    assert not any(t.name.startswith("chessdt-") and t.is_alive() for t in threading.enumerate())

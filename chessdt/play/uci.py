@@ -11,7 +11,8 @@ or the deadline answer at once: with the model's move when it is ready, else wit
 drawn at random (said in an ``info string``). Every ``go`` ends in exactly one ``bestmove``: a
 legal move, or ``0000`` when the position has none or no valid position was set. ``go infinite``
 and ``go ponder`` hold their ``bestmove`` until ``stop`` or ``ponderhit``. The expensive part of
-start-up (the first forward pass) is done before the first ``readyok``.
+start-up (the first forward pass) starts on a thread at once and is done before the first
+``readyok``; :func:`serve` returns only when no thread runs the model.
 
 Positions from ``position fen`` are the model's starting board: it sees that position, then the
 moves that follow it, but none of the game before it.
@@ -231,6 +232,7 @@ class UciEngine:
         self.threads = 1
         self.move_overhead = DEFAULT_MOVE_OVERHEAD
         self.search: Search | None = None
+        self._threads: list[threading.Thread] = []  # workers (and the warm-up) that may still run torch
         self._warm = False
         self._model_lock = threading.Lock()  # one forward pass at a time (the players are not thread-safe)
         self._answer_lock = threading.RLock()  # one bestmove per search, lines never interleaved
@@ -277,6 +279,23 @@ class UciEngine:
             return True
         return s.sent.wait(timeout)
 
+    def start_warm_up(self) -> None:
+        """Warm up on a thread of its own now, so loading overlaps the GUI's handshake."""
+        self._spawn(self.warm_up, "chessdt-warm-up")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        self._threads = [t for t in self._threads if t.is_alive()]
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Wait for the threads still running the model: a process must not exit under torch's feet."""
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
     def warm_up(self) -> None:
         """Set the torch threads and run the first forward passes (their one-off costs) if not yet done."""
         with self._model_lock:
@@ -299,7 +318,7 @@ class UciEngine:
 
     def _cmd_isready(self, args: list[str]) -> None:
         if not self._warm and self.search is None:
-            self.warm_up()
+            self.warm_up()  # or wait for the warm-up thread to finish it
         self.send("readyok")
 
     def _cmd_debug(self, args: list[str]) -> None:
@@ -420,8 +439,7 @@ class UciEngine:
             if not search.hold:
                 self.answer(search)
             return
-        search.worker = threading.Thread(target=self._think, args=(search,), name="chessdt-search", daemon=True)
-        search.worker.start()
+        search.worker = self._spawn(lambda: self._think(search), "chessdt-search")
         self._arm(search)
 
     def _arm(self, search: Search) -> None:
@@ -568,8 +586,12 @@ def serve(model: Prompted, inp: TextIO, out: TextIO, seed: int = 0) -> UciEngine
     torch.set_num_threads(engine.threads)
     # The deadline timer must get the GIL promptly while the worker runs Python between torch ops.
     sys.setswitchinterval(0.001)
-    for line in inp:
-        if not engine.handle(line):
-            return engine
-    engine.wait()
+    engine.start_warm_up()
+    try:
+        for line in inp:
+            if not engine.handle(line):
+                return engine
+        engine.wait()
+    finally:
+        engine.close()
     return engine
