@@ -462,7 +462,8 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
         if name != "legality":
             p.add_argument("--engine", help="Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
         if name == "strength":
-            p.add_argument("--parts", default="ladder,matching,cpl", help="which parts to run (default all three)")
+            p.add_argument("--parts", default="ladder,match,matching,cpl",
+                           help="which parts to run (default all four: ladder, match, matching, cpl)")
             p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=funcs[name])
 

@@ -424,7 +424,10 @@ def paired_score(pairs: Sequence[Sequence[float]]) -> PairedScore:
         return PairedScore(0, 0, 0, 0, 0, nan, nan, nan, nan, nan, nan, (0, 0, 0, 0, 0))
     # mean per game, weighting each pair by its games (pairs of one and two mix after resumes)
     score = float(sum(results) / len(results))
-    half = Z95 * float(per_pair.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+    # Every pair scoring the same (a handful of drawn pairs) estimates the spread as 0, which would
+    # claim certainty; then take the largest spread a pair score can have (sd 0.5) instead.
+    sd = float(per_pair.std(ddof=1)) if n > 1 else math.inf
+    half = Z95 * (sd if sd > 0 else 0.5) / math.sqrt(n)
     lo, hi = max(0.0, score - half), min(1.0, score + half)
     return PairedScore(pairs=n, games=len(results), wins=wins, draws=draws, losses=len(results) - wins - draws,
                        score=score, lo=lo, hi=hi, elo=_clipped_elo(score), elo_lo=_clipped_elo(lo),

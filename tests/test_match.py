@@ -45,6 +45,9 @@ def test_paired_score_and_sprt_by_hand() -> None:
     assert p.hi - p.score == pytest.approx(1.959964 * sd / 2, rel=1e-5)
     assert p.elo == pytest.approx(elo_difference(mean)) and p.elo_lo < p.elo < p.elo_hi
     assert p.pentanomial == (0, 1, 1, 1, 1)
+    # identical pairs do not claim certainty: the widest spread a pair score can have is used
+    drawn = paired_score([[0.5, 0.5]] * 4)
+    assert drawn.score == 0.5 and drawn.hi - drawn.score == pytest.approx(1.959964 * 0.5 / 2, rel=1e-5)
     # a perfect score has an infinite Elo difference, not a crash
     assert paired_score([[1.0, 1.0]] * 3).elo == math.inf
     lower, upper = sprt_bounds(0.05, 0.05)
