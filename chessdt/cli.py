@@ -261,6 +261,7 @@ def _load_policy(checkpoint: str, device: str) -> ModelPolicy:
 
 
 def _check_prompt_args(args: argparse.Namespace) -> None:
+    from chessdt.play.policy import check_temperature
     from chessdt.tokenizer import check_rating
 
     for flag, value in (("--rating", args.rating), ("--opponent-rating", args.opponent_rating)):
@@ -269,8 +270,10 @@ def _check_prompt_args(args: argparse.Namespace) -> None:
                 check_rating(value)
         except ValueError as e:
             raise UserError(f"{flag} {value}: rating {e}") from None
-    if not args.temperature >= 0:
-        raise UserError(f"--temperature {args.temperature}: must be 0 (most likely move) or more")
+    try:
+        check_temperature(args.temperature)
+    except ValueError as e:
+        raise UserError(f"--temperature {args.temperature}: {e}") from None
     if not 0 < args.top_p <= 1:
         raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
 

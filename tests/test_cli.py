@@ -50,6 +50,8 @@ def test_cli_bad_checkpoint_and_options(tmp_path: Path, capsys: pytest.CaptureFi
                        (["uci", str(tmp_path), "--opponent-rating", "100"], "--opponent-rating 100: rating must be"),
                        (["play", str(tmp_path), "--fen", "not a fen"], "--fen 'not a fen'"),
                        (["uci", str(tmp_path), "--top-p", "0"], "--top-p 0.0: must be in (0, 1]"),
+                       (["uci", str(tmp_path), "--temperature", "1e-300"], "--temperature 1e-300: must be 0 (most"),
+                       (["play", str(tmp_path), "--temperature", "nan"], "--temperature nan: must be 0 (most"),
                        (["train", str(tmp_path / "none.toml")], "config file not found"),
                        (["train", str(TINY), "--set", "train"], "expected section.key=value")):
         assert cli.main(argv) == 2

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import chess
@@ -30,6 +33,7 @@ def _talk(engine: UciEngine, *lines: str) -> list[str]:
     start = len(out.getvalue())
     for line in lines:
         assert engine.handle(line)
+        assert engine.wait(timeout=60)  # a go's bestmove comes from a worker thread
     return out.getvalue()[start:].splitlines()
 
 
@@ -37,8 +41,9 @@ def test_handshake_lists_options(policy: ModelPolicy) -> None:
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "uci", "isready")
     assert lines[0] == f"id name chessdt {policy.model_id}" and lines[-2:] == ["uciok", "readyok"]
-    options = [ln.split()[2] for ln in lines if ln.startswith("option name ")]
-    assert options == ["Rating", "OpponentRating", "Temperature", "TopP", "Guidance", "Seed"]
+    options = [ln.removeprefix("option name ").split(" type ")[0] for ln in lines if ln.startswith("option name ")]
+    assert options == ["Rating", "OpponentRating", "Temperature", "TopP", "Guidance", "Seed", "Threads", "Hash",
+                       "Move Overhead", "Ponder", "UCI_LimitStrength", "UCI_Elo"]
     assert "option name Rating type spin default 1500 min 400 max 3199" in lines
     assert not engine.handle("quit")
 
@@ -53,10 +58,10 @@ def test_setoption(policy: ModelPolicy) -> None:
     assert _talk(engine, "setoption name OpponentRating value 0") == []
     assert engine.model.opponent_rating is None  # 0 = the same as Rating
     bad = _talk(engine, "setoption name Rating value high", "setoption name Rating value 99",
-                "setoption name TopP value 0", "setoption name Temperature value nan", "setoption name Hash value 16",
+                "setoption name TopP value 0", "setoption name Temperature value nan", "setoption name Hashes value 16",
                 "setoption Rating 1500", "setoption name Rating")
     assert len(bad) == 7 and all(ln.startswith("info string ") for ln in bad)
-    assert "must be between 400 and 3199" in bad[1] and "unknown option 'Hash'" in bad[4]
+    assert "must be between 400 and 3199" in bad[1] and "unknown option 'Hashes'" in bad[4]
     assert engine.model.rating == 1800  # unchanged by the bad lines
 
 
@@ -77,9 +82,148 @@ def test_malformed_lines_never_crash(policy: ModelPolicy) -> None:
     assert engine.board == chess.Board()  # the last valid position (`startpos junk` still set it)
 
 
+def test_rejected_position_is_not_answered_for(policy: ModelPolicy) -> None:
+    """After a rejected `position`, go must not answer for the previous position (issue 14, case 7)."""
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    lines = _talk(engine, "position startpos moves e2e4", "position startpos moves e2e4 e2e4", "go movetime 50")
+    assert lines[-1] == "bestmove 0000" and engine.board is None
+    assert any("no valid position" in ln for ln in lines)
+    lines = _talk(engine, "position startpos moves e2e4", "go movetime 5000")
+    assert chess.Move.from_uci(lines[-1].split()[1]) in engine.board.legal_moves
+
+
+def test_out_of_range_values_are_rejected_when_set(policy: ModelPolicy) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    for line in ("setoption name Temperature value 1e-300", "setoption name Temperature value 1e300",
+                 "setoption name Threads value 0", "setoption name Move Overhead value -5",
+                 "setoption name UCI_Elo value 5000", "setoption name UCI_LimitStrength value maybe"):
+        answer = _talk(engine, line)
+        assert len(answer) == 1 and "ignored: must" in answer[0], line
+    assert engine.model.sampling.temperature == 1.0 and engine.threads == 1 and engine.move_overhead == 30
+    assert _talk(engine, "setoption name Temperature value 0") == []
+    assert engine.model.sampling.temperature == 0.0
+
+
+@pytest.mark.parametrize("failure", ["nan_weights", "sampling"])
+def test_every_go_ends_in_a_legal_bestmove(policy: ModelPolicy, failure: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing model still answers every go with a legal move (issue 14, case 7)."""
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    if failure == "nan_weights":
+        broken = ModelPolicy(policy.model, policy.vocab, policy.cfg)
+        broken.model = type(policy.model)(policy.cfg.model, policy.vocab.size, policy.vocab).eval()
+        with torch.no_grad():
+            for p in broken.model.parameters():
+                p.fill_(float("nan"))
+        engine = UciEngine(Prompted(broken, 1500), io.StringIO())
+    else:
+        def fail(*args: object, **kw: object) -> None:
+            raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+        monkeypatch.setattr("chessdt.play.policy.sample", fail)
+    for moves in ("", " moves e2e4", " moves e2e4 e7e5 g1f3"):
+        lines = _talk(engine, f"position startpos{moves}", "go movetime 60000")
+        board = engine.board
+        assert board is not None and lines[-1].startswith("bestmove ")
+        assert chess.Move.from_uci(lines[-1].split()[1]) in board.legal_moves
+        assert any(("sampling failed" in ln) or ("failed" in ln) for ln in lines), lines
+
+
+def test_time_budget() -> None:
+    from chessdt.play.uci import Go, budget_ms, parse_go
+
+    go, complaints = parse_go("wtime 10000 btime 20000 winc 100 binc 200 movestogo 5".split(), chess.Board())
+    assert complaints == [] and go == Go(wtime=10000, btime=20000, winc=100, binc=200, movestogo=5)
+    assert budget_ms(go, chess.WHITE, 50) == pytest.approx(10000 / 5 + 100 - 50)
+    assert budget_ms(go, chess.BLACK, 0) == pytest.approx(20000 / 5 + 200)
+    assert budget_ms(Go(wtime=1000, winc=5000), chess.WHITE, 0) == pytest.approx(500)  # at most half the clock
+    assert budget_ms(Go(wtime=10, movetime=100), chess.WHITE, 30) == 0  # never below zero
+    assert budget_ms(Go(movetime=100, wtime=60_000), chess.WHITE, 30) == 70  # the tighter limit wins
+    assert budget_ms(Go(), chess.WHITE, 30) is None and budget_ms(Go(hold=True), chess.WHITE, 30) is None
+
+
+def test_late_model_answers_with_a_legal_move_on_time(policy: ModelPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline (or stop) answers for a model that is still thinking: a legal move, once."""
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    _talk(engine, "isready")
+    release = threading.Event()
+    real = engine.player.play
+
+    def slow(board: chess.Board) -> chess.Move:
+        release.wait(60)
+        return real(board)
+
+    monkeypatch.setattr(engine.player, "play", slow)
+    lines = _talk(engine, "position startpos moves d2d4", "go movetime 40")  # overhead 30: 10 ms budget
+    assert sum(ln.startswith("bestmove") for ln in lines) == 1
+    assert chess.Move.from_uci(lines[-1].split()[1]) in engine.board.legal_moves
+    assert "the time budget ran out before the model answered" in lines[-2]
+    played = chess.Move.from_uci(lines[-1].split()[1])
+    first = engine.search
+    lines = _talk(engine, "go infinite", "stop")
+    assert sum(ln.startswith("bestmove") for ln in lines) == 1 and "stop came" in lines[-2]
+    release.set()
+    for search in (first, engine.search):
+        assert search is not None and search.worker is not None
+        search.worker.join(60)  # the workers finished ...
+    assert _talk(engine, "isready") == ["readyok"]  # ... and sent nothing more
+    # The model is fed the random move that was played, not its own late one.
+    assert engine.player._session is not None and engine.player._session.boards[0].move_stack[-1] == played
+
+
+def test_the_played_move_is_fed_to_the_model_off_the_clock(policy: ModelPolicy) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    lines = _talk(engine, "position startpos moves e2e4", "go movetime 60000")
+    assert engine.search is not None and engine.search.worker is not None
+    engine.search.worker.join(60)
+    board = chess.Board()
+    board.push_uci("e2e4")
+    board.push_uci(lines[-1].split()[1])
+    session = engine.player._session
+    assert session is not None and session.boards[0].move_stack == board.move_stack
+    board.push_uci("d2d4")
+    reference = torch.softmax(policy.logits_full(board, policy.player_prompt(chess.BLACK, 1500, None)), -1)
+    assert torch.allclose(engine.player.distribution(board, temperature=1.0), reference, atol=1e-5)
+    assert engine.player._session is session  # continued, not re-encoded
+
+
+def test_limit_strength_and_threads(policy: ModelPolicy) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    before = torch.get_num_threads()
+    try:
+        assert _talk(engine, "setoption name Threads value 2", "setoption name Hash value 256",
+                     "setoption name Move Overhead value 100", "setoption name UCI_Elo value 1100") == []
+        assert torch.get_num_threads() == 2 and engine.move_overhead == 100
+        assert engine.model.rating == 1500  # UCI_Elo counts only with UCI_LimitStrength on
+        _talk(engine, "setoption name UCI_LimitStrength value true")
+        assert engine.model.rating == 1100 and engine.player.prompted == engine.model
+        _talk(engine, "setoption name Rating value 2000")
+        assert engine.model.rating == 1100
+        _talk(engine, "setoption name UCI_LimitStrength value false")
+        assert engine.model.rating == 2000 and engine.player.prompted.rating == 2000
+        assert engine.ponderer.prompted.rating == 2000 and engine.ponderer.prompted.sampling.temperature == 0
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_ponder_move_is_the_most_likely_reply(policy: ModelPolicy) -> None:
+    engine = UciEngine(Prompted(policy, 1500, 1200, Sampling(temperature=0.0)), io.StringIO())
+    lines = _talk(engine, "position startpos moves e2e4", "go movetime 60000")
+    assert len(lines[-1].split()) == 2  # no ponder move unless the GUI set Ponder
+    lines = _talk(engine, "setoption name Ponder value true", "position startpos moves e2e4", "go movetime 60000")
+    words = lines[-1].split()
+    assert words[0] == "bestmove" and words[2] == "ponder"
+    board = chess.Board()
+    board.push_uci("e2e4")
+    board.push_uci(words[1])
+    reply = ModelPlayer(Prompted(policy, 1200, 1500), seed=0)
+    probs = reply.distribution(board, temperature=1.0)
+    best = max(board.legal_moves, key=lambda m: float(probs[policy.vocab.encode_move(m)]))
+    assert words[3] == best.uci()
+
+
 def test_position_and_go(policy: ModelPolicy) -> None:
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
-    lines = _talk(engine, "ucinewgame", "position startpos moves e2e4 e7e5 g1f3", "go wtime 1000 btime 1000 winc 0")
+    lines = _talk(engine, "ucinewgame", "position startpos moves e2e4 e7e5 g1f3", "go wtime 600000 btime 600000 winc 0")
     assert engine.board.move_stack == [chess.Move.from_uci(m) for m in ("e2e4", "e7e5", "g1f3")]
     best = chess.Move.from_uci(lines[-1].split()[1])
     assert lines[-1].startswith("bestmove ") and best in engine.board.legal_moves
@@ -89,8 +233,8 @@ def test_position_and_go(policy: ModelPolicy) -> None:
     expected = engine.player.distribution(engine.board, temperature=1.0)[policy.vocab.encode_move(best)]
     assert p == pytest.approx(float(expected), abs=1e-4)
     # searchmoves restricts the choice
-    lines = _talk(engine, "go searchmoves a7a6 h7h6 movetime 10")
-    assert lines[-1] in ("bestmove a7a6", "bestmove h7h6")
+    lines = _talk(engine, "go searchmoves a7a6 h7h6 movetime 60000")
+    assert lines[-1].split()[:2] in (["bestmove", "a7a6"], ["bestmove", "h7h6"])
 
 
 def test_go_infinite_waits_for_stop(policy: ModelPolicy) -> None:
@@ -98,11 +242,13 @@ def test_go_infinite_waits_for_stop(policy: ModelPolicy) -> None:
     lines = _talk(engine, "position startpos", "go infinite")
     assert not any(ln.startswith("bestmove") for ln in lines)
     assert _talk(engine, "isready") == ["readyok"]
+    assert engine.search is not None and engine.search.finished.wait(60)  # the model's own move, not a random one
     stop = _talk(engine, "stop")
     assert len(stop) == 1 and stop[0].startswith("bestmove ")
     assert _talk(engine, "stop") == []
     lines = _talk(engine, "go ponder")
     assert not any(ln.startswith("bestmove") for ln in lines)
+    assert engine.search is not None and engine.search.finished.wait(60)
     assert _talk(engine, "ponderhit")[0].startswith("bestmove ")
 
 
@@ -166,3 +312,84 @@ def test_full_game_against_stockfish(tiny_checkpoint: Path, stockfish: Path) -> 
     assert board.is_game_over(claim_draw=True), "400 plies without an end"
     assert len(probabilities) == (len(board.move_stack) + 1) // 2
     assert all(0.0 < p <= 1.0 for p in probabilities)
+
+
+def test_real_client_with_lichess_bot_defaults(tiny_checkpoint: Path) -> None:
+    """python-chess's engine API (what lichess-bot uses) with lichess-bot's default uci_options."""
+    board = chess.Board()
+    with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", str(tiny_checkpoint)],
+                                             timeout=120) as engine:
+        assert {"Threads", "Hash", "Move Overhead", "UCI_LimitStrength", "UCI_Elo", "Ponder"} <= set(engine.options)
+        assert engine.options["Threads"].default == 1 and engine.options["UCI_Elo"].max == 3199
+        engine.configure({"Threads": 1, "Hash": 512, "Move Overhead": 100,
+                          "UCI_LimitStrength": True, "UCI_Elo": 1300, "Temperature": "1e-300"})
+        for _ in range(6):
+            # a generous clock: the values asserted here must not depend on how busy the machine is
+            result = engine.play(board, chess.engine.Limit(white_clock=600, black_clock=600), ponder=True,  # sets Ponder
+                                 info=chess.engine.INFO_ALL)
+            assert result.move in board.legal_moves
+            board.push(result.move)
+            assert result.ponder is None or result.ponder in board.legal_moves
+            if result.ponder is None:
+                assert board.is_game_over()
+                break
+        engine.ping()
+
+
+def test_polyglot_xboard_adapter(tiny_checkpoint: Path) -> None:
+    """Through polyglot (Debian's UCI-to-xboard adapter): the features handshake, then a move."""
+    polyglot = shutil.which("polyglot") or ("/usr/games/polyglot" if Path("/usr/games/polyglot").is_file() else None)
+    if polyglot is None:
+        pytest.skip("polyglot not installed (apt-get install polyglot)")
+    # polyglot splits -ec on spaces and does not understand quotes
+    if " " in sys.executable or " " in str(tiny_checkpoint):
+        pytest.skip("polyglot cannot start a command with spaces in its paths")
+    command = f"{sys.executable} -m chessdt uci {tiny_checkpoint}"
+    proc = subprocess.Popen([polyglot, "-noini", "-ec", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=tiny_checkpoint.parent)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def until(prefix: str) -> list[str]:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line.strip())
+            if line.startswith(prefix):
+                return seen
+        raise AssertionError(f"polyglot ended before {prefix!r}: {seen[-5:]}")
+
+    try:
+        proc.stdin.write("xboard\nprotover 2\n")
+        proc.stdin.flush()
+        features = until("feature done=1")
+        assert 'feature option="UCI_Elo -spin 1500 400 3199"' in features
+        proc.stdin.write("new\nlevel 0 10 0\nusermove e2e4\n")
+        proc.stdin.flush()
+        move = until("move ")[-1].split()[1]
+        board = chess.Board()
+        board.push_uci("e2e4")
+        assert chess.Move.from_uci(move) in board.legal_moves
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_answers_at_end_of_input_and_leaves_no_thread(policy: ModelPolicy) -> None:
+    """`echo go | chessdt uci`: the bestmove still comes, and no thread runs the model after serve
+    returns (exiting under a running torch op aborts the process)."""
+    from chessdt.play.uci import serve
+
+    before = torch.get_num_threads()
+    out = io.StringIO()
+    try:
+        engine = serve(Prompted(policy, 1500), io.StringIO("position startpos moves g2g4\ngo movetime 600000\n"), out)
+    finally:
+        torch.set_num_threads(before)
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("bestmove ") and engine.board is not None
+    assert chess.Move.from_uci(last.split()[1]) in engine.board.legal_moves
+    assert not any(t.name.startswith("chessdt-") and t.is_alive() for t in threading.enumerate())

@@ -121,17 +121,28 @@ class ModelPlayer:
         self.prompted = dataclasses.replace(self.prompted, rating=rating, opponent_rating=opponent_rating)
         self._session = None
 
-    def _sync(self, board: chess.Board) -> Session:
-        """A session whose game equals board's move history (incremental when it continues)."""
-        color = board.turn
+    def _continue(self, board: chess.Board) -> Session | None:
+        """The session advanced to board's move history if board continues its game, else None."""
         s = self._session
-        if s is not None and self._color == color and s.boards[0].root() == board.root():
+        if s is not None and s.boards[0].root() == board.root():
             known = s.boards[0].move_stack
             stack = board.move_stack
             if len(stack) >= len(known) and stack[: len(known)] == known:
                 for m in stack[len(known):]:
                     s.push([m])
                 return s
+        return None
+
+    def follow(self, board: chess.Board) -> None:
+        """Feed the model the moves that lead to board (typically its own move just played), so that
+        the next move, on the other side's time, costs one cached step; nothing if board is another game."""
+        self._continue(board)
+
+    def _sync(self, board: chess.Board) -> Session:
+        """A session whose game equals board's move history (incremental when it continues)."""
+        color = board.turn
+        if self._color == color and (s := self._continue(board)) is not None:
+            return s
         prompt = self.prompted.prompt(color)
         s = Session(self.policy, [prompt], self.sampling.guidance)
         if board.move_stack or board.root() != chess.Board():  # a history, or a set-up (FEN) start

@@ -1,10 +1,18 @@
 """UCI engine front end: the model as an engine for cutechess-cli, Arena, lichess-bot and friends.
 
 :class:`UciEngine` handles one protocol line at a time and writes its answers to a stream
-(flushed after every line); :func:`serve` runs it over stdin/stdout until ``quit`` or end of
-input. The model answers ``go`` at once: time controls and depth are accepted and ignored, and a
-``go infinite`` or ``go ponder`` holds its ``bestmove`` until ``stop`` or ``ponderhit``, as the
-protocol asks. Anything malformed is answered with an ``info string`` saying why, never a crash.
+(flushed after every line, one writer at a time); :func:`serve` runs it over stdin/stdout until
+``quit`` or end of input. Anything malformed is answered with an ``info string`` saying why, never
+a crash.
+
+One forward pass is the whole search. ``go`` hands it to a worker thread and arms a deadline from
+``movetime`` or the clock (``wtime/btime/winc/binc/movestogo``) less ``Move Overhead``; ``stop``
+or the deadline answer at once: with the model's move when it is ready, else with a legal move
+drawn at random (said in an ``info string``). Every ``go`` ends in exactly one ``bestmove``: a
+legal move, or ``0000`` when the position has none or no valid position was set. ``go infinite``
+and ``go ponder`` hold their ``bestmove`` until ``stop`` or ``ponderhit``. The expensive part of
+start-up (the first forward pass) starts on a thread at once and is done before the first
+``readyok``; :func:`serve` returns only when no thread runs the model.
 
 Positions from ``position fen`` are the model's starting board: it sees that position, then the
 moves that follow it, but none of the game before it.
@@ -15,13 +23,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import random
+import sys
+import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, TextIO
 
 import chess
+import torch
 
 from chessdt.play.players import ModelPlayer
-from chessdt.play.policy import Prompted, Sampling
+from chessdt.play.policy import Prompted, Sampling, check_temperature
 from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)
@@ -29,9 +42,10 @@ log = logging.getLogger(__name__)
 SEED_MAX = 2**31 - 1
 GO_VALUE_KEYS = ("wtime", "btime", "winc", "binc", "movestogo", "depth", "nodes", "mate", "movetime")
 GO_FLAG_KEYS = ("infinite", "ponder")
-
+MOVES_TO_GO = 30  # a sudden-death clock is spread as if this many moves were left (Stockfish-like)
 
 DEFAULT_RATING = 1500  # the Rating option's default, as `chessdt play` and `chessdt uci` use
+DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -56,23 +70,109 @@ def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], fl
     return parse
 
 
-# UCI name -> (what it sets: a Prompted field, a Sampling field or the seed; parser; the `option`
-# line's type and range). UCI has no float type: floats are strings, as in Lc0.
+def _check(v: str) -> int:
+    if v.lower() not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return int(v.lower() == "true")
+
+
+# UCI name -> (what it sets: a Prompted field, a Sampling field or an engine setting; parser; the
+# `option` line's type and range). UCI has no float type: floats are strings, as in Lc0.
 OPTIONS: dict[str, tuple[str, Callable[[str], int | float], str]] = {
     "Rating": ("rating", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
     "OpponentRating": ("opponent_rating", _int_in(0, RATING_MAX - 1),  # 0 = the same as Rating
                        f"type spin default 0 min 0 max {RATING_MAX - 1}"),
-    "Temperature": ("temperature", _float_in(0.0, 100.0), f"type string default {Sampling().temperature}"),
+    "Temperature": ("temperature", lambda v: check_temperature(float(v)), f"type string default {Sampling().temperature}"),
     "TopP": ("top_p", _float_in(0.0, 1.0, lo_open=True), f"type string default {Sampling().top_p}"),
     "Guidance": ("guidance", _float_in(-100.0, 100.0), f"type string default {Sampling().guidance}"),
     "Seed": ("seed", _int_in(0, SEED_MAX), f"type spin default 0 min 0 max {SEED_MAX}"),
+    # The conventional options (lichess-bot sends the first three by default).
+    "Threads": ("threads", _int_in(1, 256), "type spin default 1 min 1 max 256"),  # torch threads
+    "Hash": ("hash", _int_in(1, 1 << 20), "type spin default 16 min 1 max 1048576"),  # no-op: no search tree
+    "Move Overhead": ("move_overhead", _int_in(0, 10_000),
+                      f"type spin default {DEFAULT_MOVE_OVERHEAD} min 0 max 10000"),
+    "Ponder": ("ponder", _check, "type check default false"),  # tells GUIs we answer `go ponder`
+    # UCI_Elo is the prompted rating while UCI_LimitStrength is on; Rating is, while it is off.
+    "UCI_LimitStrength": ("limit_strength", _check, "type check default false"),
+    "UCI_Elo": ("uci_elo", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Go:
+    """One parsed `go` command (times in milliseconds, as UCI sends them)."""
+
+    wtime: int | None = None
+    btime: int | None = None
+    winc: int = 0
+    binc: int = 0
+    movestogo: int | None = None
+    movetime: int | None = None
+    hold: bool = False  # infinite or ponder: the bestmove waits for stop / ponderhit
+    searchmoves: tuple[chess.Move, ...] = ()
+
+
+def parse_go(args: list[str], board: chess.Board | None) -> tuple[Go, list[str]]:
+    """The `go` command's settings and a complaint for each part ignored."""
+    values: dict[str, int] = {}
+    hold = False
+    searchmoves: list[chess.Move] = []
+    complaints: list[str] = []
+    i = 0
+    while i < len(args):
+        key = args[i]
+        if key in GO_FLAG_KEYS:
+            hold = True
+        elif key in GO_VALUE_KEYS:
+            value = args[i + 1] if i + 1 < len(args) else None
+            if value is None or not value.lstrip("-").isdigit():
+                complaints.append(f"go: {key} needs a whole number; ignored")
+            else:
+                values[key] = int(value)
+            if value is not None and value not in GO_VALUE_KEYS + GO_FLAG_KEYS + ("searchmoves",):
+                i += 1
+        elif key == "searchmoves":
+            while i + 1 < len(args) and args[i + 1] not in GO_VALUE_KEYS + GO_FLAG_KEYS:
+                i += 1
+                try:
+                    if board is None:
+                        raise ValueError("no position")
+                    searchmoves.append(board.parse_uci(args[i]))
+                except ValueError:
+                    complaints.append(f"go: searchmoves {args[i]!r} is not legal here; ignored")
+        else:
+            complaints.append(f"go: {key!r} ignored")
+        i += 1
+    go = Go(wtime=values.get("wtime"), btime=values.get("btime"), winc=max(0, values.get("winc", 0)),
+            binc=max(0, values.get("binc", 0)), movestogo=values.get("movestogo"),
+            movetime=values.get("movetime"), hold=hold, searchmoves=tuple(searchmoves))
+    return go, complaints
+
+
+def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
+    """Milliseconds the answer may take: the movetime or this move's share of the clock, less the
+    overhead (never below 0); None when nothing limits it (depth, nodes, infinite or a bare go).
+
+    >>> budget_ms(Go(movetime=100), chess.WHITE, 30)
+    70
+    >>> budget_ms(Go(wtime=60_000, btime=1, winc=1000), chess.WHITE, 30)
+    2970.0
+    """
+    limits: list[float] = []
+    if go.movetime is not None:
+        limits.append(go.movetime)
+    clock, inc = (go.wtime, go.winc) if turn == chess.WHITE else (go.btime, go.binc)
+    if clock is not None:
+        moves = go.movestogo if go.movestogo and go.movestogo > 0 else MOVES_TO_GO
+        # This move's share, but never more than half of what is left (the increment comes after).
+        limits.append(min(clock / moves + inc, clock / 2))
+    if not limits:
+        return None
+    return max(0, min(limits) - overhead_ms)
+
+
 def set_option(model: Prompted, field: str, value: int | float) -> Prompted:
-    """The prompted model with one UCI option changed (not the seed, which is the player's)."""
-    if field == "rating":
-        return dataclasses.replace(model, rating=int(value))
+    """The prompted model with one of its UCI options changed (the rating is the engine's: see UciEngine._apply)."""
     if field == "opponent_rating":
         return dataclasses.replace(model, opponent_rating=int(value) or None)
     s = model.sampling
@@ -87,6 +187,32 @@ def set_option(model: Prompted, field: str, value: int | float) -> Prompted:
     return dataclasses.replace(model, sampling=s)
 
 
+@dataclass
+class Answer:
+    """What a search found: the move, the model's predicted reply, the info lines to send first."""
+
+    move: chess.Move
+    ponder: chess.Move | None = None
+    info: list[str] = dataclasses.field(default_factory=list)
+
+
+class Search:
+    """One `go`: its position and deadline, what the worker found so far, whether it was answered."""
+
+    def __init__(self, board: chess.Board, go: Go, budget_ms: float | None) -> None:
+        self.board = board
+        self.go = go
+        self.budget_ms = budget_ms
+        self.hold = go.hold
+        self.started = time.perf_counter()
+        self.answer: Answer | None = None  # the model's move, once it has one (ponder filled later)
+        self.finished = threading.Event()  # the worker is done with this search (the answer is final)
+        self.sent = threading.Event()  # its bestmove line went out
+        self.timer: threading.Timer | None = None
+        self.played: chess.Move | None = None  # the move its bestmove line gave
+        self.worker: threading.Thread | None = None  # the thread running the model for it
+
+
 class UciEngine:
     """The UCI protocol around one ModelPlayer of a Prompted model; feed it lines with :meth:`handle`."""
 
@@ -95,14 +221,34 @@ class UciEngine:
         self.policy = model.policy
         self.seed = seed  # seeds the move sampling once (a new game continues the same random stream)
         self.out = out
-        self.board = chess.Board()
+        self.board: chess.Board | None = chess.Board()  # None after a rejected `position`
         self.player = ModelPlayer(model, seed=seed)
-        self._held: str | None = None  # a bestmove line waiting for stop/ponderhit
+        self.ponderer = ModelPlayer(self._opponent(model))  # predicts the reply; argmax, so unseeded
+        self.rng = random.Random(seed)  # the emergency move when the model is late or fails
+        self.rating = model.rating  # the Rating option; the prompted one unless UCI_LimitStrength
+        self.uci_elo = model.rating if model.rating is not None else DEFAULT_RATING
+        self.limit_strength = False
+        self.ponder = False  # the Ponder option: GUIs set it when they will ask `go ponder` on our reply
+        self.threads = 1
+        self.move_overhead = DEFAULT_MOVE_OVERHEAD
+        self.search: Search | None = None
+        self._threads: list[threading.Thread] = []  # workers (and the warm-up) that may still run torch
+        self._warm = False
+        self._model_lock = threading.Lock()  # one forward pass at a time (the players are not thread-safe)
+        self._answer_lock = threading.RLock()  # one bestmove per search, lines never interleaved
+
+    @staticmethod
+    def _opponent(model: Prompted) -> Prompted:
+        """The model prompted as its opponent (ratings swapped), to predict the reply to ponder on."""
+        opp = model.rating if model.opponent_rating is None else model.opponent_rating
+        return dataclasses.replace(model, rating=opp, opponent_rating=model.rating,
+                                   sampling=dataclasses.replace(model.sampling, temperature=0.0))
 
     # -- plumbing ----------------------------------------------------------------------------
     def send(self, line: str) -> None:
-        self.out.write(line + "\n")
-        self.out.flush()
+        with self._answer_lock:
+            self.out.write(line + "\n")
+            self.out.flush()
 
     def explain(self, text: str) -> None:
         self.send(f"info string {text}")
@@ -126,6 +272,42 @@ class UciEngine:
             self.explain(f"error in {line.strip()!r}: {e}")
         return True
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the running search (unless held for stop/ponderhit) has sent its bestmove."""
+        s = self.search
+        if s is None or s.hold:
+            return True
+        return s.sent.wait(timeout)
+
+    def start_warm_up(self) -> None:
+        """Warm up on a thread of its own now, so loading overlaps the GUI's handshake."""
+        self._spawn(self.warm_up, "chessdt-warm-up")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        self._threads = [t for t in self._threads if t.is_alive()]
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Wait for the threads still running the model: a process must not exit under torch's feet."""
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+
+    def warm_up(self) -> None:
+        """Set the torch threads and run the first forward passes (their one-off costs) if not yet done."""
+        with self._model_lock:
+            self._warm_up_locked()
+
+    def _warm_up_locked(self) -> None:
+        torch.set_num_threads(self.threads)
+        if not self._warm:
+            self.player.distribution(chess.Board(), temperature=1.0)
+            self.ponderer.distribution(chess.Board(), temperature=1.0)
+            self._warm = True
+
     # -- commands ----------------------------------------------------------------------------
     def _cmd_uci(self, args: list[str]) -> None:
         self.send(f"id name chessdt {self.policy.model_id}")
@@ -135,6 +317,8 @@ class UciEngine:
         self.send("uciok")
 
     def _cmd_isready(self, args: list[str]) -> None:
+        if not self._warm and self.search is None:
+            self.warm_up()  # or wait for the warm-up thread to finish it
         self.send("readyok")
 
     def _cmd_debug(self, args: list[str]) -> None:
@@ -146,6 +330,7 @@ class UciEngine:
     def _cmd_ucinewgame(self, args: list[str]) -> None:
         # The player notices the new game itself; keeping it keeps its random stream going, so a
         # fixed Seed does not replay the same game every game of a match.
+        self.stop_search()
         self.board = chess.Board()
 
     def _cmd_setoption(self, args: list[str]) -> None:
@@ -166,18 +351,48 @@ class UciEngine:
             reason = str(e) if str(e).startswith("must") else "not a number"
             self.explain(f"option {match} value {value!r} ignored: {reason}")
             return
-        if field == "seed":
-            self.seed = int(parsed)
+        self.stop_search()  # the protocol forbids setoption while searching; be safe anyway
+        with self._model_lock:
+            self._apply(field, parsed)
+
+    def _apply(self, field: str, value: int | float) -> None:
+        """Set one parsed option; rebuild the players when the prompt or the seed changed."""
+        if field == "threads":
+            self.threads = int(value)
+            torch.set_num_threads(self.threads)
+            return
+        if field == "move_overhead":
+            self.move_overhead = int(value)
+            return
+        if field == "ponder":
+            self.ponder = bool(value)  # then bestmove comes with the predicted reply (one more step)
+            return
+        if field == "hash":
+            return  # no search tree to size
+        if field == "rating":
+            self.rating = int(value)
+        elif field == "uci_elo":
+            self.uci_elo = int(value)
+        elif field == "limit_strength":
+            self.limit_strength = bool(value)
+        elif field == "seed":
+            self.seed = int(value)
         else:
-            self.model = set_option(self.model, field, parsed)
+            self.model = set_option(self.model, field, value)
+        rating = self.uci_elo if self.limit_strength else self.rating
+        self.model = dataclasses.replace(self.model, rating=rating)
         old, self.player = self.player, ModelPlayer(self.model, seed=self.seed)
         self.player.stats = old.stats  # illegal-move counts run over the whole session
         if field != "seed":
             self.player.generator = old.generator
+        self.rng = random.Random(self.seed) if field == "seed" else self.rng
+        self.ponderer = ModelPlayer(self._opponent(self.model))
 
     def _cmd_position(self, args: list[str]) -> None:
+        self.stop_search()
+        self.board = None  # until this command is found valid: never answer for an older position
         if not args or args[0] not in ("startpos", "fen"):
-            self.explain("position needs startpos or fen <FEN>, then optionally moves ...; position unchanged")
+            self.explain("position needs startpos or fen <FEN>, then optionally moves ...; no position set")
             return
         split = args.index("moves") if "moves" in args else len(args)
         if args[0] == "startpos":
@@ -189,11 +404,11 @@ class UciEngine:
             try:
                 board = chess.Board(fen)
             except ValueError as e:
-                self.explain(f"bad FEN {fen!r} ({e}); position unchanged")
+                self.explain(f"bad FEN {fen!r} ({e}); no position set")
                 return
             status = board.status()
             if status != chess.STATUS_VALID:
-                self.explain(f"impossible position {fen!r} ({status!r}); position unchanged")
+                self.explain(f"impossible position {fen!r} ({status!r}); no position set")
                 return
         for text in args[split + 1 :]:
             try:
@@ -201,79 +416,182 @@ class UciEngine:
             except ValueError:
                 move = chess.Move.null()
             if not move:
-                self.explain(f"move {text!r} is not legal in {board.fen()}; position unchanged")
+                self.explain(f"move {text!r} is not legal in {board.fen()}; no position set")
                 return
             board.push(move)
         self.board = board
 
     def _cmd_go(self, args: list[str]) -> None:
-        hold = False
-        searchmoves: list[chess.Move] = []
-        i = 0
-        while i < len(args):
-            key = args[i]
-            if key in GO_FLAG_KEYS:
-                hold = True
-            elif key in GO_VALUE_KEYS:
-                value = args[i + 1] if i + 1 < len(args) else None
-                if value is None or not value.lstrip("-").isdigit():
-                    self.explain(f"go: {key} needs a whole number; ignored")
-                if value is not None and value not in GO_VALUE_KEYS + GO_FLAG_KEYS + ("searchmoves",):
-                    i += 1
-            elif key == "searchmoves":
-                while i + 1 < len(args) and args[i + 1] not in GO_VALUE_KEYS + GO_FLAG_KEYS:
-                    i += 1
-                    try:
-                        searchmoves.append(self.board.parse_uci(args[i]))
-                    except ValueError:
-                        self.explain(f"go: searchmoves {args[i]!r} is not legal here; ignored")
-            else:
-                self.explain(f"go: {key!r} ignored")
-            i += 1
-        line = self._bestmove(searchmoves)
-        if hold:
-            self._held = line
-        else:
-            self.send(line)
+        self.stop_search()  # a go while searching: the GUI broke the protocol; answer the old one first
+        go, complaints = parse_go(args, self.board)
+        for text in complaints:
+            self.explain(text)
+        if self.board is None:
+            self.explain("no valid position was set (the last position command was rejected)")
+            self.send("bestmove 0000")
+            return
+        board = self.board.copy()
+        search = Search(board, go, None if go.hold else budget_ms(go, board.turn, self.move_overhead))
+        self.search = search
+        if not any(board.legal_moves):
+            search.answer = Answer(chess.Move.null(), info=["info string no legal moves: the game is over"])
+            search.finished.set()
+            if not search.hold:
+                self.answer(search)
+            return
+        search.worker = self._spawn(lambda: self._think(search), "chessdt-search")
+        self._arm(search)
+
+    def _arm(self, search: Search) -> None:
+        """Answer the search when its budget runs out, whatever the worker has by then."""
+        if search.budget_ms is None:
+            return
+        left = search.budget_ms / 1000 - (time.perf_counter() - search.started)
+        search.timer = threading.Timer(max(0.0, left), self.answer, args=(search, "time"))
+        search.timer.daemon = True
+        search.timer.start()
 
     def _cmd_stop(self, args: list[str]) -> None:
-        if self._held is not None:
-            line, self._held = self._held, None
-            self.send(line)
+        self.stop_search()
 
-    _cmd_ponderhit = _cmd_stop
+    def _cmd_ponderhit(self, args: list[str]) -> None:
+        s = self.search
+        if s is None or s.sent.is_set():
+            return
+        # The ponder search becomes a normal one, on the clock of the `go ponder` command.
+        s.hold = False
+        s.started = time.perf_counter()
+        s.budget_ms = budget_ms(s.go, s.board.turn, self.move_overhead)
+        if s.finished.is_set():
+            self.answer(s)
+        else:
+            self._arm(s)
+
+    def stop_search(self) -> None:
+        """Answer the running search now (a stop, or a command that ends it)."""
+        s = self.search
+        if s is not None and not s.sent.is_set():
+            self.answer(s, "stop")
 
     # -- the move ----------------------------------------------------------------------------
-    def _bestmove(self, searchmoves: list[chess.Move]) -> str:
-        """Choose a move for the current position, send its info lines; the bestmove line."""
-        board = self.board
-        if not any(board.legal_moves):
-            self.explain("no legal moves: the game is over")
-            return "bestmove 0000"
-        start = time.perf_counter()
+    def answer(self, search: Search, why: str | None = None) -> None:
+        """Send the search's bestmove, once: the model's move if it has one, else a random legal move."""
+        with self._answer_lock:
+            if search.sent.is_set():
+                return
+            if search.timer is not None:
+                search.timer.cancel()
+            ans = search.answer
+            if ans is None:
+                reason = {"time": "the time budget ran out", "stop": "stop came"}.get(why or "", "the end")
+                ans = self._random_answer(search.board, f"{reason} before the model answered")
+            for line in ans.info:
+                self.send(line)
+            ponder = f" ponder {ans.ponder.uci()}" if ans.ponder is not None and search.finished.is_set() else ""
+            self.send(f"bestmove {ans.move.uci() if ans.move else '0000'}{ponder}")
+            search.played = ans.move
+            search.sent.set()
+
+    def _random_answer(self, board: chess.Board, why: str) -> Answer:
+        """A legal move drawn at random: the answer of a search the model could not finish."""
+        with self._answer_lock:
+            move = self.rng.choice(list(board.legal_moves))
+        return Answer(move, info=[f"info string {why}; played a random legal move"])
+
+    def _think(self, search: Search) -> None:
+        """The worker: the model's move (then its predicted reply) for the search, if still wanted."""
+        try:
+            with self._model_lock:
+                if search.sent.is_set():
+                    return  # answered without us (stop or time) while an older search held the model
+                self._warm_up_locked()
+                search.answer = self._choose(search)
+                if self.ponder and not search.sent.is_set():
+                    search.answer.ponder = self._predict_reply(search.board, search.answer.move)
+        except Exception as e:  # a failed forward pass still owes the GUI a move
+            log.debug("search failed", exc_info=True)
+            if search.answer is None:
+                search.answer = self._random_answer(search.board, f"the model failed ({e})")
+        search.finished.set()
+        if not search.hold:
+            self.answer(search)
+        else:
+            with self._answer_lock:  # a held search shows its info now, as engines do while they search
+                if not search.sent.is_set() and search.answer is not None:
+                    for line in search.answer.info:
+                        self.send(line)
+                    search.answer.info = []
+        if search.sent.is_set() and search.played:
+            # Off the clock: feed the model the move played, so that the next go costs one step.
+            after = search.board.copy()
+            after.push(search.played)
+            with self._model_lock:
+                try:
+                    self.player.follow(after)
+                except Exception:
+                    log.debug("follow failed", exc_info=True)
+
+    def _choose(self, search: Search) -> Answer:
+        """The model's move and its info lines; the most likely legal move where sampling fails."""
+        board = search.board
+        vocab = self.policy.vocab
         before = self.player.stats.illegal
         probs = self.player.distribution(board, temperature=1.0)
-        move = self.player.play(board)
-        vocab = self.policy.vocab
-        if searchmoves and move not in searchmoves:
-            move = max(searchmoves, key=lambda m: float(probs[vocab.encode_move(m)]))
-        ms = int(1000 * (time.perf_counter() - start))
-        top = sorted(board.legal_moves, key=lambda m: -float(probs[vocab.encode_move(m)]))[:3]
-        self.explain(f"model top at rating {self.model.rating}: "
-                     + ", ".join(f"{m.uci()} {float(probs[vocab.encode_move(m)]):.3f}" for m in top))
+
+        def p(m: chess.Move) -> float:
+            return _prob(probs, vocab.encode_move(m))
+
+        info: list[str] = []
+        try:
+            move = self.player.play(board)
+        except RuntimeError as e:  # e.g. non-finite probabilities from a diverged checkpoint
+            move = max(board.legal_moves, key=p)
+            info.append(f"info string sampling failed ({' '.join(str(e).split())[:80]}); "
+                        f"played the most likely legal move")
+        if search.go.searchmoves and move not in search.go.searchmoves:
+            move = max(search.go.searchmoves, key=p)
+        ms = int(1000 * (time.perf_counter() - search.started))
+        top = sorted(board.legal_moves, key=lambda m: -p(m))[:3]
+        info.append(f"info string model top at rating {self.model.rating}: "
+                    + ", ".join(f"{m.uci()} {p(m):.3f}" for m in top))
         if self.player.stats.illegal > before:
-            self.explain(f"sampled move was illegal; played the most likely legal move "
-                         f"({self.player.stats.illegal} of {self.player.stats.moves} so far)")
+            info.append(f"info string sampled move was illegal; played the most likely legal move "
+                        f"({self.player.stats.illegal} of {self.player.stats.moves} so far)")
         # Last, so a GUI that keeps the latest info string shows the chosen move's probability.
-        p = float(probs[vocab.encode_move(move)])
-        self.send(f"info depth 1 seldepth 1 time {ms} nodes 1 pv {move.uci()} string p={p:.4f}")
-        return f"bestmove {move.uci()}"
+        info.append(f"info depth 1 seldepth 1 time {ms} nodes 1 pv {move.uci()} string p={p(move):.4f}")
+        return Answer(move, info=info)
+
+    def _predict_reply(self, board: chess.Board, move: chess.Move) -> chess.Move | None:
+        """The model's most likely legal reply to `move` (None when the game ends with it)."""
+        after = board.copy()
+        after.push(move)
+        if not any(after.legal_moves):
+            return None
+        probs = self.ponderer.distribution(after, temperature=1.0)
+        return max(after.legal_moves, key=lambda m: _prob(probs, self.policy.vocab.encode_move(m)))
+
+
+def _prob(probs: torch.Tensor, token: int) -> float:
+    """A move's probability, with a non-finite one (diverged weights) ranked below every other."""
+    x = float(probs[token])
+    return x if math.isfinite(x) else -1.0
 
 
 def serve(model: Prompted, inp: TextIO, out: TextIO, seed: int = 0) -> UciEngine:
-    """Answer UCI lines from `inp` on `out` until quit or end of input; returns the engine."""
+    """Answer UCI lines from `inp` on `out` until quit or end of input; returns the engine.
+
+    At end of input a running search still sends its bestmove (``echo go | chessdt uci`` works).
+    """
     engine = UciEngine(model, out, seed)
-    for line in inp:
-        if not engine.handle(line):
-            break
+    torch.set_num_threads(engine.threads)
+    # The deadline timer must get the GIL promptly while the worker runs Python between torch ops.
+    sys.setswitchinterval(0.001)
+    engine.start_warm_up()
+    try:
+        for line in inp:
+            if not engine.handle(line):
+                return engine
+        engine.wait()
+    finally:
+        engine.close()
     return engine
