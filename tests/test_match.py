@@ -16,7 +16,8 @@ from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import Prompted
 from chessdt.errors import UserError
 from chessdt.evals import match as match_mod
-from chessdt.evals.match import Setting, bradley_terry, match_pairs, pair_row, play_match, stalemate_giver_ahead
+from chessdt.evals.match import (MatchResult, Setting, bradley_terry, match_pairs, pair_row, play_match,
+                                 stalemate_giver_ahead)
 from chessdt.metrics import elo_difference, paired_score, sprt_bounds, sprt_llr
 
 
@@ -140,6 +141,19 @@ def test_stalemate_while_ahead_is_counted() -> None:
     rec = GameRecord(id="x", white="w", black="b", result="1/2-1/2", termination="stalemate", plies=1,
                      model_moves={}, illegal={}, masked=False, engine_restarts=0, seconds=0.0, pgn=str(game))
     assert stalemate_giver_ahead(rec) == "w"
+    # in a match: the game stays a draw, and the diagnostic counts it as a win for the side that gave it
+    import dataclasses
+
+    tags = {"a": "b", "b": "w", "round": 0}
+    other = _fake_record("b", "w", 0, 1, b_wins=False)  # a plain draw, the other game of the pair
+    stale = dataclasses.replace(rec, id="b|w|0|0", tags=tags)
+    row = pair_row([stale, other], "b", "w")
+    assert row.score.score == 0.5 and row.stalemates_ahead == {"w": 1}
+    assert row.converted is not None and row.converted.score == 0.75
+    assert "Diagnostic, not a result" in MatchResult(settings=("b", "w"), model="m", pairs=(row,), ratings=(),
+                                                     games=2, aborted=0, seconds=0.0).format()
+    plain = pair_row([other], "b", "w")
+    assert plain.converted is None
 
 
 def test_cli_match(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -162,6 +162,7 @@ class PairRow:
     stalemates_ahead: dict[str, int]  # per setting: stalemates it gave while >= AHEAD pawns up
     distinct_games: int  # games with distinct move sequences (deterministic settings repeat games)
     llr: float | None = None  # SPRT log-likelihood ratio, when one was run
+    converted: PairedScore | None = None  # diagnostic: B's score if stalemates given while ahead were wins
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,11 @@ class MatchResult(JsonResult):
             cells = [str(p.terminations.get(t, 0)) for t in _TERMS]
             out.append(f"| {p.a} | {p.b} | " + " | ".join(cells) +
                        f" | {p.stalemates_ahead.get(p.a, 0)} / {p.stalemates_ahead.get(p.b, 0)} |")
+        lines = [(p, p.converted) for p in self.pairs if p.converted is not None]
+        if lines:
+            out += ["", "Diagnostic, not a result: B - A if every stalemate given while ahead had been a win "
+                    "for the side that gave it (how much of the gap weak endgame play hides):", ""]
+            out += [f"- {p.a} vs {p.b}: {fmt(c.elo, 0)} [{fmt(c.elo_lo, 0)}, {fmt(c.elo_hi, 0)}]" for p, c in lines]
         if len(self.ratings) > 2:
             out += ["", f"One Bradley-Terry fit over all games, relative to {self.settings[0]} "
                     "(95% intervals: bootstrap over game pairs)", "",
@@ -253,12 +259,15 @@ def stalemate_giver_ahead(record: GameRecord) -> str | None:
     return None
 
 
-def _pair_results(records: Sequence[GameRecord], a: str, b: str) -> list[list[float]]:
-    """B's results per game pair (rounds in order), decided games only."""
+def _pair_results(records: Sequence[GameRecord], a: str, b: str, converted: bool = False) -> list[list[float]]:
+    """B's results per game pair (rounds in order), decided games only. With `converted`, a stalemate
+    given while AHEAD pawns up counts as a win for the side that gave it (a diagnostic, not a result)."""
     rounds: dict[int, list[float]] = {}
     for r in records:
         if r.decided and r.tags.get("a") == a and r.tags.get("b") == b:
-            rounds.setdefault(int(r.tags["round"]), []).append(r.score_of(b))
+            giver = stalemate_giver_ahead(r) if converted else None
+            score = r.score_of(b) if giver is None else float(giver == b)
+            rounds.setdefault(int(r.tags["round"]), []).append(score)
     return [rounds[k] for k in sorted(rounds)]
 
 
@@ -268,7 +277,8 @@ def pair_row(records: Sequence[GameRecord], a: str, b: str, llr: float | None = 
     distinct = len({r.pgn.split("\n\n", 1)[-1] for r in mine})
     return PairRow(a=a, b=b, score=paired_score(_pair_results(records, a, b)),
                    terminations=dict(Counter(r.termination for r in mine)), stalemates_ahead=dict(ahead),
-                   distinct_games=distinct, llr=llr)
+                   distinct_games=distinct, llr=llr,
+                   converted=paired_score(_pair_results(records, a, b, converted=True)) if ahead else None)
 
 
 def bradley_terry(records: Sequence[GameRecord], labels: Sequence[str], *, samples: int = 200,
