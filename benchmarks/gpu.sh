@@ -13,7 +13,7 @@ PY="${PYTHON:-python}"
 DATA=data/human-all
 if [ ! -f "$DATA/meta.json" ]; then
   if [ -n "${CHESSDT_PGN:-}" ]; then INPUTS=($CHESSDT_PGN)
-  elif ls /work/shared/data/*.pgn.zst >/dev/null 2>&1; then INPUTS=(/work/shared/data/*.pgn.zst)
+  elif ls ../shared/data/*.pgn.zst >/dev/null 2>&1; then INPUTS=(../shared/data/*.pgn.zst)
   else INPUTS=(games/ladder.pgn.zst); fi
   "$PY" -m chessdt prepare "${INPUTS[@]}" --out "$DATA" --label elo -q --force
 fi

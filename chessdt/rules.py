@@ -86,6 +86,31 @@ def parse_line(text: str) -> tuple[chess.Move, ...]:
     return tuple(board.move_stack)
 
 
+# Common openings (SAN), cut to `opening_plies` and deduplicated: paired start lines for the ladder.
+START_LINES = (
+    "e4 e5 Nf3 Nc6 Bb5 a6", "d4 d5 c4 e6 Nc3 Nf6", "e4 c5 Nf3 d6 d4 cxd4", "d4 Nf6 c4 g6 Nc3 Bg7",
+    "e4 e6 d4 d5 Nc3 Nf6", "c4 e5 Nc3 Nf6 Nf3 Nc6", "e4 c6 d4 d5 Nc3 dxe4", "d4 Nf6 c4 e6 Nc3 Bb4",
+    "e4 e5 Nf3 Nc6 Bc4 Bc5", "d4 d5 c4 c6 Nf3 Nf6", "Nf3 d5 g3 Nf6 Bg2 e6", "e4 c5 Nf3 Nc6 d4 cxd4",
+    "e4 d5 exd5 Qxd5 Nc3 Qa5", "d4 f5 g3 Nf6 Bg2 e6", "e4 g6 d4 Bg7 Nc3 d6", "e4 e5 Nf3 Nf6 Nxe5 d6",
+)
+
+
+def opening_lines(plies: int) -> list[tuple[str, ...]]:
+    """START_LINES cut to `plies` half-moves, as UCI, duplicates removed (order kept).
+
+    >>> opening_lines(2)[:3]
+    [('e2e4', 'e7e5'), ('d2d4', 'd7d5'), ('e2e4', 'c7c5')]
+    >>> opening_lines(0)
+    [()]
+    """
+    out: list[tuple[str, ...]] = []
+    for line in START_LINES:
+        moves = tuple(m.uci() for m in parse_line(line)[:plies])
+        if moves not in out:
+            out.append(moves)
+    return out
+
+
 def material(board: chess.Board, color: chess.Color) -> int:
     """Material of one side in pawns (P=1, N=B=3, R=5, Q=9)."""
     return sum(v * len(board.pieces(p, color)) for p, v in PIECE_VALUES.items())

@@ -21,8 +21,9 @@ from chessdt.errors import UserError
 from chessdt.evals.subject import Subject, model_subjects
 from chessdt.evals import strength as strength_mod
 from chessdt.evals.heldout import HeldOutGame, scored_moves
+from chessdt.rules import opening_lines
 from chessdt.evals.strength import (StrengthResult, centipawn_loss, evaluate_strength, ladder_result,
-                                    ladder_specs, move_matching, opening_lines, play_ladder)
+                                    ladder_specs, move_matching, play_ladder)
 from chessdt.play.players import RandomPlayer, StockfishPlayer
 from chessdt.tokenizer import NUM_MOVES
 from conftest import random_game, small_cfg

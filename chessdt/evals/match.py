@@ -33,7 +33,9 @@ from chessdt.metrics import PairedScore, fit_elo, paired_score, sprt_bounds, spr
 from chessdt.play.arena import GameSpec, Seat, run_games
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
-from chessdt.rules import material
+from chessdt.rules import material, opening_lines
+# The keys of a setting, by their one-letter short forms.
+SETTING_KEYS = {"r": "rating", "o": "opponent", "t": "temperature", "p": "top_p", "g": "guidance", "m": "mask"}
 AHEAD = 3  # material lead (pawns) at which a stalemate counts as a thrown-away win
 
 
@@ -46,8 +48,6 @@ class Setting:
     rating: int | None  # prompted rating of the model's side (None = the unknown-rating token)
     opponent_rating: int | None = None  # the rating it is told the other side has (None = same as rating)
     sampling: Sampling = field(default_factory=Sampling)
-
-    KEYS = ("rating", "opponent", "temperature", "top_p", "guidance", "mask")
 
     @classmethod
     def parse(cls, spec: str, default: Sampling = Sampling()) -> Setting:
@@ -63,7 +63,6 @@ class Setting:
         opponent: int | None = None
         values: dict[str, Any] = {"temperature": default.temperature, "top_p": default.top_p,
                                   "guidance": default.guidance, "mask_illegal": default.mask_illegal}
-        short = {"r": "rating", "o": "opponent", "t": "temperature", "p": "top_p", "g": "guidance", "m": "mask"}
         parts = [p.strip() for p in spec.split(",") if p.strip()]
         if not parts:
             raise UserError(f"empty setting {spec!r}")
@@ -72,7 +71,7 @@ class Setting:
                 key, sep, value = part.partition("=")
                 if not sep and i == 0:
                     key, value = "rating", part
-                key = short.get(key.strip().lower(), key.strip().lower())
+                key = SETTING_KEYS.get(key.strip().lower(), key.strip().lower())
                 value = value.strip()
                 if key == "rating":
                     rating = None if value == "?" else int(value)
@@ -86,7 +85,7 @@ class Setting:
                     raise ValueError(key)
         except ValueError:
             raise UserError(f"bad setting {spec!r}: use e.g. 'rating=2000,temperature=0.5' "
-                            f"(keys: {', '.join(cls.KEYS)})") from None
+                            f"(keys: {', '.join(SETTING_KEYS.values())})") from None
         if values["temperature"] < 0 or not 0 < values["top_p"] <= 1:
             raise UserError(f"setting {spec!r}: temperature must be >= 0 and top_p in (0, 1]")
         return cls(rating, opponent, Sampling(**values))
@@ -340,8 +339,6 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
     guidance = {s.sampling.guidance for s in settings}
     if len(guidance) != 1:
         raise UserError("settings of one match must share one guidance weight (one KV-cache session)")
-    from chessdt.evals.strength import opening_lines  # (strength imports this module)
-
     seats: dict[str, Seat] = {s.label: s.prompted(policy) for s in settings}
     lines = opening_lines(opening_plies)
     pairs = match_pairs(len(settings), plan) if sprt is None else [(0, 1)]

@@ -39,7 +39,7 @@ from chessdt.play.gamelog import GameRecord
 from chessdt.config import EvalConfig
 from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
-from chessdt.rules import CP_CAP, clipped_cp, final_cp, parse_line
+from chessdt.rules import CP_CAP, clipped_cp, final_cp, opening_lines
 from chessdt.evals.results import JsonResult, fmt, jsonable
 from chessdt.evals.subject import Subject, sampling_of
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
@@ -53,29 +53,6 @@ from chessdt.play.policy import ModelPolicy, MoveStats
 BRACKET = (0.2, 0.8)
 BLUNDER_CP = 300  # a move losing at least this much counts as a blunder
 
-# Common openings (SAN), cut to `opening_plies` and deduplicated: paired start lines for the ladder.
-START_LINES = (
-    "e4 e5 Nf3 Nc6 Bb5 a6", "d4 d5 c4 e6 Nc3 Nf6", "e4 c5 Nf3 d6 d4 cxd4", "d4 Nf6 c4 g6 Nc3 Bg7",
-    "e4 e6 d4 d5 Nc3 Nf6", "c4 e5 Nc3 Nf6 Nf3 Nc6", "e4 c6 d4 d5 Nc3 dxe4", "d4 Nf6 c4 e6 Nc3 Bb4",
-    "e4 e5 Nf3 Nc6 Bc4 Bc5", "d4 d5 c4 c6 Nf3 Nf6", "Nf3 d5 g3 Nf6 Bg2 e6", "e4 c5 Nf3 Nc6 d4 cxd4",
-    "e4 d5 exd5 Qxd5 Nc3 Qa5", "d4 f5 g3 Nf6 Bg2 e6", "e4 g6 d4 Bg7 Nc3 d6", "e4 e5 Nf3 Nf6 Nxe5 d6",
-)
-
-
-def opening_lines(plies: int) -> list[tuple[str, ...]]:
-    """START_LINES cut to `plies` half-moves, as UCI, duplicates removed (order kept).
-
-    >>> opening_lines(2)[:3]
-    [('e2e4', 'e7e5'), ('d2d4', 'd7d5'), ('e2e4', 'c7c5')]
-    >>> opening_lines(0)
-    [()]
-    """
-    out: list[tuple[str, ...]] = []
-    for line in START_LINES:
-        moves = tuple(m.uci() for m in parse_line(line)[:plies])
-        if moves not in out:
-            out.append(moves)
-    return out
 
 
 # -- 1. ladder matches and the Elo fit ------------------------------------------------------------------------
@@ -242,6 +219,16 @@ class ReferenceRow:
     failed: int  # positions where the engine failed (left out of its row)
 
 
+def mover_plies(color: chess.Color, skip_plies: int, end: int) -> range:
+    """Plies (moves) played by `color` from `skip_plies` on, below `end`.
+
+    >>> list(mover_plies(chess.WHITE, 10, 16)), list(mover_plies(chess.BLACK, 10, 16))
+    ([10, 12, 14], [11, 13, 15])
+    """
+    start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
+    return range(start, end, 2)
+
+
 def matched_positions(games: Sequence[HeldOutGame], ratings: Sequence[int], band_width: int, skip_plies: int,
                       max_moves: int) -> list[tuple[int, chess.Color, int, list[int]]]:
     """(game, mover, ply, band columns) of every position move matching scores: the mover's own
@@ -252,8 +239,7 @@ def matched_positions(games: Sequence[HeldOutGame], ratings: Sequence[int], band
             cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
             if not cols:
                 continue
-            start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
-            out.extend((gi, color, p, cols) for p in range(start, min(len(g.moves), max_moves), 2))
+            out.extend((gi, color, p, cols) for p in mover_plies(color, skip_plies, min(len(g.moves), max_moves)))
     return out
 
 
@@ -314,8 +300,7 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
         gi, color, ri = jobs[j]
         g = games[gi]
         cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
-        start = skip_plies + (1 if (skip_plies % 2 == 0) != (color == chess.WHITE) else 0)
-        plies = range(start, min(len(logits), max_moves), 2)  # the mover's own moves
+        plies = mover_plies(color, skip_plies, min(len(logits), max_moves))
         if not plies:
             continue
         top = logits[list(plies)].argmax(-1).tolist()
