@@ -94,6 +94,8 @@ class ModelConfig:
     rating_continuous: bool = False  # rating tokens embed as a linear interpolation between learned
     # anchors every 200 Elo (at the bucket's middle), so a bucket the data never holds still gets a
     # sensible vector from its neighbours, instead of an untrained row of the token table
+    value_head: bool = False  # also predict win/draw/loss for the side to move at every position,
+    # trained on the game's result (train.value_weight); needs a prefix without the result (data.label)
 
     def __post_init__(self) -> None:
         if min(self.n_layer, self.n_head, self.d_model, self.mlp_ratio, self.context) <= 0:
@@ -135,6 +137,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (slow first steps; worth it for long GPU runs)
     precision: Precision = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere; or bf16, fp32
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    value_weight: float = 0.25  # weight of the value head's loss (cross-entropy on W/D/L) beside the move loss
 
     def __post_init__(self) -> None:
         if self.precision not in typing.get_args(Precision):
@@ -150,7 +153,8 @@ class TrainConfig:
         # `not x > 0` is also true for NaN, which every comparison fails
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"train.lr={self.lr} must be a positive finite number")
-        for name in ("min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes"):
+        for name in ("min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes",
+                     "value_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"train.{name}={value} must be a finite number, 0 or more")
@@ -299,6 +303,13 @@ class Config:
     rl: RLConfig = field(default_factory=RLConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.value_head and "outcome" in self.data.label_parts:
+            # The prompt would hold the answer: the value head would learn to read the result slot,
+            # and in play (where the slot says "I win") report a win in every position.
+            raise ConfigError("model.value_head needs a prefix without the result: drop 'outcome' from "
+                              f"data.label (now {self.data.label!r})")
 
 
 def _section_types(cls: type) -> dict[str, Any]:

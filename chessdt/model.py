@@ -20,6 +20,11 @@ each move's logit gets a learned weight for every move fact that holds ("its pat
 king steps into an attack", ...). These are computed from the board on the fly, in training and in
 play alike, and never mask anything: legality is still the model's to learn, from exact features.
 
+With ``value_head`` a linear head on the final residual stream also predicts, at every position,
+win/draw/loss (:data:`chessdt.rules.WDL`) for the side to move on that position's board; it is
+read with ``forward(..., with_value=True)`` (training, held-out calibration) or from a cached step
+(:meth:`GPT.step_value`, UCI scores). Without it the model is unchanged, weights and all.
+
 Generation uses a :class:`KVCache`: a batch of sequences that advance in lockstep (a batch of
 games played together, or the two prompts of classifier-free guidance), each step costing
 O(length) instead of re-running the whole prefix.
@@ -28,7 +33,7 @@ O(length) instead of re-running the whole prefix.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 from dataclasses import dataclass
 
 import torch
@@ -257,6 +262,8 @@ class GPT(nn.Module):
                 self.register_buffer("code_facts", code_facts(), persistent=False)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(d, bias=False)
+        if cfg.value_head:
+            self.value_head = nn.Linear(d, 3)  # W/D/L logits for the side to move
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -283,6 +290,9 @@ class GPT(nn.Module):
             nn.init.zeros_(self.opp_rating.weight)
         if self.cfg.rating_continuous:
             nn.init.normal_(self.rating_emb_unknown, 0.0, self.cfg.init_std)
+        if self.cfg.value_head:
+            nn.init.zeros_(self.value_head.weight)  # starts at the base rates its bias learns first
+            nn.init.zeros_(self.value_head.bias)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -322,13 +332,29 @@ class GPT(nn.Module):
             x = x + geo.squares.view(B, T, -1) @ self.square_emb + self.check_emb(geo.in_check.long())
         return x, idx
 
+    @overload
+    def forward(self, tokens: torch.Tensor, boards: torch.Tensor | None = None, plies: torch.Tensor | None = None,
+                cache: KVCache | None = None, with_value: Literal[False] = False) -> torch.Tensor: ...
+
+    @overload
+    def forward(self, tokens: torch.Tensor, boards: torch.Tensor | None, plies: torch.Tensor | None,
+                cache: KVCache | None, with_value: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def forward(self, tokens: torch.Tensor, boards: torch.Tensor | None = None, plies: torch.Tensor | None = None,
+                cache: KVCache | None = None, *, with_value: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def forward(self, tokens: torch.Tensor, boards: torch.Tensor | None = None,
-                plies: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
-        """Next-token logits (B, T, V) for every position.
+                plies: torch.Tensor | None = None, cache: KVCache | None = None,
+                with_value: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits (B, T, V) for every position; with ``with_value`` also the value
+        head's W/D/L logits (B, T, 3) (ValueError for a model without one).
 
         With a cache, ``tokens`` are the next T positions after the ``cache.length`` already seen;
         the cache is advanced by T.
         """
+        if with_value and not self.cfg.value_head:
+            raise ValueError("this model has no value head (model.value_head = false)")
         start = 0 if cache is None else cache.length
         if cache is not None and start + tokens.shape[1] > cache.max_len:
             raise ValueError(f"cache of {cache.max_len} positions is full")
@@ -354,11 +380,14 @@ class GPT(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.length = start + tokens.shape[1]
-        logits = F.linear(self.ln_f(x), table)  # (B, T, V)
+        h = self.ln_f(x)
+        logits = F.linear(h, table)  # (B, T, V)
         if self.cfg.board_head:
             assert boards is not None and plies is not None
             prior = self.move_prior_logits(boards, plies, geo)  # (B, T, NUM_MOVES)
             logits[..., :NUM_MOVES] += prior.to(logits.dtype)  # in place: F.linear keeps no output
+        if with_value:
+            return logits, self.value_head(h)  # (B, T, V), (B, T, 3)
         return logits
 
     def move_prior_logits(self, boards: torch.Tensor, plies: torch.Tensor, geo: Geo | None = None) -> torch.Tensor:
@@ -429,6 +458,16 @@ class GPT(nn.Module):
             boards = None if boards is None else boards[:, None]
             plies = None if plies is None else plies[:, None]
         return self.forward(tokens, boards, plies, cache)[:, -1]
+
+    def step_value(self, tokens: torch.Tensor, cache: KVCache, boards: torch.Tensor | None = None,
+                   plies: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step` that also returns the value head's W/D/L logits (B, 3) of the last position."""
+        if tokens.dim() == 1:
+            tokens = tokens[:, None]
+            boards = None if boards is None else boards[:, None]
+            plies = None if plies is None else plies[:, None]
+        logits, value = self.forward(tokens, boards, plies, cache, with_value=True)
+        return logits[:, -1], value[:, -1]
 
     @staticmethod
     def move_logits(logits: torch.Tensor) -> torch.Tensor:

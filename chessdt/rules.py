@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -60,6 +61,55 @@ def white_score(result: str) -> float:
     0.5
     """
     return {"1-0": 1.0, "0-1": 0.0, "1/2-1/2": 0.5}[result]
+
+
+# -- the value head's outcome classes -------------------------------------------------------------------
+WDL = ("win", "draw", "loss")  # the value head's classes, from the side to move, in this order
+_WHITE_CLASS = {"1-0": 0, "1/2-1/2": 1, "0-1": 2}  # a result's class from White's side
+# Expected score <-> centipawns: Lichess's win-chance curve, E = 1 / (1 + exp(-CP_SLOPE * cp)), so
+# that a GUI or lichess-bot reads the value head's score on the scale it knows (+100 cp ~ E 0.59,
+# +300 cp ~ E 0.75). The score is clipped to +-CP_CAP, as evaluations are elsewhere.
+CP_SLOPE = 0.00368208
+
+
+def result_class(result: str, mover: chess.Color) -> int:
+    """The value head's class (0 win, 1 draw, 2 loss) of a finished game for the side `mover`.
+
+    >>> result_class("1-0", chess.WHITE), result_class("1-0", chess.BLACK), result_class("1/2-1/2", chess.BLACK)
+    (0, 2, 1)
+    """
+    c = _WHITE_CLASS[result]
+    return c if mover == chess.WHITE else 2 - c
+
+
+def white_class(result: str | None) -> int:
+    """The class of a result from White's side (0 win, 1 draw, 2 loss), -1 for no result.
+
+    >>> white_class("0-1"), white_class("*")
+    (2, -1)
+    """
+    return _WHITE_CLASS.get(result or "", -1)
+
+
+def expected_score(wdl: tuple[float, float, float]) -> float:
+    """Points expected from win/draw/loss probabilities: W + D / 2.
+
+    >>> expected_score((0.5, 0.25, 0.25))
+    0.625
+    """
+    return wdl[0] + wdl[1] / 2
+
+
+def score_cp(expected: float) -> int:
+    """Centipawns of an expected score on Lichess's win-chance curve (inverse logistic, slope
+    CP_SLOPE), clipped to +-CP_CAP.
+
+    >>> score_cp(0.5), score_cp(0.75), score_cp(1.0), score_cp(0.0)
+    (0, 298, 1000, -1000)
+    """
+    e = min(max(expected, 1e-9), 1 - 1e-9)
+    cp = math.log(e / (1 - e)) / CP_SLOPE
+    return int(round(max(-CP_CAP, min(CP_CAP, cp))))
 
 
 def parse_line(text: str) -> tuple[chess.Move, ...]:

@@ -4,7 +4,12 @@ Run directory layout::
 
     config.json        the resolved config of the run
     metrics.jsonl      one line per evaluation: val loss, top-1 move accuracy, legal top-1 share
-    train.jsonl        one line every log_every steps: train loss, lr, tokens/s
+                       (with a value head also val_value_loss and val_value_brier)
+    train.jsonl        one line every log_every steps: train loss, lr, tokens/s (and value_loss)
+
+With ``model.value_head`` the loss is the next-move loss plus ``train.value_weight`` times the value
+head's cross-entropy on each position's W/D/L outcome for the side to move; ``loss`` and
+``val_loss`` stay the next-move loss alone, so runs with and without the head compare directly.
     checkpoints/       step_NNNNNNN (last K) and best (lowest val loss); see chessdt.checkpoint
 
 Under ``torchrun`` every rank trains on its own share of each epoch's batches
@@ -120,16 +125,35 @@ def build_eval_set(batcher: Batcher, max_tokens: int) -> EvalSet:
     return EvalSet(batches=batches, legal=legal)
 
 
+def value_loss_sum(value_logits: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(summed cross-entropy of the value head over positions with a known outcome, their count)."""
+    n = int((values != IGNORE).sum())
+    loss = F.cross_entropy(value_logits.float().reshape(-1, 3), values.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
+    return loss, n
+
+
 @torch.no_grad()
 def evaluate(model: GPT, evalset: EvalSet, device: torch.device, precision: str) -> dict[str, float]:
-    """Validation loss (moves and <end>), top-1 move accuracy, share of top-1 picks that are legal."""
+    """Validation loss (moves and <end>), top-1 move accuracy, share of top-1 picks that are legal;
+    with a value head also its mean cross-entropy and 3-class Brier score on the known outcomes."""
     was_training = model.training
     model.eval()
     loss_sum = n_loss = n_moves = correct = legal_n = 0.0
+    v_loss = v_brier = 0.0
+    v_n = 0
     for batch, entries in zip(evalset.batches, evalset.legal):
         b = batch.to(device)
         with autocast_for(device, precision):
-            logits = model(b.tokens, b.boards, b.plies)
+            if model.cfg.value_head and b.values is not None:
+                logits, vlogits = model(b.tokens, b.boards, b.plies, with_value=True)
+                vl, n = value_loss_sum(vlogits, b.values)
+                known = b.values != IGNORE
+                probs = torch.softmax(vlogits.float()[known], dim=-1)  # (N, 3)
+                onehot = F.one_hot(b.values[known], 3).float()
+                v_loss, v_n, v_brier = v_loss + float(vl), v_n + n, v_brier + float(((probs - onehot) ** 2).sum())
+            else:
+                logits = model(b.tokens, b.boards, b.plies)
         logits = logits.float()
         loss_sum += float(F.cross_entropy(logits.view(-1, logits.size(-1)), b.targets.view(-1),
                                           ignore_index=IGNORE, reduction="sum"))
@@ -141,8 +165,11 @@ def evaluate(model: GPT, evalset: EvalSet, device: torch.device, precision: str)
             correct += pick == int(batch.targets[row, col])
             legal_n += pick in legal
     model.train(was_training)
-    return {"val_loss": loss_sum / max(1, n_loss), "top1": correct / max(1, n_moves),
-            "legal": legal_n / max(1, n_moves), "val_positions": int(n_moves)}
+    out = {"val_loss": loss_sum / max(1, n_loss), "top1": correct / max(1, n_moves),
+           "legal": legal_n / max(1, n_moves), "val_positions": int(n_moves)}
+    if v_n:
+        out.update(val_value_loss=v_loss / v_n, val_value_brier=v_brier / v_n, val_value_positions=v_n)
+    return out
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -304,12 +331,14 @@ class _Trainer:
         self.model, self.optimizer, self.done = model, optimizer, done
         self.vocab = data.vocab
         self.fwd = _forward_module(model, cfg, ranks, dev)
+        self.value = cfg.model.value_head
         batches = Batcher(data, "train", cfg.model.context, tc.batch_tokens, cfg.model.board_input,
-                          tc.cond_dropout, tc.seed)
+                          tc.cond_dropout, tc.seed, values=self.value)
         self.stream = batches.stream(start=done.step * tc.grad_accum, rank=ranks.rank, world=ranks.world)
         self.evalset: EvalSet | None = None
         if ranks.master:
-            val = Batcher(data, "val", cfg.model.context, tc.batch_tokens, cfg.model.board_input)
+            val = Batcher(data, "val", cfg.model.context, tc.batch_tokens, cfg.model.board_input,
+                          values=self.value)
             self.evalset = build_eval_set(val, tc.eval_tokens)
         self.t0 = time.perf_counter()  # start of this session's training (reset when the loop starts)
         self.metrics: dict[str, Any] = {}  # the latest evaluation, saved with the next checkpoint
@@ -328,7 +357,8 @@ class _Trainer:
             raise TrainingDiverged(self.divergence_message(m["val_loss"]))
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(m) + "\n")
-        log.info("step %d: val_loss %.4f top1 %.3f legal %.3f", d.step, m["val_loss"], m["top1"], m["legal"])
+        log.info("step %d: val_loss %.4f top1 %.3f legal %.3f%s", d.step, m["val_loss"], m["top1"], m["legal"],
+                 f" value_loss {m['val_value_loss']:.4f}" if "val_value_loss" in m else "")
         self.metrics = m
 
     def save(self) -> None:
@@ -356,22 +386,31 @@ class _Trainer:
         return lr_at(sched_step, tc.lr, tc.warmup_steps, tc.max_steps, tc.min_lr_ratio)
 
     def step(self, lr: float) -> torch.Tensor:
-        """One optimizer step over grad_accum micro-batches; (mean loss, real tokens) over all ranks."""
+        """One optimizer step over grad_accum micro-batches; (mean move loss, real tokens, mean value
+        loss) over all ranks (the value loss is 0 without a value head)."""
         tc = self.tc
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        stats = torch.zeros(2, dtype=torch.float64)  # loss sum over micro-batches, real tokens
+        stats = torch.zeros(3, dtype=torch.float64)  # move loss, real tokens, value loss
         for micro in range(tc.grad_accum):
             batch = next(self.stream).to(self.dev)
             sync = not self.ranks.ddp or micro == tc.grad_accum - 1
             with (self.fwd.no_sync() if isinstance(self.fwd, DistributedDataParallel) and not sync
                   else contextlib.nullcontext()):
+                value_loss = torch.zeros((), device=self.dev)
                 with autocast_for(self.dev, tc.precision):
-                    logits = self.fwd(batch.tokens, batch.boards, batch.plies)
+                    if self.value:
+                        assert batch.values is not None  # the batcher was built with values
+                        logits, vlogits = self.fwd(batch.tokens, batch.boards, batch.plies, with_value=True)
+                        vsum, n = value_loss_sum(vlogits, batch.values)
+                        value_loss = vsum / max(n, 1)
+                    else:
+                        logits = self.fwd(batch.tokens, batch.boards, batch.plies)
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.targets.view(-1),
                                        ignore_index=IGNORE)
-                (loss / tc.grad_accum).backward()
-            stats += torch.tensor([loss.item() / tc.grad_accum, batch.n_real], dtype=torch.float64)
+                ((loss + tc.value_weight * value_loss) / tc.grad_accum).backward()
+            stats += torch.tensor([loss.item() / tc.grad_accum, batch.n_real, value_loss.item() / tc.grad_accum],
+                                  dtype=torch.float64)
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.optimizer.step()
@@ -379,6 +418,7 @@ class _Trainer:
         if self.ranks.ddp:
             dist.all_reduce(stats)
             stats[0] /= self.ranks.world
+            stats[2] /= self.ranks.world
         self.done.step += 1
         self.done.tokens_seen += int(stats[1])
         return stats
@@ -427,7 +467,8 @@ class _Trainer:
                     tps = (d.tokens_seen - tok_log) / max(1e-9, now - t_log)
                     t_log, tok_log = now, d.tokens_seen
                     bar.set_postfix(step=d.step, loss=f"{float(stats[0]):.3f}", tok_s=f"{tps:,.0f}", lr=f"{lr:.2e}")
-                    self.log_line(float(stats[0]), lr, tps, d.train_seconds + now - self.t0)
+                    self.log_line(float(stats[0]), lr, tps, d.train_seconds + now - self.t0,
+                                  float(stats[2]) if self.value else None)
                 over = self.out_of_time()  # asked every step: under DDP every rank must join
                 finished = d.step >= min(last, tc.max_steps) or over
                 if master and (d.step % tc.eval_every == 0 or finished):
@@ -455,10 +496,13 @@ class _Trainer:
                 f"(the weights are no longer finite); {where}. Lower train.lr "
                 f"(now {self.tc.lr:g}) or raise train.warmup_steps, then start again or --resume")
 
-    def log_line(self, loss: float, lr: float, tokens_per_s: float, seconds: float) -> None:
+    def log_line(self, loss: float, lr: float, tokens_per_s: float, seconds: float,
+                 value_loss: float | None = None) -> None:
         """One line of train.jsonl."""
-        line = {"step": self.done.step, "tokens": self.done.tokens_seen, "loss": loss, "lr": lr,
-                "tokens_per_s": round(tokens_per_s, 1), "time_s": round(seconds, 1)}
+        line: dict[str, Any] = {"step": self.done.step, "tokens": self.done.tokens_seen, "loss": loss, "lr": lr,
+                                "tokens_per_s": round(tokens_per_s, 1), "time_s": round(seconds, 1)}
+        if value_loss is not None:
+            line["value_loss"] = value_loss
         if self.dev.type == "cuda":
             line["peak_mem_gb"] = round(torch.cuda.max_memory_allocated(self.dev) / 2**30, 2)
         with open(self.run_dir / "train.jsonl", "a") as f:

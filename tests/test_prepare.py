@@ -307,7 +307,7 @@ def test_a_full_disk_or_a_cwd_output_is_one_line(tmp_path, monkeypatch, capsys):
 
     src = write(tmp_path, "g.pgn", random_pgn(20, seed=5))
 
-    def full(self, tokens, lengths, boards):  # noqa: ANN001, ANN202
+    def full(self, *args):  # noqa: ANN001, ANN002, ANN202
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.partial" / "train.tokens"))
 
     with monkeypatch.context() as m:

@@ -4,7 +4,8 @@ A game ``<bos> cond... m1 ... mn <end>`` longer than the context is cut into *se
 the condition prefix followed by the next stretch of moves, and its prefix positions carry the
 board reached before that stretch, so the model always sees the state (decision-transformer
 style) and every move is a target exactly once. Loss is on moves and ``<end>``, never on
-``<bos>`` or condition tokens.
+``<bos>`` or condition tokens. For a value head, every position with a loss also gets the game's
+result as seen by the side to move there (:func:`chessdt.rules.result_class`: win, draw, loss).
 
 Segments are sorted by length (ties in a seeded random order) and cut into micro-batches of about
 ``batch_tokens`` padded positions, so almost every position is a real token
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from chessdt.data.shards import PreparedData, Split
+from chessdt.errors import UserError
 from chessdt.tokenizer import Vocab
 
 IGNORE = -100  # target id that cross-entropy skips
@@ -37,12 +39,14 @@ class Batch:
     boards: torch.Tensor | None  # (B, T, 64) uint8 board after each input token, or None
     plies: torch.Tensor  # (B, T) long moves played on that board
     n_real: int  # input positions that hold a real token (not padding)
+    values: torch.Tensor | None = None  # (B, T) long W/D/L class for the side to move, IGNORE where none
 
     def to(self, device: torch.device | str) -> "Batch":
         nb = device != "cpu" and str(device) != "cpu"
         return Batch(tokens=self.tokens.to(device, non_blocking=nb), targets=self.targets.to(device, non_blocking=nb),
                      boards=None if self.boards is None else self.boards.to(device, non_blocking=nb),
-                     plies=self.plies.to(device, non_blocking=nb), n_real=self.n_real)
+                     plies=self.plies.to(device, non_blocking=nb), n_real=self.n_real,
+                     values=None if self.values is None else self.values.to(device, non_blocking=nb))
 
 
 def segments(split: Split, prefix_len: int, context: int) -> np.ndarray:
@@ -72,7 +76,7 @@ class Batcher:
     """Builds micro-batches of one split; stateless apart from the arrays it memory-maps."""
 
     def __init__(self, data: PreparedData, split: str, context: int, batch_tokens: int,
-                 boards: bool, cond_dropout: float = 0.0, seed: int = 0) -> None:
+                 boards: bool, cond_dropout: float = 0.0, seed: int = 0, values: bool = False) -> None:
         self.split = data.splits[split]
         self.vocab = data.vocab
         self.prefix_len = data.prefix_len
@@ -84,6 +88,10 @@ class Batcher:
             raise ValueError(f"{data.path}: the model needs boards, but the data set has none "
                              "(prepare it again with boards)")
         self.use_boards = boards
+        if values and self.split.results is None:
+            raise UserError(f"{data.path} was prepared before game results were stored, and a value head "
+                            "trains on them: run `chessdt prepare` again (or delete the run's data/ folder)")
+        self.use_values = values
         self.segs = segments(self.split, self.prefix_len, context)
         if len(self.segs) == 0:
             raise ValueError(f"{data.path}: split {split!r} has no games")
@@ -134,6 +142,7 @@ class Batcher:
         plies = np.zeros((B, width), dtype=np.int64)
         boards = np.zeros((B, width, 64), dtype=np.uint8) if self.use_boards else None
         targets = np.full((B, width), IGNORE, dtype=np.int64)
+        values = np.full((B, width), IGNORE, dtype=np.int64) if self.use_values else None
         tok, off = self.split.tokens, self.split.offsets
         for r, (g, s, n_in) in enumerate(segs):
             base = int(off[g])
@@ -143,6 +152,12 @@ class Batcher:
             plies[r, :P] = s
             plies[r, P:n_in] = np.arange(s + 1, s + n_in - P + 1)
             targets[r, P - 1 : n_in] = seq[r, P : n_in + 1]
+            if values is not None:
+                assert self.split.results is not None  # checked in __init__ when use_values
+                white = int(self.split.results[g])  # 0 White won, 1 draw, 2 Black won, -1 unknown
+                if white >= 0:
+                    black_moves = plies[r, P - 1 : n_in] % 2 == 1  # the side to move at each loss position
+                    values[r, P - 1 : n_in] = np.where(black_moves, 2 - white, white)
             if boards is not None:
                 bd = self.split.boards
                 assert bd is not None  # checked in __init__ when use_boards
@@ -155,7 +170,8 @@ class Batcher:
             cond[hide[:, None] & np.isin(cond, self._ratings)] = self.vocab.unknown_rating
         return Batch(tokens=torch.from_numpy(seq[:, :-1].copy()), targets=torch.from_numpy(targets),
                      boards=None if boards is None else torch.from_numpy(boards),
-                     plies=torch.from_numpy(plies), n_real=int(segs[:, 2].sum()))
+                     plies=torch.from_numpy(plies), n_real=int(segs[:, 2].sum()),
+                     values=None if values is None else torch.from_numpy(values))
 
     def stream(self, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         """Training batches of one rank forever, from micro-batch number `start` of that rank."""

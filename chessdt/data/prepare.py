@@ -28,6 +28,7 @@ from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks,
 from chessdt.data.pgn import (ParsedBatch, RawGame, condition_tokens, game_identity, header_skip_reason, in_val_split,
                               iter_games, parse_moves, parse_rating, ply_skip_reason)
 from chessdt.data.shards import FORMAT_VERSION, SPLITS, SplitWriter
+from chessdt.rules import white_class
 from chessdt.tokenizer import Vocab, condition_slots
 
 
@@ -99,10 +100,13 @@ class _Pipeline:
                 self.summary.rating_buckets[int(sum(known) / len(known)) // bucket * bucket] += 1
         for split, idx in keep.items():
             if idx:
-                self._write(split, np.asarray(idx), np.asarray([prefixes[i] for i in idx], np.int32), parsed)
+                results = np.asarray([white_class(self.pending[i][0].headers.get("Result")) for i in idx], np.int8)
+                self._write(split, np.asarray(idx), np.asarray([prefixes[i] for i in idx], np.int32), parsed,
+                            results)
         self.pending = []
 
-    def _write(self, split: str, idx: np.ndarray, prefix: np.ndarray, parsed: ParsedBatch) -> None:
+    def _write(self, split: str, idx: np.ndarray, prefix: np.ndarray, parsed: ParsedBatch,
+               results: np.ndarray) -> None:
         """Append games `idx` of a parsed batch as <bos> condition... moves... <end> (vectorized)."""
         n_prefix = prefix.shape[1]  # the same for every game: fixed by the label setting
         n_moves = np.diff(parsed.offsets)[idx]
@@ -117,7 +121,7 @@ class _Pipeline:
             # prefix tokens see the start position, each move the board after it, <end> the last one.
             first_board = parsed.offsets[idx] + idx
             boards = parsed.boards[first_board[row] + np.clip(k - n_prefix + 1, 0, n_moves[row])]
-        self.writers[split].write(tokens, seq_len, boards)
+        self.writers[split].write(tokens, seq_len, boards, results)
         self.summary.games[split] += len(idx)
         self.summary.tokens[split] += len(tokens)
 
@@ -253,6 +257,7 @@ def _meta(paths: list[Path], cfg: DataConfig, vocab: Vocab, s: PrepareSummary) -
         "label": cfg.label,
         "prefix": condition_slots(cfg.label_parts),
         "boards": cfg.boards,
+        "results": True,  # {split}.results: each game's result (the value head's target)
         "rating_buckets": {str(k): v for k, v in sorted(s.rating_buckets.items())},
         "config": to_dict(cfg),
         "seconds": round(s.seconds, 3),

@@ -8,6 +8,10 @@ A prepared directory holds, per split (``train``, ``val``):
   ``tokens[offsets[i]:offsets[i+1]]``);
 * ``{split}.boards`` (when written): uint8, 64 per token, the board *after* that token (the start
   position for the prefix tokens), squares a1..h8, 0 empty, 1-6 white PNBRQK, 7-12 black pnbrqk;
+* ``{split}.results`` (sets prepared since the value head, ``meta["results"]``): int8, one per game,
+  its result from White's side: 0 White won, 1 draw, 2 Black won (:func:`chessdt.rules.white_class`),
+  -1 unknown. Older sets lack it; they still load (``Split.results`` is None), and a model with a
+  value head asks for the set to be prepared again;
 * ``meta.json``: written last, so a directory without it is not a complete data set.
 """
 
@@ -35,12 +39,19 @@ class SplitWriter:
         self.tokens_f = open(directory / f"{split}.tokens", "wb")
         self.boards_f = open(directory / f"{split}.boards", "wb") if boards else None
         self.lengths: list[np.ndarray] = []
+        self.results: list[np.ndarray] = []  # per game, White's class (see the module doc); -1 unknown
         self.n_tokens = 0
         self.n_games = 0
 
-    def write(self, tokens: np.ndarray, lengths: np.ndarray, boards: np.ndarray | None) -> None:
-        """Append games given as concatenated tokens and their lengths (and boards, 64 per token)."""
+    def write(self, tokens: np.ndarray, lengths: np.ndarray, boards: np.ndarray | None,
+              results: np.ndarray | None = None) -> None:
+        """Append games given as concatenated tokens and their lengths (and boards, 64 per token, and
+        each game's result class from White's side; None = unknown)."""
         tokens.astype(TOKEN_DTYPE, copy=False).tofile(self.tokens_f)
+        if results is None:
+            results = np.full(len(lengths), -1, np.int8)
+        assert len(results) == len(lengths)
+        self.results.append(results.astype(np.int8, copy=False))
         if self.boards_f is not None:
             assert boards is not None and boards.shape == (len(tokens), 64)
             boards.astype(np.uint8, copy=False).tofile(self.boards_f)
@@ -56,6 +67,8 @@ class SplitWriter:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         offsets.tofile(directory / f"{split}.offsets")
+        results = np.concatenate(self.results) if self.results else np.zeros(0, np.int8)
+        results.tofile(directory / f"{split}.results")
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,7 @@ class Split:
     tokens: np.ndarray  # (N,) uint16
     offsets: np.ndarray  # (G+1,) int64
     boards: np.ndarray | None  # (N, 64) uint8, or None when not written
+    results: np.ndarray | None = None  # (G,) int8 result class from White's side, -1 unknown; None: not stored
 
     @property
     def n_games(self) -> int:
@@ -109,5 +123,11 @@ class PreparedData:
             boards = None
             if meta.get("boards") and n_tok:
                 boards = np.memmap(path / f"{split}.boards", dtype=np.uint8, mode="r", shape=(n_tok, 64))
-            splits[split] = Split(tokens=tokens, offsets=offsets, boards=boards)
+            results = None
+            if (path / f"{split}.results").is_file():
+                results = np.fromfile(path / f"{split}.results", dtype=np.int8)
+                if len(results) != len(offsets) - 1:
+                    raise UserError(f"{path / f'{split}.results'} holds {len(results)} results for "
+                                    f"{len(offsets) - 1} games; run `chessdt prepare` again")
+            splits[split] = Split(tokens=tokens, offsets=offsets, boards=boards, results=results)
         return cls(path=path, meta=meta, vocab=vocab, splits=splits)
