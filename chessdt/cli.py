@@ -460,6 +460,26 @@ def _cmd_eval_openings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_value(args: argparse.Namespace) -> int:
+    from chessdt.checkpoint import resolve_checkpoint
+    from chessdt.evals.heldout import default_source
+    from chessdt.evals.value import evaluate_value, prepared_base_rates
+
+    policy, ev, out, games = _eval_setup(args, lambda ev: ev.value_games)
+    if not policy.has_value:
+        raise UserError(f"{args.checkpoint}: this model has no value head (train with model.value_head = true)")
+    if not games:
+        raise UserError("eval value needs held-out games: pass --games (prepared data dir or PGN file)")
+    ckpt = resolve_checkpoint(args.checkpoint)
+    src = Path(args.games) if args.games else Path(ev.games) if ev.games else default_source(policy.cfg, ckpt)
+    rates = prepared_base_rates(src, policy.context - policy.prompt_len + 1) if src is not None else None
+    with _eval_output(out):
+        result = evaluate_value(policy, games, ev, out / "value.json", rates)
+    print(result.format())
+    print(f"wrote {out / 'value.json'}")
+    return 0
+
+
 def _cmd_eval_match(args: argparse.Namespace) -> int:
     import torch
 
@@ -499,12 +519,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings, direct matches")
+    ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings, value head, direct matches")
     esub = ev.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
     helps = {"legality": "legality of raw predictions on held-out games, illegal attempts in self-play",
              "strength": "Stockfish-ladder Elo per prompted rating, human move matching, centipawn loss",
-             "openings": "opening variety per prompted rating next to human games of that band"}
-    funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings}
+             "openings": "opening variety per prompted rating next to human games of that band",
+             "value": "calibration of the value head on held-out games: Brier score vs base rates, reliability"}
+    funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings,
+             "value": _cmd_eval_value}
     for name, help_text in helps.items():
         p = esub.add_parser(name, help=help_text)
         p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
@@ -516,7 +538,7 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--set", action="append", metavar="eval.KEY=VALUE",
                        help="override an eval setting, e.g. --set eval.ratings=1200,1800 (repeatable)")
         p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-        if name != "legality":
+        if name not in ("legality", "value"):
             p.add_argument("--engine", help="Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
         if name == "strength":
             p.add_argument("--parts", default="ladder,match,matching,cpl",
@@ -597,7 +619,7 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping completed steps")
     _experiment_args(p, "experiment TOML, e.g. experiments/quickstart.toml")
-    p.add_argument("--only", help="comma-separated steps to run (prepare,train,legality,strength,openings,report)")
+    p.add_argument("--only", help="comma-separated steps to run (prepare,train,legality,strength,openings,value,report)")
     p.add_argument("--device", help="torch device for training and evals (default: train.device)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)

@@ -250,6 +250,9 @@ class EvalConfig:
     repeat_samples: int = 50  # samples of the same position in the repeated-prompt test
     repeat_lines: tuple[str, ...] = ("start", "e2e4", "d2d4")  # its positions: moves from the start ("start" = none)
     openings_human_games: int = 5000  # held-out human games read for the data side (split into bands)
+    # -- value head (models with model.value_head) --
+    value_games: int = 1000  # held-out games (with a result) whose positions the value head forecasts
+    value_bootstrap: int = 1000  # resamples of those games behind each 95% interval
 
     def __post_init__(self) -> None:
         if not self.ratings:
@@ -264,6 +267,8 @@ class EvalConfig:
             raise ConfigError(f"eval.match_plan={self.match_plan!r}: use 'adjacent' or 'all'")
         if self.ladder_games % 2:
             raise ConfigError(f"eval.ladder_games={self.ladder_games} must be even (openings are paired by colour)")
+        if self.value_games <= 0 or self.value_bootstrap <= 0:
+            raise ConfigError("eval.value_games and eval.value_bootstrap must be positive")
         if not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
             raise ConfigError("eval.top_p must be in (0, 1] and eval.temperature >= 0")
 

@@ -263,7 +263,10 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(d, bias=False)
         if cfg.value_head:
-            self.value_head = nn.Linear(d, 3)  # W/D/L logits for the side to move
+            # W/D/L logits for the side to move; built without drawing from the global generator, so
+            # that the rest of the model starts from the same weights with or without the head.
+            with torch.random.fork_rng(devices=[]):
+                self.value_head = nn.Linear(d, 3)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

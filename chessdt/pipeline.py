@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEPS = ("prepare", "train", "legality", "strength", "openings", "report")
+STEPS = ("prepare", "train", "legality", "strength", "openings", "value", "report")  # value: with a value head
 
 
 @dataclass
@@ -81,7 +81,8 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
 
         _timed(result, "train", do_train)
 
-    evals = [s for s in ("legality", "strength", "openings") if s in only]
+    evals = [s for s in ("legality", "strength", "openings", "value") if s in only
+             and (s != "value" or cfg.model.value_head)]
     out = run / "eval"
     pending = [s for s in evals if not (out / f"{s}.json").is_file()]
     result.skipped += [s for s in evals if s not in pending]
@@ -91,7 +92,8 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
         use_threads(cfg.eval)
         policy = ModelPolicy.from_checkpoint(run, device or "cpu")
         ev = cfg.eval
-        need = max(ev.legality_games, ev.matching_games, 2 * ev.cpl_positions, ev.openings_human_games)
+        need = max(ev.legality_games, ev.matching_games, 2 * ev.cpl_positions, ev.openings_human_games,
+                   ev.value_games if "value" in pending else 0)
         games = held_out_games(cfg, run, need)
         if games is None:
             raise UserError(f"no held-out games for evaluation: set eval.games (looked next to {run})")
@@ -167,3 +169,8 @@ def _evaluate(step: str, policy: ModelPolicy, games: list[HeldOutGame], cfg: Con
         from chessdt.evals.openings import evaluate_openings
 
         evaluate_openings(model_subjects(policy, ev), games[: ev.openings_human_games], ev, out)
+    elif step == "value":
+        from chessdt.evals.value import evaluate_value, prepared_base_rates
+
+        rates = prepared_base_rates(prepared_path(cfg, out.parent), policy.context - policy.prompt_len + 1)
+        evaluate_value(policy, games, ev, out / "value.json", rates)

@@ -7,7 +7,8 @@ Reads ``RUN_DIR/eval/{legality,strength,openings}.json`` (whichever exist) and t
 * ``matching.png``: the move-matching heat map (prompted rating x actual rating band);
 * ``openings.png``: entropy of first-k-ply lines vs rating, model and human games;
 * ``legality.png``: legality of raw predictions by ply bucket;
-* ``training.png``: validation loss, top-1 accuracy and legal top-1 share vs tokens seen.
+* ``training.png``: validation loss, top-1 accuracy and legal top-1 share vs tokens seen;
+* ``value.png``: the value head's reliability (forecast vs actual expected score), when measured.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from chessdt.evals.results import RESULT_FILES  # noqa: E402
 from chessdt.evals.legality import LegalityResult  # noqa: E402
 from chessdt.evals.openings import OpeningsResult  # noqa: E402
 from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402
+from chessdt.evals.value import ValueResult  # noqa: E402
 from chessdt.train import read_metrics  # noqa: E402
 
 DPI = 120
@@ -155,6 +157,28 @@ def plot_legality(leg: LegalityResult, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_value(v: ValueResult, path: Path) -> Path | None:
+    """Reliability diagram: mean actual score against mean forecast per bin, point size by positions."""
+    bins = [b for b in v.reliability if b.positions and _finite(b.forecast, b.actual)]
+    if not bins:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    biggest = max(b.positions for b in bins)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    ax.plot([b.forecast for b in bins], [b.actual for b in bins], "-", color="tab:blue", lw=1)
+    ax.scatter([b.forecast for b in bins], [b.actual for b in bins], s=[20 + 200 * b.positions / biggest for b in bins],
+               color="tab:blue", label="value head (size: positions)", zorder=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("forecast expected score of the side to move (W + D/2)")
+    ax.set_ylabel("actual score (win 1, draw 0.5, loss 0)")
+    ax.set_title(f"Value head reliability ({v.positions:,} positions, {v.games:,} games)\n"
+                 f"Brier {v.model.brier:.3f} vs base rates {v.baselines[0].brier:.3f}", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_training(rows: list[dict], path: Path, title: str) -> Path | None:
     """Validation loss, top-1 accuracy and legal top-1 share against tokens seen."""
     rows = [r for r in rows if r["tokens"] > 0]
@@ -235,6 +259,10 @@ def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
         image(plot_openings(op, plot_dir / "openings.png"), "opening entropy vs rating")
     else:
         md += ["## Opening variety", "", "Not run: `chessdt eval openings CKPT`.", ""]
+    if "value" in found:
+        va = ValueResult.load(found["value"])
+        md += ["## Value head calibration", "", va.format(), ""]
+        image(plot_value(va, plot_dir / "value.png"), "value head reliability")
     path = run_dir / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n")
     return Report(path=path, plots=tuple(plots), sections=tuple(found))

@@ -66,6 +66,7 @@ def white_score(result: str) -> float:
 # -- the value head's outcome classes -------------------------------------------------------------------
 WDL = ("win", "draw", "loss")  # the value head's classes, from the side to move, in this order
 _WHITE_CLASS = {"1-0": 0, "1/2-1/2": 1, "0-1": 2}  # a result's class from White's side
+WHITE_RESULTS = {c: r for r, c in _WHITE_CLASS.items()}  # and back: the result of a class from White's side
 # Expected score <-> centipawns: Lichess's win-chance curve, E = 1 / (1 + exp(-CP_SLOPE * cp)), so
 # that a GUI or lichess-bot reads the value head's score on the scale it knows (+100 cp ~ E 0.59,
 # +300 cp ~ E 0.75). The score is clipped to +-CP_CAP, as evaluations are elsewhere.

@@ -54,8 +54,7 @@ def shared_lichess() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _tiny_trained(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Path:
     """A checkpoint of experiments/tiny.toml trained a few steps on random games (seconds on CPU)."""
     from chessdt.checkpoint import resolve_checkpoint
     from chessdt.config import load_config
@@ -67,9 +66,22 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "tiny.toml", [
         f"data.prepared={root / 'data'}", f"run_dir={root / 'run'}", "data.val_fraction=0.1",
         "model.context=64", "train.device=cpu", "train.max_steps=4", "train.warmup_steps=1",
-        "train.batch_tokens=512", "train.eval_every=4", "train.save_every=4", "train.eval_tokens=1024"])
+        "train.batch_tokens=512", "train.eval_every=4", "train.save_every=4", "train.eval_tokens=1024", *extra])
     prepare([str(root / "games.pgn")], root / "data", cfg.data, workers=1, progress=False)
     return resolve_checkpoint(train(cfg, progress=False))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of experiments/tiny.toml trained a few steps on random games (seconds on CPU)."""
+    return _tiny_trained(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_value_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same with a value head (model.value_head), trained a few steps at a high value weight."""
+    return _tiny_trained(tmp_path_factory, "model.value_head=true", "train.value_weight=5", "train.max_steps=8",
+                         "train.eval_every=8", "train.save_every=8")
 
 
 @pytest.fixture(autouse=True)

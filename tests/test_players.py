@@ -6,7 +6,7 @@ import chess
 import pytest
 import torch
 
-from chessdt.play.players import ModelPlayer, Player, QuantilizerPlayer, RandomPlayer
+from chessdt.play.players import GreedyPlayer, ModelPlayer, Player, QuantilizerPlayer, RandomPlayer
 from chessdt.play.policy import Prompted, Sampling
 from chessdt.stockfish.engine import Engine
 import fake_uci
@@ -71,3 +71,19 @@ def test_quantilizer_picks_the_best_of_many_draws() -> None:
         assert len(picks) > 1 and all(board.is_legal(m) for m in picks)
     with pytest.raises(ValueError):
         QuantilizerPlayer(ModelPlayer(Prompted(policy, 1500)), Engine(fake_uci.command()), k=0)
+
+
+@pytest.mark.parametrize(("fen", "best"), [
+    ("4k3/8/8/3r4/8/8/8/3QK3 w - - 0 1", "d1d5"),  # an undefended rook: take it
+    ("4k3/8/4p3/3r4/8/8/8/3QK3 w - - 0 1", None),  # defended by a pawn: Qxd5 loses 9 for 5
+    ("4k3/1P6/8/8/8/8/8/4K3 w - - 0 1", "b7b8q"),  # promote to a queen
+])
+def test_greedy_player_counts_material_at_one_ply(fen: str, best: str | None) -> None:
+    board = chess.Board(fen)
+    picks = {GreedyPlayer(seed).play(board).uci() for seed in range(20)}
+    if best is not None:
+        assert picks == {best}
+    else:
+        assert "d1d5" not in picks and all(GreedyPlayer.gain(board, chess.Move.from_uci(m)) == 0 for m in picks)
+        assert GreedyPlayer.gain(board, chess.Move.from_uci("d1d5")) == 5 - 9
+    assert isinstance(GreedyPlayer(), Player)

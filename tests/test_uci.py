@@ -141,9 +141,8 @@ def test_time_budget() -> None:
     assert budget_ms(Go(), chess.WHITE, 30) is None and budget_ms(Go(hold=True), chess.WHITE, 30) is None
 
 
-def test_late_model_answers_with_a_legal_move_on_time(policy: ModelPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The deadline (or stop) answers for a model that is still thinking: a legal move, once."""
-    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+def _slow_model(engine: UciEngine, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Warm the engine up, then make its model wait for the event returned before it plays."""
     _talk(engine, "isready")
     release = threading.Event()
     real = engine.player.play
@@ -153,6 +152,13 @@ def test_late_model_answers_with_a_legal_move_on_time(policy: ModelPolicy, monke
         return real(board)
 
     monkeypatch.setattr(engine.player, "play", slow)
+    return release
+
+
+def test_late_model_answers_with_a_legal_move_on_time(policy: ModelPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline (or stop) answers for a model that is still thinking: a legal move, once."""
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    release = _slow_model(engine, monkeypatch)
     lines = _talk(engine, "position startpos moves d2d4", "go movetime 40")  # overhead 30: 10 ms budget
     assert sum(ln.startswith("bestmove") for ln in lines) == 1
     assert chess.Move.from_uci(lines[-1].split()[1]) in engine.board.legal_moves
@@ -393,3 +399,83 @@ def test_serve_answers_at_end_of_input_and_leaves_no_thread(policy: ModelPolicy)
     assert last.startswith("bestmove ") and engine.board is not None
     assert chess.Move.from_uci(last.split()[1]) in engine.board.legal_moves
     assert not any(t.name.startswith("chessdt-") and t.is_alive() for t in threading.enumerate())
+
+
+# -- the value head's score ------------------------------------------------------------------------
+def _own_wdl(policy: ModelPolicy, board: chess.Board, rating: int) -> tuple[float, float, float]:
+    """The value head's W/D/L for the side to move, computed here from the whole game (no cache)."""
+    from chessdt.tokenizer import position_inputs
+
+    prompt = policy.player_prompt(board.turn, rating, None)
+    tokens, boards, plies = (torch.as_tensor(a)[None] for a in position_inputs(prompt, board, policy.context,
+                                                                               policy.vocab))
+    with torch.no_grad():
+        _, value = policy.model(tokens, boards, plies, with_value=True)
+    win, draw, loss = torch.softmax(value[0, -1].float(), -1).tolist()
+    return win, draw, loss
+
+
+def test_no_value_head_no_score_and_no_wdl_option(policy: ModelPolicy) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    lines = _talk(engine, "uci", "position startpos", "go movetime 5000")
+    assert not any("UCI_ShowWDL" in ln for ln in lines)
+    assert not any(" score " in ln for ln in lines) and lines[-1].startswith("bestmove ")
+
+
+def test_value_head_score_through_python_chess(tiny_value_checkpoint: Path) -> None:
+    """python-chess's engine API driving `chessdt uci`: it parses `score cp` and `wdl`, and both are
+    the value head's prediction for the position searched, from the side to move."""
+    from chessdt.rules import expected_score, score_cp
+
+    policy = ModelPolicy.from_checkpoint(tiny_value_checkpoint)
+    board = chess.Board()
+    seen = []
+    with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", str(tiny_value_checkpoint)],
+                                             timeout=120) as engine:
+        assert engine.options["UCI_ShowWDL"].default is True
+        engine.configure({"Rating": 1700})
+        for _ in range(4):
+            own = _own_wdl(policy, board, 1700)
+            result = engine.play(board, chess.engine.Limit(white_clock=600, black_clock=600), info=chess.engine.INFO_ALL)
+            assert result.move in board.legal_moves
+            wdl, score = result.info["wdl"], result.info["score"]
+            assert wdl.turn == board.turn and score.turn == board.turn  # from the side to move
+            w, d, loss = wdl.relative.wins, wdl.relative.draws, wdl.relative.losses
+            assert w + d + loss == 1000
+            assert [abs(a - 1000 * b) <= 2 for a, b in zip((w, d, loss), own)] == [True] * 3
+            cp = score.relative.score()
+            assert cp == score_cp(expected_score((w / 1000, d / 1000, loss / 1000)))
+            seen.append((w, d, loss))
+            board.push(result.move)
+        engine.configure({"UCI_ShowWDL": False})
+        result = engine.play(board, chess.engine.Limit(white_clock=600, black_clock=600), info=chess.engine.INFO_ALL)
+        assert "score" in result.info and "wdl" not in result.info
+    # trained at a high value weight, the head says something other than uniform
+    assert max(max(abs(x - 333) for x in row) for row in seen) > 10
+
+
+def test_the_deadline_margin_follows_the_recent_lateness(policy: ModelPolicy) -> None:
+    from chessdt.play.uci import MAX_MARGIN_SHARE, MIN_MARGIN_MS
+
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    assert engine.deadline_margin(70) == MIN_MARGIN_MS  # nothing seen yet
+    engine.lateness.extend([3.0, 21.0, 8.0])
+    assert engine.deadline_margin(70) == pytest.approx(21.0 + MIN_MARGIN_MS)  # the worst of them, and the minimum
+    engine.lateness.append(500.0)
+    assert engine.deadline_margin(70) == pytest.approx(MAX_MARGIN_SHARE * 70)  # never the whole budget
+    engine.lateness.extend([1.0] * 32)  # LATENESS_WINDOW
+    assert engine.deadline_margin(70) == pytest.approx(1.0 + MIN_MARGIN_MS)  # a quiet spell forgets it
+
+
+def test_a_late_model_plays_the_quick_fallback_and_times_its_deadline(policy: ModelPolicy,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    release = _slow_model(engine, monkeypatch)
+    # White's queen can take an undefended rook: the fallback takes it
+    fen = "4k3/8/8/3r4/8/8/8/3QK3 w - - 0 1"
+    lines = _talk(engine, f"position fen {fen}", "go movetime 60")
+    release.set()
+    assert lines[-1] == "bestmove d1d5" and "quick fallback" in lines[-2]
+    assert len(engine.lateness) == 1 and engine.lateness[0] >= 0.0
+    assert engine.search is not None and engine.search.worker is not None
+    engine.search.worker.join(60)

@@ -23,7 +23,7 @@ from chessdt.config import Config
 from chessdt.errors import UserError
 from chessdt.model import GPT
 from chessdt.play.policy import ModelPolicy
-from chessdt.rules import RESULTS
+from chessdt.rules import RESULTS, WHITE_RESULTS
 from chessdt.tokenizer import game_inputs, read_prefix
 
 
@@ -122,7 +122,10 @@ def _from_prepared(path: Path, limit: int) -> list[HeldOutGame]:
         tokens = split.game(i)
         cond = read_prefix(vocab, data.meta["prefix"], tokens[:P])
         moves = tuple(vocab.decode_move(int(t)) for t in tokens[P:] if vocab.is_move(int(t)))
-        out.append(HeldOutGame(moves=moves, white=middle(cond.white), black=middle(cond.black), result=cond.result))
+        result = cond.result
+        if result is None and split.results is not None:  # stored beside the tokens since the value head
+            result = WHITE_RESULTS.get(int(split.results[i]))
+        out.append(HeldOutGame(moves=moves, white=middle(cond.white), black=middle(cond.black), result=result))
     return out
 
 
@@ -160,11 +163,19 @@ def scored_moves(policy: ModelPolicy, game: HeldOutGame) -> int:
     return min(len(game.moves), policy.context - P + 1)
 
 
-@torch.no_grad()
 def teacher_forced_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], prompts: Sequence[list[int]],
                           batch_size: int = 16) -> Iterator[tuple[int, torch.Tensor]]:
     """(index, raw move logits (n_i, 1968)) for each game: row j predicts move j from the moves before
     it, under prompts[i]; n_i = scored_moves(policy, game). Games are batched, padded at the end."""
+    for i, logits, _ in teacher_forced(policy, games, prompts, batch_size):
+        yield i, logits
+
+
+@torch.no_grad()
+def teacher_forced(policy: ModelPolicy, games: Sequence[HeldOutGame], prompts: Sequence[list[int]],
+                   batch_size: int = 16, with_value: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """:func:`teacher_forced_logits` with, when `with_value`, the value head's W/D/L logits (n_i, 3)
+    beside them: row j for the position before move j, from the side to move there."""
     if len(games) != len(prompts):
         raise ValueError("one prompt per game")
     vocab = policy.vocab
@@ -174,8 +185,14 @@ def teacher_forced_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], pro
         tokens, boards, plies = game_inputs([prompts[i] for i in idx],
                                             [games[i].board(max(n - 1, 0)) for i, n in zip(idx, scored)],
                                             policy.context, vocab)
-        out = policy.model(policy._tensor(tokens), policy._tensor(boards), policy._tensor(plies))  # (B, T, V)
+        value = None
+        if with_value:
+            out, value = policy.model(policy._tensor(tokens), policy._tensor(boards), policy._tensor(plies),
+                                      with_value=True)  # (B, T, V), (B, T, 3)
+        else:
+            out = policy.model(policy._tensor(tokens), policy._tensor(boards), policy._tensor(plies))  # (B, T, V)
         for r, (i, n) in enumerate(zip(idx, scored)):
             P = len(prompts[i])
-            yield i, GPT.move_logits(out[r, P - 1 : P - 1 + n]).float().cpu()
+            yield (i, GPT.move_logits(out[r, P - 1 : P - 1 + n]).float().cpu(),
+                   None if value is None else value[r, P - 1 : P - 1 + n].float().cpu())
 

@@ -11,7 +11,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-RESULT_FILES = {"legality": "legality.json", "strength": "strength.json", "openings": "openings.json"}
+RESULT_FILES = {"legality": "legality.json", "strength": "strength.json", "openings": "openings.json",
+                "value": "value.json"}
 
 
 def jsonable(obj: Any) -> Any:

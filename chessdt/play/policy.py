@@ -77,6 +77,7 @@ class ModelPolicy:
         self.model_id = model_id
         self.label_parts = cfg.data.label_parts
         self.context = cfg.model.context
+        self.has_value = cfg.model.value_head  # the model also predicts win/draw/loss (a UCI score)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "ModelPolicy":
@@ -180,6 +181,7 @@ class Session:
         self.rows = rows
         self.boards = [chess.Board() for _ in prompts]
         self.n_games = len(prompts)
+        self._value: torch.Tensor | None = None  # (rows, 3) value logits of the last position, with a value head
         self._encode_from_scratch()
 
     @torch.no_grad()
@@ -190,8 +192,20 @@ class Session:
         tokens, boards, plies = game_inputs(self.rows, [self.boards[i % self.n_games] for i in range(len(self.rows))],
                                             window or p.context, p.vocab, cut_front=True)
         self.cache = p.model.new_cache(len(self.rows), p.context)
-        out = p.model(p._tensor(tokens), p._tensor(boards), p._tensor(plies), cache=self.cache)
+        if p.has_value:
+            out, value = p.model(p._tensor(tokens), p._tensor(boards), p._tensor(plies), self.cache, with_value=True)
+            self._value = value[:, -1].float()
+        else:
+            out = p.model(p._tensor(tokens), p._tensor(boards), p._tensor(plies), cache=self.cache)
         self._last = GPT.move_logits(out[:, -1]).float()
+
+    @property
+    def wdl(self) -> torch.Tensor | None:
+        """(n_games, 3) win/draw/loss probabilities for the side to move in each game, under its own
+        prompt (the value head; None for a model without one)."""
+        if self._value is None:
+            return None
+        return torch.softmax(self._value[: self.n_games], dim=-1)
 
     @property
     def logits(self) -> torch.Tensor:
@@ -222,8 +236,13 @@ class Session:
             boards[i] = board_array(b)
             plies[i] = len(b.move_stack)
         reps = len(self.rows) // self.n_games
-        out = p.model.step(p._tensor(np.tile(tokens, reps)), self.cache, p._tensor(np.tile(boards, (reps, 1))),
-                           p._tensor(np.tile(plies, reps)))
+        args = (p._tensor(np.tile(tokens, reps)), self.cache, p._tensor(np.tile(boards, (reps, 1))),
+                p._tensor(np.tile(plies, reps)))
+        if p.has_value:
+            out, value = p.model.step_value(*args)
+            self._value = value.float()
+        else:
+            out = p.model.step(*args)
         self._last = GPT.move_logits(out).float()
 
     def select(self, games: list[int]) -> None:
@@ -234,6 +253,8 @@ class Session:
         idx = torch.tensor(rows, dtype=torch.long, device=self._last.device)
         self.cache = self.cache.select(idx)
         self._last = self._last[idx]
+        if self._value is not None:
+            self._value = self._value[idx]
         self.rows = [self.rows[r] for r in rows]
         self.prompts = [self.prompts[g] for g in games]
         self.boards = [self.boards[g] for g in games]

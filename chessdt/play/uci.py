@@ -5,14 +5,24 @@
 ``quit`` or end of input. Anything malformed is answered with an ``info string`` saying why, never
 a crash.
 
-One forward pass is the whole search. ``go`` hands it to a worker thread and arms a deadline from
-``movetime`` or the clock (``wtime/btime/winc/binc/movestogo``) less ``Move Overhead``; ``stop``
-or the deadline answer at once: with the model's move when it is ready, else with a legal move
-drawn at random (said in an ``info string``). Every ``go`` ends in exactly one ``bestmove``: a
+One forward pass is the whole search. ``go`` first picks a fallback move in well under a
+millisecond (:class:`~chessdt.play.players.GreedyPlayer`: the most material at one ply), then
+hands the model to a worker thread and arms a deadline from ``movetime`` or the clock
+(``wtime/btime/winc/binc/movestogo``) less ``Move Overhead`` and less a margin for the scheduler
+(the worst lateness of the recent deadlines, :meth:`UciEngine.deadline_margin`: on a busy machine
+the deadline thread waits for a core, and for the GIL held by the worker, before it can write);
+``stop`` or the deadline answer at once: with the model's move when it is ready, else with the
+fallback (said in an ``info string``). Every ``go`` ends in exactly one ``bestmove``: a
 legal move, or ``0000`` when the position has none or no valid position was set. ``go infinite``
 and ``go ponder`` hold their ``bestmove`` until ``stop`` or ``ponderhit``. The expensive part of
 start-up (the first forward pass) starts on a thread at once and is done before the first
 ``readyok``; :func:`serve` returns only when no thread runs the model.
+
+A checkpoint with a value head (``model.value_head``) also reports a score for the position
+searched, from the side to move: ``info depth 1 score cp X wdl W D L`` (W/D/L in permille, as the
+prompted model predicts the game's result; cp from the expected score W + D/2 on Lichess's
+win-chance curve, :func:`chessdt.rules.score_cp`). Such an engine lists ``UCI_ShowWDL`` (default on;
+off sends the cp score alone). Without a value head no score is sent, as before.
 
 Positions from ``position fen`` are the model's starting board: it sees that position, then the
 moves that follow it, but none of the game before it.
@@ -20,6 +30,7 @@ moves that follow it, but none of the game before it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -33,8 +44,9 @@ from typing import Callable, TextIO
 import chess
 import torch
 
-from chessdt.play.players import ModelPlayer
+from chessdt.play.players import GreedyPlayer, ModelPlayer
 from chessdt.play.policy import Prompted, Sampling, check_temperature
+from chessdt.rules import expected_score, score_cp
 from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)
@@ -46,6 +58,9 @@ MOVES_TO_GO = 30  # a sudden-death clock is spread as if this many moves were le
 
 DEFAULT_RATING = 1500  # the Rating option's default, as `chessdt play` and `chessdt uci` use
 DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
+MIN_MARGIN_MS = 5.0  # the deadline fires at least this long before the budget ends
+LATENESS_WINDOW = 32  # deadlines remembered for the margin (their worst lateness)
+MAX_MARGIN_SHARE = 0.8  # the margin never takes more than this share of a budget
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -95,7 +110,32 @@ OPTIONS: dict[str, tuple[str, Callable[[str], int | float], str]] = {
     # UCI_Elo is the prompted rating while UCI_LimitStrength is on; Rating is, while it is off.
     "UCI_LimitStrength": ("limit_strength", _check, "type check default false"),
     "UCI_Elo": ("uci_elo", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
+    # Listed only by a checkpoint with a value head (the one that sends a score).
+    "UCI_ShowWDL": ("show_wdl", _check, "type check default true"),
 }
+VALUE_OPTIONS = ("UCI_ShowWDL",)  # options of a model with a value head only
+
+
+def wdl_permille(wdl: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Win/draw/loss probabilities as UCI's permille, summing to 1000 (the draw takes the rounding).
+
+    >>> wdl_permille((0.5004, 0.3, 0.1996))
+    (500, 300, 200)
+    """
+    w = min(1000, max(0, round(1000 * wdl[0])))
+    loss = min(1000 - w, max(0, round(1000 * wdl[2])))
+    return w, 1000 - w - loss, loss
+
+
+def score_words(wdl: tuple[float, float, float], show_wdl: bool) -> str:
+    """The `score` part of an info line: 'score cp X wdl W D L' (or without wdl).
+
+    >>> score_words((0.6, 0.3, 0.1), True)
+    'score cp 298 wdl 600 300 100'
+    """
+    w, d, loss = wdl_permille(wdl)
+    cp = score_cp(expected_score((w / 1000, d / 1000, loss / 1000)))
+    return f"score cp {cp}" + (f" wdl {w} {d} {loss}" if show_wdl else "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +249,8 @@ class Search:
         self.finished = threading.Event()  # the worker is done with this search (the answer is final)
         self.sent = threading.Event()  # its bestmove line went out
         self.timer: threading.Timer | None = None
+        self.target: float | None = None  # perf_counter time the deadline timer was set for
+        self.fallback: chess.Move | None = None  # the quick move, when the model is late
         self.played: chess.Move | None = None  # the move its bestmove line gave
         self.worker: threading.Thread | None = None  # the thread running the model for it
 
@@ -224,12 +266,15 @@ class UciEngine:
         self.board: chess.Board | None = chess.Board()  # None after a rejected `position`
         self.player = ModelPlayer(model, seed=seed)
         self.ponderer = ModelPlayer(self._opponent(model))  # predicts the reply; argmax, so unseeded
-        self.rng = random.Random(seed)  # the emergency move when the model is late or fails
+        self.rng = random.Random(seed)  # the emergency move when the model fails
+        self.fallback = GreedyPlayer(seed)  # the move when the model is late
+        self.lateness: collections.deque[float] = collections.deque(maxlen=LATENESS_WINDOW)  # ms, timed answers
         self.rating = model.rating  # the Rating option; the prompted one unless UCI_LimitStrength
         self.uci_elo = model.rating if model.rating is not None else DEFAULT_RATING
         self.limit_strength = False
         self.ponder = False  # the Ponder option: GUIs set it when they will ask `go ponder` on our reply
         self.threads = 1
+        self.show_wdl = True  # UCI_ShowWDL (a value head's score carries its W/D/L)
         self.move_overhead = DEFAULT_MOVE_OVERHEAD
         self.search: Search | None = None
         self._threads: list[threading.Thread] = []  # workers (and the warm-up) that may still run torch
@@ -312,9 +357,13 @@ class UciEngine:
     def _cmd_uci(self, args: list[str]) -> None:
         self.send(f"id name chessdt {self.policy.model_id}")
         self.send("id author chessdt")
-        for name, (_, _, spec) in OPTIONS.items():
+        for name, (_, _, spec) in self.options().items():
             self.send(f"option name {name} {spec}")
         self.send("uciok")
+
+    def options(self) -> dict[str, tuple[str, Callable[[str], int | float], str]]:
+        """The UCI options of this engine: :data:`OPTIONS`, less the value head's without one."""
+        return {k: v for k, v in OPTIONS.items() if self.policy.has_value or k not in VALUE_OPTIONS}
 
     def _cmd_isready(self, args: list[str]) -> None:
         if not self._warm and self.search is None:
@@ -340,11 +389,12 @@ class UciEngine:
         rest = args[1:]
         split = rest.index("value") if "value" in rest else len(rest)
         name, value = " ".join(rest[:split]), " ".join(rest[split + 1 :])
-        match = next((k for k in OPTIONS if k.lower() == name.lower()), None)
+        options = self.options()
+        match = next((k for k in options if k.lower() == name.lower()), None)
         if match is None:
-            self.explain(f"unknown option {name!r} ignored (options: {', '.join(OPTIONS)})")
+            self.explain(f"unknown option {name!r} ignored (options: {', '.join(options)})")
             return
-        field, parse, _ = OPTIONS[match]
+        field, parse, _ = options[match]
         try:
             parsed = parse(value)
         except ValueError as e:
@@ -369,6 +419,9 @@ class UciEngine:
             return
         if field == "hash":
             return  # no search tree to size
+        if field == "show_wdl":
+            self.show_wdl = bool(value)
+            return
         if field == "rating":
             self.rating = int(value)
         elif field == "uci_elo":
@@ -386,6 +439,7 @@ class UciEngine:
         if field != "seed":
             self.player.generator = old.generator
         self.rng = random.Random(self.seed) if field == "seed" else self.rng
+        self.fallback = GreedyPlayer(self.seed) if field == "seed" else self.fallback
         self.ponderer = ModelPlayer(self._opponent(self.model))
 
     def _cmd_position(self, args: list[str]) -> None:
@@ -439,14 +493,24 @@ class UciEngine:
             if not search.hold:
                 self.answer(search)
             return
+        search.fallback = self.fallback.play(board)  # before the model runs: the deadline only writes
         search.worker = self._spawn(lambda: self._think(search), "chessdt-search")
         self._arm(search)
 
+    def deadline_margin(self, budget_ms: float) -> float:
+        """Milliseconds before the budget's end at which the deadline fires: the worst lateness of
+        the recent timed answers (how long after its time the deadline's bestmove went out), at
+        least MIN_MARGIN_MS, at most MAX_MARGIN_SHARE of the budget."""
+        worst = max(self.lateness, default=0.0)
+        return min(max(MIN_MARGIN_MS, worst + MIN_MARGIN_MS), MAX_MARGIN_SHARE * budget_ms)
+
     def _arm(self, search: Search) -> None:
-        """Answer the search when its budget runs out, whatever the worker has by then."""
+        """Answer the search when its budget (less the margin) runs out, whatever the worker has by then."""
         if search.budget_ms is None:
             return
-        left = search.budget_ms / 1000 - (time.perf_counter() - search.started)
+        fire = (search.budget_ms - self.deadline_margin(search.budget_ms)) / 1000
+        search.target = search.started + fire
+        left = fire - (time.perf_counter() - search.started)
         search.timer = threading.Timer(max(0.0, left), self.answer, args=(search, "time"))
         search.timer.daemon = True
         search.timer.start()
@@ -484,13 +548,19 @@ class UciEngine:
             ans = search.answer
             if ans is None:
                 reason = {"time": "the time budget ran out", "stop": "stop came"}.get(why or "", "the end")
-                ans = self._random_answer(search.board, f"{reason} before the model answered")
+                if search.fallback is not None:
+                    ans = Answer(search.fallback, info=[f"info string {reason} before the model answered; "
+                                                        "played the quick fallback move (most material at one ply)"])
+                else:
+                    ans = self._random_answer(search.board, f"{reason} before the model answered")
             for line in ans.info:
                 self.send(line)
             ponder = f" ponder {ans.ponder.uci()}" if ans.ponder is not None and search.finished.is_set() else ""
             self.send(f"bestmove {ans.move.uci() if ans.move else '0000'}{ponder}")
             search.played = ans.move
             search.sent.set()
+            if why == "time" and search.target is not None:
+                self.lateness.append(1000 * (time.perf_counter() - search.target))
 
     def _random_answer(self, board: chess.Board, why: str) -> Answer:
         """A legal move drawn at random: the answer of a search the model could not finish."""
@@ -557,8 +627,10 @@ class UciEngine:
         if self.player.stats.illegal > before:
             info.append(f"info string sampled move was illegal; played the most likely legal move "
                         f"({self.player.stats.illegal} of {self.player.stats.moves} so far)")
+        wdl = self.player.wdl(board)  # the position searched, from the side to move (None: no value head)
+        score = "" if wdl is None else score_words(wdl, self.show_wdl) + " "
         # Last, so a GUI that keeps the latest info string shows the chosen move's probability.
-        info.append(f"info depth 1 seldepth 1 time {ms} nodes 1 pv {move.uci()} string p={p(move):.4f}")
+        info.append(f"info depth 1 seldepth 1 {score}time {ms} nodes 1 pv {move.uci()} string p={p(move):.4f}")
         return Answer(move, info=info)
 
     def _predict_reply(self, board: chess.Board, move: chess.Move) -> chess.Move | None:
