@@ -8,7 +8,7 @@ finished game starts over.
 
 Phases in one run: idle (a baseline), then loaded (one spinning process per CPU core, started
 after the engine's warm-up). The table gives p50/p99/max against the budget, how many answers
-were late, how many were the emergency random move (the model not done in time), and the ratio of
+were late, how many were the fallback move (the model not done in time), and the ratio of
 loaded to idle p50/p99.
 
     python benchmarks/uci_latency.py                   # a random-init model of the default size
@@ -54,7 +54,7 @@ def random_checkpoint(directory: Path) -> Path:
 
 
 def latencies(engine: chess.engine.SimpleEngine, moves: int, movetime_ms: int) -> tuple[list[float], int]:
-    """Milliseconds per `go movetime`, and how many answers were the random emergency move."""
+    """Milliseconds per `go movetime`, and how many answers were the fallback (the model was late)."""
     board = chess.Board()
     rng = random.Random(0)
     times: list[float] = []
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint or str(random_checkpoint(Path(tmp)))
         rows = {}
-        with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", ckpt], timeout=120) as engine:
+        with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", ckpt], timeout=600) as engine:
             if args.overhead is not None:
                 engine.configure({"Move Overhead": args.overhead})
             overhead = args.overhead if args.overhead is not None else engine.options["Move Overhead"].default
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chessdt uci {Path(ckpt).name if args.checkpoint else 'random-init default size'}: "
           f"go movetime {args.movetime}, Move Overhead {overhead}, "
           f"{args.moves} moves per phase, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"{'phase':<22} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late':>6} {'random':>7}")
+    print(f"{'phase':<22} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'late':>6} {'fallback':>8}")
     for name, (times, emergency) in rows.items():
         late = sum(t > args.movetime for t in times)
         print(f"{name:<22} {statistics.median(times):8.1f} {percentile(times, 0.99):8.1f} {max(times):8.1f} "
-              f"{late:6d} {emergency:7d}")
+              f"{late:6d} {emergency:8d}")
     (idle, _), (loaded, _) = rows.values()
     print(f"loaded / idle: p50 {statistics.median(loaded) / statistics.median(idle):.2f}x, "
           f"p99 {percentile(loaded, 0.99) / percentile(idle, 0.99):.2f}x; budget {args.movetime} ms")

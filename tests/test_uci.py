@@ -455,16 +455,16 @@ def test_value_head_score_through_python_chess(tiny_value_checkpoint: Path) -> N
 
 
 def test_the_deadline_margin_follows_the_recent_lateness(policy: ModelPolicy) -> None:
-    from chessdt.play.uci import MAX_MARGIN_SHARE, MIN_MARGIN_MS
+    from chessdt.play.uci import LATENESS_FACTOR, MAX_MARGIN_SHARE, MIN_MARGIN_MS
 
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     assert engine.deadline_margin(70) == MIN_MARGIN_MS  # nothing seen yet
     engine.lateness.extend([3.0, 21.0, 8.0])
-    assert engine.deadline_margin(70) == pytest.approx(21.0 + MIN_MARGIN_MS)  # the worst of them, and the minimum
+    assert engine.deadline_margin(70) == pytest.approx(LATENESS_FACTOR * 21.0 + MIN_MARGIN_MS)  # the worst of them
     engine.lateness.append(500.0)
     assert engine.deadline_margin(70) == pytest.approx(MAX_MARGIN_SHARE * 70)  # never the whole budget
     engine.lateness.extend([1.0] * 32)  # LATENESS_WINDOW
-    assert engine.deadline_margin(70) == pytest.approx(1.0 + MIN_MARGIN_MS)  # a quiet spell forgets it
+    assert engine.deadline_margin(70) == pytest.approx(LATENESS_FACTOR * 1.0 + MIN_MARGIN_MS)  # a quiet spell forgets it
 
 
 def test_a_late_model_plays_the_quick_fallback_and_times_its_deadline(policy: ModelPolicy,

@@ -11,7 +11,7 @@ import chess.pgn
 import numpy as np
 import pytest
 import torch
-from conftest import random_pgn
+from conftest import random_game, random_pgn
 from tiny_data import write_dataset
 
 from chessdt.checkpoint import load_model, save_checkpoint
@@ -20,7 +20,9 @@ from chessdt.data.batches import IGNORE, Batcher
 from chessdt.data.prepare import prepare
 from chessdt.data.shards import PreparedData
 from chessdt.errors import UserError
+from chessdt.evals.heldout import HeldOutGame
 from chessdt.model import GPT
+from chessdt.play.policy import ModelPolicy
 from chessdt.rules import result_class, white_class
 from chessdt.tokenizer import Vocab
 from chessdt.train import train
@@ -146,3 +148,104 @@ def test_a_checkpoint_without_a_value_head_still_loads(tmp_path: Path) -> None:
     (path / "meta.json").write_text(json.dumps(meta))
     model, loaded, _ = load_model(path)
     assert not loaded.model.value_head and not hasattr(model, "value_head")
+
+
+# -- calibration: chessdt eval value ------------------------------------------------------------------
+def _value_policy(seed: int = 0, zero_head: bool = False) -> ModelPolicy:
+    torch.manual_seed(seed)
+    cfg = Config(name="tiny-value", model=ModelConfig(n_layer=1, n_head=2, d_model=32, context=64, value_head=True))
+    vocab = Vocab()
+    model = GPT(cfg.model, vocab.size, vocab)
+    if not zero_head:
+        torch.nn.init.normal_(model.value_head.weight, 0, 0.5)
+        torch.nn.init.normal_(model.value_head.bias, 0, 0.5)
+    return ModelPolicy(model, vocab, cfg, model_id="tiny-value")
+
+
+def _games(n: int, seed: int = 0) -> list[HeldOutGame]:
+    out = []
+    for i in range(n):
+        g = random_game(seed + i, max_plies=40)
+        out.append(HeldOutGame(moves=tuple(g.mainline_moves()), white=int(g.headers["WhiteElo"]),
+                               black=int(g.headers["BlackElo"]), result=g.headers["Result"]))
+    return out
+
+
+def test_a_head_that_says_nothing_scores_two_thirds() -> None:
+    from chessdt.config import EvalConfig
+    from chessdt.evals.value import evaluate_value
+
+    games = _games(12)
+    result = evaluate_value(_value_policy(zero_head=True), games, EvalConfig(value_bootstrap=200))
+    assert result.games == 12 and result.positions == sum(len(g.moves) for g in games)
+    assert result.model.brier == pytest.approx(2 / 3, abs=1e-6)  # (1/3)^2 + (1/3)^2 + (2/3)^2 everywhere
+    assert result.model.log_loss == pytest.approx(np.log(3), abs=1e-6)
+    assert result.baselines[1].name == "start forecast" and result.baselines[1].brier == pytest.approx(2 / 3, abs=1e-6)
+    filled = [b for b in result.reliability if b.positions]
+    assert len(filled) == 1 and filled[0].lo == pytest.approx(0.5) and filled[0].positions == result.positions
+    assert sum(result.outcomes) == result.positions
+    # in-sample base rates: the best constant forecast per side to move, so no worse than 1/3 each
+    assert "in-sample" in result.base_rates_from and result.baselines[0].brier <= 2 / 3 + 1e-9
+
+
+def test_value_scores_match_a_direct_computation(tmp_path: Path) -> None:
+    from chessdt.config import EvalConfig
+    from chessdt.evals.value import ValueResult, evaluate_value
+    from chessdt.tokenizer import position_inputs
+
+    policy = _value_policy(seed=1)
+    games = _games(10, seed=50)
+    result = evaluate_value(policy, games, EvalConfig(value_bootstrap=300), tmp_path / "value.json")
+    briers = []
+    for g in games:
+        prompt = policy.prompt(g.white, g.black)
+        for j in range(len(g.moves)):
+            t, b, p = (torch.as_tensor(a)[None] for a in position_inputs(prompt, g.board(j), 64, policy.vocab))
+            with torch.no_grad():
+                _, v = policy.model(t, b, p, with_value=True)
+            forecast = torch.softmax(v[0, -1].double(), -1).numpy()
+            y = np.eye(3)[result_class(g.result, chess.WHITE if j % 2 == 0 else chess.BLACK)]
+            briers.append(((forecast - y) ** 2).sum())
+    assert result.model.brier == pytest.approx(float(np.mean(briers)), abs=1e-5)
+    assert result.model.brier_lo <= result.model.brier <= result.model.brier_hi
+    base = result.baselines[0]
+    assert base.minus_model_lo <= base.brier - result.model.brier <= base.minus_model_hi
+    assert ValueResult.load(tmp_path / "value.json") == result
+    assert "| model |" in result.format() and "base rates" in result.format()
+
+
+def test_base_rates_of_a_prepared_training_split(tmp_path: Path) -> None:
+    from chessdt.evals.value import prepared_base_rates
+
+    path = write_dataset(tmp_path / "d", n_train=10, n_val=2)
+    data = PreparedData.open(path)
+    split = data.splits["train"]
+    assert split.results is not None
+    counts = np.zeros((2, 3))
+    for i in range(split.n_games):
+        n = min(len(split.game(i)) - data.prefix_len - 1, 40)
+        result = {0: "1-0", 1: "1/2-1/2", 2: "0-1"}[int(split.results[i])]
+        counts[0, result_class(result, chess.WHITE)] += (n + 1) // 2
+        counts[1, result_class(result, chess.BLACK)] += n // 2
+    rates = prepared_base_rates(path, 40)
+    assert rates is not None and "10 games" in rates.source
+    np.testing.assert_allclose(rates.rates, counts / counts.sum(1, keepdims=True), atol=1e-12)
+    assert prepared_base_rates(write_dataset(tmp_path / "old", 4, 2, results=False), 40) is None
+    assert prepared_base_rates(tmp_path / "nowhere", 40) is None
+
+
+def test_cli_eval_value_and_the_report(tiny_value_checkpoint: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from chessdt import cli
+
+    out = tmp_path / "eval"
+    assert cli.main(["eval", "value", str(tiny_value_checkpoint), "--out", str(out),
+                     "--set", "eval.value_bootstrap=100"]) == 0
+    text = capsys.readouterr().out
+    assert "Base rates from the training split of" in text and (out / "value.json").is_file()
+    report = cli.main(["report", str(tmp_path), "--eval-dir", str(out)])
+    assert report == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "## Value head calibration" in md and (tmp_path / "report" / "value.png").is_file()
+    assert cli.main(["eval", "value", str(tiny_checkpoint), "--out", str(tmp_path / "e2")]) == 2
+    assert "no value head" in capsys.readouterr().err

@@ -60,6 +60,9 @@ DEFAULT_RATING = 1500  # the Rating option's default, as `chessdt play` and `che
 DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
 MIN_MARGIN_MS = 5.0  # the deadline fires at least this long before the budget ends
 LATENESS_WINDOW = 32  # deadlines remembered for the margin (their worst lateness)
+# The margin is this many times that worst lateness: what we measure is only our side of the delay
+# (timer wake-up, the GIL, the write); the GUI's process wakes up on the same busy cores.
+LATENESS_FACTOR = 2.0
 MAX_MARGIN_SHARE = 0.8  # the margin never takes more than this share of a budget
 
 
@@ -498,11 +501,11 @@ class UciEngine:
         self._arm(search)
 
     def deadline_margin(self, budget_ms: float) -> float:
-        """Milliseconds before the budget's end at which the deadline fires: the worst lateness of
-        the recent timed answers (how long after its time the deadline's bestmove went out), at
-        least MIN_MARGIN_MS, at most MAX_MARGIN_SHARE of the budget."""
+        """Milliseconds before the budget's end at which the deadline fires: LATENESS_FACTOR times
+        the worst lateness of the recent timed answers (how long after its time the deadline's
+        bestmove went out), plus MIN_MARGIN_MS, at most MAX_MARGIN_SHARE of the budget."""
         worst = max(self.lateness, default=0.0)
-        return min(max(MIN_MARGIN_MS, worst + MIN_MARGIN_MS), MAX_MARGIN_SHARE * budget_ms)
+        return min(MIN_MARGIN_MS + LATENESS_FACTOR * max(0.0, worst), MAX_MARGIN_SHARE * budget_ms)
 
     def _arm(self, search: Search) -> None:
         """Answer the search when its budget (less the margin) runs out, whatever the worker has by then."""
