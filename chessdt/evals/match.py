@@ -336,9 +336,6 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
         raise UserError(f"games per pair must be even and at least 2, got {games}")
     if sprt is not None and len(settings) != 2:
         raise UserError("the SPRT compares exactly two settings")
-    guidance = {s.sampling.guidance for s in settings}
-    if len(guidance) != 1:
-        raise UserError("settings of one match must share one guidance weight (one KV-cache session)")
     seats: dict[str, Seat] = {s.label: s.prompted(policy) for s in settings}
     lines = opening_lines(opening_plies)
     pairs = match_pairs(len(settings), plan) if sprt is None else [(0, 1)]
