@@ -170,7 +170,11 @@ class RLConfig:
     lr: float = 1e-5  # AdamW learning rate (constant)
     beta: float = 0.1  # KL(pi || pi_base) penalty coefficient
     rating: int = 0  # prompted rating of the model's own side during rollouts; 0 = <rating:?>
-    opponent: str = "skill=0"  # self (the model plays both sides), random, or Stockfish: skill=N, full or a UCI_Elo rating
+    opponent: str = "base"  # base (the frozen base model at the policy's prompt), self, random, or Stockfish:
+    # skill=N, full, a UCI_Elo rating, eps=P
+    league: bool = False  # replace a model opponent by a frozen copy of the policy once it scores promote_score
+    promote_score: float = 0.7  # league: mean score over the last promote_window updates that promotes
+    promote_window: int = 10  # league: updates averaged for promotion
     opponent_nodes: int = 2000  # Stockfish node budget per move
     engine: str = ""  # Stockfish binary; "" = PATH, then /usr/games/stockfish
     reward: Reward = "result"  # result (+1 win, 0 draw, -1 loss) or engine (unfinished games judged by eval)
@@ -180,13 +184,21 @@ class RLConfig:
     grad_clip: float = 1.0  # clip the global gradient norm; 0 = off
     save_every: int = 25  # updates between checkpoints (and at the end)
     opening_plies: int = 8  # 'distinct openings per batch' counts distinct first-N-ply lines
+    eval_every: int = 0  # updates between direct matches against the frozen base (0 = none)
+    eval_games: int = 64  # games of each such match (paired openings)
+    variety_games: int = 128  # self-play openings (opening_plies long) for the logged line entropy
     seed: int = 0  # rollouts and sampling
 
     def __post_init__(self) -> None:
-        try:
-            parse_opponent(self.opponent, allow_self=True)
-        except UserError as e:
-            raise ConfigError(f"rl.{e}") from None
+        if self.opponent.strip().lower() != "base":
+            try:
+                parse_opponent(self.opponent, allow_self=True)
+            except UserError as e:
+                raise ConfigError(f"rl.{e} or 'base'") from None
+        if not 0 < self.promote_score <= 1 or self.promote_window < 1:
+            raise ConfigError("rl.promote_score must be in (0, 1] and rl.promote_window at least 1")
+        if self.eval_every < 0 or self.eval_games < 2 or self.variety_games < 1:
+            raise ConfigError("rl.eval_every must be >= 0, rl.eval_games >= 2 and rl.variety_games >= 1")
         if self.reward not in typing.get_args(Reward):
             raise ConfigError(f"rl.reward={self.reward!r}: use result or engine")
         if self.games_per_step < 2:

@@ -258,7 +258,7 @@ def stalemate_giver_ahead(record: GameRecord) -> str | None:
     return None
 
 
-def _pair_results(records: Sequence[GameRecord], a: str, b: str, converted: bool = False) -> list[list[float]]:
+def pair_results(records: Sequence[GameRecord], a: str, b: str, converted: bool = False) -> list[list[float]]:
     """B's results per game pair (rounds in order), decided games only. With `converted`, a stalemate
     given while AHEAD pawns up counts as a win for the side that gave it (a diagnostic, not a result)."""
     rounds: dict[int, list[float]] = {}
@@ -274,10 +274,10 @@ def pair_row(records: Sequence[GameRecord], a: str, b: str, llr: float | None = 
     mine = [r for r in records if r.tags.get("a") == a and r.tags.get("b") == b and r.decided]
     ahead = Counter(x for x in (stalemate_giver_ahead(r) for r in mine) if x is not None)
     distinct = len({r.pgn.split("\n\n", 1)[-1] for r in mine})
-    return PairRow(a=a, b=b, score=paired_score(_pair_results(records, a, b)),
+    return PairRow(a=a, b=b, score=paired_score(pair_results(records, a, b)),
                    terminations=dict(Counter(r.termination for r in mine)), stalemates_ahead=dict(ahead),
                    distinct_games=distinct, llr=llr,
-                   converted=paired_score(_pair_results(records, a, b, converted=True)) if ahead else None)
+                   converted=paired_score(pair_results(records, a, b, converted=True)) if ahead else None)
 
 
 def bradley_terry(records: Sequence[GameRecord], labels: Sequence[str], *, samples: int = 200,
@@ -359,7 +359,7 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
             specs = pair_specs(labels[0], labels[1], range(done), lines, seed)
             records = run_games(specs, seats, out, meta=meta, batch_size=batch_size, max_plies=max_plies,
                                 progress=progress)
-            llr = sprt_llr(_pair_results(records, labels[0], labels[1]), *sprt)
+            llr = sprt_llr(pair_results(records, labels[0], labels[1]), *sprt)
             if llr >= upper or llr <= lower:
                 decision = "H1" if llr >= upper else "H0"
                 break

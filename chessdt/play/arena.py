@@ -441,7 +441,8 @@ def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
             moves[gi] = move
             if move is None:
                 games[gi].result, games[gi].termination = ABORTED, "engine_failure"
-        row_moves = {key: [None] * len(rows.row_game) for key, rows in groups.items()}
+        row_moves: dict[tuple[int, float], list[chess.Move | None]] = {
+            key: [None] * len(rows.row_game) for key, rows in groups.items()}
         for gi, g in enumerate(games):
             move = moves.get(gi)
             if move is None:
