@@ -28,9 +28,7 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,18 +212,12 @@ def _judge(cfg: RLConfig) -> Iterator[Any]:
         yield engine
 
 
-def line_variety(lines: list[tuple[str, ...]]) -> dict[str, float]:
-    """Entropy (bits) and distinct count of opening lines, and the most common line's share."""
-    counts = np.array(list(Counter(lines).values()), dtype=float)
-    p = counts / counts.sum()
-    return {"entropy": float(-(p * np.log2(p)).sum()), "distinct": int(len(counts)), "top_share": float(p.max())}
-
-
 @torch.no_grad()
 def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: int) -> dict[str, Any]:
     """A direct match of the policy against the frozen base (paired openings, both colours) and
     the opening variety of the policy's own self-play: what the log shows every eval_every updates."""
     from chessdt.evals.match import pair_results, pair_specs
+    from chessdt.evals.openings import line_stats
     from chessdt.metrics import paired_score
 
     pairs = max(1, cfg.eval_games // 2)
@@ -235,9 +227,10 @@ def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: i
     plies = cfg.opening_plies
     openings = run_games([GameSpec(id=f"v{i}", white=POLICY, black=POLICY, seed=seed) for i in range(cfg.variety_games)],
                          {POLICY: model}, None, batch_size=cfg.variety_games, max_plies=plies)
-    lines = [tuple(m.uci() for m in r.game().mainline_moves())[:plies] for r in openings]
+    lines = line_stats([tuple(m.uci() for m in r.game().mainline_moves()) for r in openings], plies)
     return {"games": s.games, "score": s.score, "elo": s.elo, "elo_lo": s.elo_lo, "elo_hi": s.elo_hi,
-            **{f"lines{plies}_{k}": v for k, v in line_variety(lines).items()}}
+            f"lines{plies}_entropy": lines.entropy, f"lines{plies}_distinct": lines.distinct,
+            f"lines{plies}_top_share": lines.top_share}
 
 
 def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool = True) -> Path:

@@ -12,8 +12,7 @@ from chessdt.config import load_config
 from chessdt.model import GPT
 from chessdt.play.arena import Opponent
 from chessdt.play.policy import ModelPolicy
-from chessdt.rl import (Rollout, distinct_openings, line_variety, opponent_seat, play_rollouts, rl_loss,
-                       rollout_model)
+from chessdt.rl import Rollout, distinct_openings, opponent_seat, play_rollouts, rl_loss, rollout_model
 from chessdt.tokenizer import Vocab
 
 SMALL = ["model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.context=96"]
@@ -98,11 +97,6 @@ def test_finetune_rl_cli_writes_metrics_and_loadable_checkpoints(base_ckpt, tmp_
     tuned = ModelPolicy.from_checkpoint(out)
     assert tuned.cfg.rl.steps == 2 and "2 updates" in capsys.readouterr().out
     assert cli.main(["finetune-rl", str(cfg), "--out", str(out), "--set", "rl.opponent=human"]) == 2
-
-
-def test_line_variety():
-    v = line_variety([("e2e4",), ("e2e4",), ("d2d4",), ("c2c4",)])
-    assert v["distinct"] == 3 and v["top_share"] == 0.5 and v["entropy"] == pytest.approx(1.5)
 
 
 def test_distinct_openings_counts_lines():

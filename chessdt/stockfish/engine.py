@@ -223,6 +223,12 @@ class Engine:
         """The engine's evaluation of `board` (restarting and retrying on crash or hang)."""
         return self._call(lambda e: e.protocol.analyse(board, limit, game=game, info=info), limit)
 
+    def analyse_lines(self, board: chess.Board, limit: chess.engine.Limit, lines: int) -> list[chess.engine.InfoDict]:
+        """A multi-PV evaluation: the engine's `lines` best moves, one InfoDict each (pv, score)."""
+        return list(self._call(lambda e: e.protocol.analyse(board, limit, multipv=lines,
+                                                            info=chess.engine.INFO_SCORE | chess.engine.INFO_PV),
+                               limit))
+
     def _call(self, make_coro: Any, limit: chess.engine.Limit | None) -> Any:
         timeout = self.timeout_s + (limit.time if limit is not None and limit.time else 0.0)
         last: BaseException | None = None
