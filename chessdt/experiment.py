@@ -42,7 +42,7 @@ import chess
 import numpy as np
 from chessdt.config import Config, run_path
 from chessdt.errors import UserError
-from chessdt.evals.heldout import HeldOutGame
+from chessdt.evals.heldout import HeldOutGame, band_of
 from chessdt.evals.variety import (Estimate, LineVariety, PositionVariety, ScoredPosition, line_variety,
                                    model_distribution, position_values, position_variety, quantilizer_distribution,
                                    sample_positions, score_position)
@@ -89,7 +89,8 @@ class Point:
     lines: tuple[LineVariety, ...]  # per k in variety_plies
     positions: PositionVariety
     kl_from_reference: float | None  # mean KL(setting || reference) in bits over the held-out positions
-    js_from_data: float | None  # JS divergence (bits) of first-k lines from the data's top-rating games
+    js_from_band: float | None  # JS divergence (bits) of first-k lines from the data's games at the prompted rating
+    js_from_top: float | None  # the same from the data's games at the top rating
 
 
 def kl_bits(p: dict[chess.Move, float], q: dict[chess.Move, float], floor: float = 1e-12) -> float:
@@ -224,7 +225,7 @@ def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games:
         lines.setdefault(spec.white, []).append(_moves(list(rec.game().mainline_moves())))
     # positions: every legal move scored once
     positions = _scored_positions(cfg, games, out / "positions.json", Engine(find_stockfish(cfg.eval.engine or None)))
-    data_lines = _data_lines(games, ex.frontier_plies)
+    width = cfg.eval.band_width
     rng_seed = ex.seed
     points: list[Point] = []
     draws: dict[str, dict[str, np.ndarray]] = {}
@@ -251,8 +252,14 @@ def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games:
         frontier_k = ex.variety_plies.index(ex.frontier_plies)
         kl = float(np.mean([kl_bits(d, r) for d, r in zip(dists, reference_dists)])) if positions else None
         own = Counter(tuple(x[: ex.frontier_plies]) for x in lines[label] if len(x) >= ex.frontier_plies)
-        js = js_divergence(own, data_lines) if own and data_lines else None
-        points.append(Point(arm, label, setting, elo, n, score, tuple(v for v, _ in variety), pv, kl, js))
+        rating = model.rating if model is not None else reference.rating
+
+        def js(center: int | None) -> float | None:
+            data = _data_lines(games, ex.frontier_plies, center, width)
+            return js_divergence(own, data) if own and data else None
+
+        points.append(Point(arm, label, setting, elo, n, score, tuple(v for v, _ in variety), pv, kl,
+                            js(rating) if rating is not None else None, js(None)))
         draws[label] = {"elo": elo_draws, "line_entropy": variety[frontier_k][1], "position_entropy": pv_draws[:, 0],
                         "good_mass": pv_draws[:, 1], "good_entropy": pv_draws[:, 2]}
     return points, draws
@@ -297,20 +304,30 @@ def _scored_positions(cfg: Config, games: Sequence[HeldOutGame], path: Path, eng
     return scored
 
 
-def _data_lines(games: Sequence[HeldOutGame], k: int) -> Counter[tuple[str, ...]]:
-    """First-k-ply lines of the held-out data games whose players both hold the top rating in them."""
-    rated = [g for g in games if g.white is not None and g.black is not None]
+def _data_lines(games: Sequence[HeldOutGame], k: int, center: int | None, width: int) -> Counter[tuple[str, ...]]:
+    """First-k-ply lines of the held-out data games whose players' mean rating lies in the band around
+    `center` (None: whose players both hold the top rating among them)."""
+    rated = [(g, g.white, g.black) for g in games if g.white is not None and g.black is not None]
     if not rated:
         return Counter()
-    top = max(min(g.white, g.black) for g in rated if g.white is not None and g.black is not None)
-    return Counter(tuple(m.uci() for m in g.moves[:k]) for g in rated
-                   if len(g.moves) >= k and g.white is not None and g.black is not None and min(g.white, g.black) >= top)
+    if center is None:
+        top = max(min(w, b) for _, w, b in rated)
+        keep = [g for g, w, b in rated if min(w, b) >= top]
+    else:
+        keep = [g for g, _, _ in rated if band_of(g.mean_rating, center, width)]
+    return Counter(tuple(m.uci() for m in g.moves[:k]) for g in keep if len(g.moves) >= k)
 
 
 # -- matched strength ----------------------------------------------------------------------------------
+POINT_ARMS = {"filtered"}  # arms without a knob: a point of their own, not a curve from the reference
+
+
 def _curve(points: Sequence[tuple[float, float]], at: float) -> float:
-    """Linear interpolation of (elo, value) points at `at`; nan outside their Elo range."""
+    """Linear interpolation of (elo, value) points at `at`; nan outside their Elo range. A single
+    point is its own value at its own Elo."""
     pts = sorted(p for p in points if math.isfinite(p[0]) and math.isfinite(p[1]))
+    if len(pts) == 1:
+        return pts[0][1] if pts[0][0] == at else math.nan
     if len(pts) < 2 or not pts[0][0] <= at <= pts[-1][0]:
         return math.nan
     x, y = zip(*pts)
@@ -318,38 +335,55 @@ def _curve(points: Sequence[tuple[float, float]], at: float) -> float:
 
 
 def matched(points: Sequence[Point], draws: dict[str, dict[str, np.ndarray]], key: str, k: int) -> list[dict[str, Any]]:
-    """For each pair of arms whose curves (the reference included in each) overlap in Elo: both
-    interpolated at the middle of the overlap; the difference with a bootstrap interval."""
+    """Arms compared at equal measured Elo, on the frontier axis `key`.
+
+    Each arm with a knob is a curve through the reference (Elo 0) and its settings, ordered by Elo
+    and interpolated linearly. Two curves that overlap in Elo are compared at the middle of the
+    overlap; a single-point arm (filtered imitation) at its own Elo, where the other curve reaches
+    it. The interval comes from the bootstrap draws of every point's Elo and variety (in each draw a
+    single point sits at its drawn Elo); `defined` is the share of draws in which both arms reach
+    the Elo compared.
+    """
     arms: dict[str, list[Point]] = {}
     for p in points:
         if p.arm != "reference":
             arms.setdefault(p.arm, []).append(p)
     ref = next(p for p in points if p.arm == "reference")
     for name in arms:
-        arms[name] = [ref, *arms[name]]
+        if name not in POINT_ARMS:
+            arms[name] = [ref, *arms[name]]
     out = []
     names = sorted(arms)
+    n = len(draws[ref.label]["elo"])
     for i, a in enumerate(names):
         for b in names[i + 1:]:
+            if a in POINT_ARMS and b in POINT_ARMS:
+                continue
             ra = (min(p.elo.value for p in arms[a]), max(p.elo.value for p in arms[a]))
             rb = (min(p.elo.value for p in arms[b]), max(p.elo.value for p in arms[b]))
             lo, hi = max(ra[0], rb[0]), min(ra[1], rb[1])
-            if hi - lo < 1.0:  # the curves meet only at the reference
+            single = next((x for x in (a, b) if x in POINT_ARMS), None)
+            if single is None and hi - lo < 1.0:  # the curves meet only at the reference
                 continue
-            at = (lo + hi) / 2
+            if single is not None and not lo <= hi:  # the point lies outside the other curve
+                continue
+
+            def at(j: int | None) -> float:
+                if single is None:
+                    return (lo + hi) / 2
+                p = arms[single][0]
+                return p.elo.value if j is None else float(draws[p.label]["elo"][j])
 
             def value(arm: str, j: int | None) -> float:
                 if j is None:
-                    return _curve([(p.elo.value, _measure_of(p, key, k)) for p in arms[arm]], at)
-                return _curve([(draws[p.label]["elo"][j], draws[p.label][key][j]) for p in arms[arm]], at)
+                    return _curve([(p.elo.value, _measure_of(p, key, k)) for p in arms[arm]], at(None))
+                return _curve([(draws[p.label]["elo"][j], draws[p.label][key][j]) for p in arms[arm]], at(j))
 
             va, vb = value(a, None), value(b, None)
-            n = len(draws[ref.label]["elo"])
             diffs = np.array([value(b, j) - value(a, j) for j in range(n)])
-            defined = np.isfinite(diffs)
             est = Estimate.normal(vb - va, diffs)  # the line entropies' resampling bias: see Estimate.normal
-            out.append({"a": a, "b": b, "elo": at, "a_value": va, "b_value": vb, "difference": est.value,
-                        "lo": est.lo, "hi": est.hi, "defined": float(defined.mean())})
+            out.append({"a": a, "b": b, "elo": at(None), "a_value": va, "b_value": vb, "difference": est.value,
+                        "lo": est.lo, "hi": est.hi, "defined": float(np.isfinite(diffs).mean())})
     return out
 
 
@@ -384,7 +418,7 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     if not games:
         raise UserError("no held-out games: set eval.games (a prepared data dir or a PGN file)")
     points, draws = measure(cfg, reference, arms, games, run / "eval", progress)
-    result = {"points": [_point_json(p) for p in points],
+    result = {"points": [_point_json(p) for p in points], "rl_runs": rl_runs(run, ex.rl_betas),
               "matched": {m: matched(points, draws, m, ex.frontier_plies) for m in MEASURES},
               "reference": ex.reference, "match_games": ex.match_games, "variety_games": ex.variety_games,
               "positions": ex.positions, "good_cp": ex.good_cp, "frontier_k": ex.frontier_plies,
@@ -393,6 +427,18 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     (run / "frontier.md").write_text(format_frontier(result))
     plot_frontier(result, run / "frontier.png")
     return run
+
+
+def rl_runs(run: Path, betas: Sequence[float]) -> dict[str, list[dict[str, Any]]]:
+    """Each RL run's log where it measured itself: direct match against the base, line variety, KL."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for beta in betas:
+        path = run / f"rl-beta{beta:g}" / "rl.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+        out[f"{beta:g}"] = [{"step": r["step"], **r["eval"], "kl": r.get("kl"), "entropy": r.get("entropy"),
+                             "opponent": r.get("opponent", "base"), "time_s": r.get("time_s")}
+                            for r in rows if "eval" in r]
+    return out
 
 
 def _point_json(p: Point) -> dict[str, Any]:
@@ -417,7 +463,8 @@ def format_frontier(result: dict[str, Any]) -> str:
            f"{result['variety_games']} self-play openings per setting; {result['positions']} held-out positions "
            f"(good moves: within {result['good_cp']:g} cp of Stockfish's best). Intervals: 95% bootstrap.", "",
            f"| arm | setting | Elo | games | lines k={k}: entropy (bits) | distinct | per-position entropy (bits) | "
-           "good-move mass | entropy among good moves (bits) | exp. cp loss | KL from ref (bits) | JS from data |",
+           "good-move mass | entropy among good moves (bits) | exp. cp loss | KL from ref (bits) | "
+           "JS from data: own rating / top |",
            "|---|---|---|---:|---|---|---|---|---|---:|---:|---:|"]
     for p in result["points"]:
         line = next(v for v in p["lines"] if v["k"] == k)
@@ -425,13 +472,26 @@ def format_frontier(result: dict[str, Any]) -> str:
         out.append(f"| {p['arm']} | {p['setting']} | {_est(p['elo'], 0)} | {p['games']} | {_est(line['entropy'])} | "
                    f"{_est(line['distinct'], 0)} | {_est(pv['entropy'])} | {_est(pv['good_mass'])} | "
                    f"{_est(pv['good_entropy'])} | {_f(pv['cp_loss']['value'], 0)} | {_f(p['kl_from_reference'], 3)} | "
-                   f"{_f(p['js_from_data'])} |")
+                   f"{_f(p['js_from_band'])} / {_f(p['js_from_top'])} |")
     ks = [v["k"] for v in result["points"][0]["lines"]] if result["points"] else []
     out += ["", "Opening lines at every k (entropy bits / distinct lines, with 95% intervals):", "",
             "| arm | setting | " + " | ".join(f"k={x}" for x in ks) + " |", "|---|---|" + "---|" * len(ks)]
     for p in result["points"]:
         cells = [f"{_est(v['entropy'])} / {_est(v['distinct'], 0)}" for v in p["lines"]]
         out.append(f"| {p['arm']} | {p['setting']} | " + " | ".join(cells) + " |")
+    for beta, rows in result.get("rl_runs", {}).items():
+        if not rows:
+            continue
+        out += ["", f"RL run beta={beta} along the way (direct match against the frozen base; self-play openings; "
+                "KL and policy entropy of that update's batch):", "",
+                "| update | Elo vs base | games | line entropy (bits) | distinct lines | KL (nats) | entropy (nats) | "
+                "opponent | minutes |", "|---:|---|---:|---:|---:|---:|---:|---|---:|"]
+        for r in rows:
+            lk = [x for x in r if x.startswith("lines") and x.endswith("_entropy")]
+            ld = [x for x in r if x.startswith("lines") and x.endswith("_distinct")]
+            out.append(f"| {r['step']} | {_f(r['elo'], 0)} [{_f(r['elo_lo'], 0)}, {_f(r['elo_hi'], 0)}] | {r['games']} | "
+                       f"{_f(r[lk[0]]) if lk else '-'} | {r[ld[0]] if ld else '-'} | {_f(r['kl'], 3)} | "
+                       f"{_f(r['entropy'])} | {r['opponent']} | {_f((r['time_s'] or 0) / 60, 1)} |")
     out += ["", "## At matched strength", "",
             "Each pair of arms whose curves overlap in Elo (every curve starts at the reference), both interpolated at "
             "the middle of the overlap; B - A with a 95% interval from bootstrapping every point's Elo and variety "

@@ -26,7 +26,7 @@ def _point(arm: str, label: str, elo: float, entropy: float) -> Point:
     e = Estimate(entropy, entropy - 0.1, entropy + 0.1)
     return Point(arm, label, label, Estimate(elo, elo - 20, elo + 20), 100, 0.5,
                  (LineVariety(4, 100, e, Estimate(10, 8, 12), 0.2),),
-                 PositionVariety(10, 50.0, e, Estimate(0.5, 0.4, 0.6), e, 2.0, Estimate(30, 20, 40)), 0.1, 0.2)
+                 PositionVariety(10, 50.0, e, Estimate(0.5, 0.4, 0.6), e, 2.0, Estimate(30, 20, 40)), 0.1, 0.2, 0.3)
 
 
 def test_matched_strength_interpolates_both_curves_at_the_overlap():
@@ -48,6 +48,20 @@ def test_matched_strength_interpolates_both_curves_at_the_overlap():
     assert matched(below, draws | {"b1": draws["b1"]}, "line_entropy", 4) == []
 
 
+def test_a_single_point_arm_is_compared_at_its_own_elo():
+    points = [_point("reference", "ref", 0, 4.0), _point("a", "a1", 100, 2.0), _point("filtered", "f", 50, 1.0)]
+    n = 40
+    draws = {p.label: {"elo": np.full(n, p.elo.value), "line_entropy": np.full(n, _entropy(p))} for p in points}
+    draws["f"]["elo"] = 50 + np.linspace(-10, 10, n)  # a's curve at 40..60: 3.2 .. 2.8 bits
+    (row,) = matched(points, draws, "line_entropy", 4)
+    assert (row["a"], row["b"], row["elo"]) == ("a", "filtered", 50.0)
+    assert row["difference"] == pytest.approx(1.0 - 3.0) and row["defined"] == 1.0
+    assert row["lo"] < -2.0 < row["hi"] and row["hi"] - row["lo"] > 0.1  # the point's Elo spread widens it
+    # a point beyond the other curve's range is not compared
+    far = [points[0], points[1], _point("filtered", "far", 300, 1.0)]
+    assert matched(far, draws | {"far": draws["f"]}, "line_entropy", 4) == []
+
+
 def _entropy(p: Point) -> float:
     return p.lines[0].entropy.value
 
@@ -61,12 +75,17 @@ def test_frontier_table_and_plot(tmp_path):
               "matched": {m: [] for m in ("line_entropy", "position_entropy", "good_entropy", "good_mass")},
               "reference": "rating=1600", "match_games": 100, "variety_games": 100, "positions": 10, "good_cp": 50.0,
               "frontier_k": 4, "notes": ["x"], "seconds": 60.0}
+    result["rl_runs"] = {"0.02": [{"step": 20, "games": 64, "score": 0.6, "elo": 70.0, "elo_lo": 20.0, "elo_hi": 120.0,
+                                   "lines8_entropy": 5.5, "lines8_distinct": 90, "lines8_top_share": 0.1, "kl": 0.05,
+                                   "entropy": 2.3, "opponent": "snapshot@12", "time_s": 600.0}]}
     result["matched"]["line_entropy"] = [{"a": "rl", "b": "temperature", "elo": 45.0, "a_value": 2.7, "b_value": 3.0,
                                           "difference": 0.3, "lo": 0.1, "hi": 0.5, "defined": 0.98}]
     md = format_frontier(result)
     assert "| rl | rl b0.02 s10 | 120 [100, 140] | 100 | 1.50 [1.40, 1.60] | 10 [8, 12] |" in md
     assert "| rl | temperature | 45 | 2.70 | 3.00 | 0.30 | 0.10 .. 0.50 | 0.98 |" in md
     assert "Note: x" in md and "Run time: 1.0 min" in md
+    assert "| 20 | 70 [20, 120] | 64 | 5.50 | 90 | 0.050 | 2.30 | snapshot@12 | 10.0 |" in md
+    assert "| 0.100 | 0.20 / 0.30 |" in md
     png = plot_frontier(result, tmp_path / "f.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
 
