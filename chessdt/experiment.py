@@ -107,6 +107,17 @@ def _train_arm(cfg: Config, run_dir: Path, device: str | None, progress: bool) -
     return run_dir
 
 
+def filtered_config(cfg: Config) -> Config:
+    """The filtered-imitation arm's config: the base's data with a rating floor on both players,
+    unconditioned (label none), the same model and training (or experiment.filtered_minutes)."""
+    ex = cfg.experiment
+    train = cfg.train if ex.filtered_minutes <= 0 else dataclasses.replace(
+        cfg.train, max_minutes=ex.filtered_minutes, schedule_by_time=True)
+    return dataclasses.replace(cfg, name=f"{cfg.name}-filtered", train=train,
+                               data=dataclasses.replace(cfg.data, prepared="", label="none",
+                                                        min_elo=max(cfg.data.min_elo, ex.filtered_min_elo)))
+
+
 def _parse_reference(spec: str) -> tuple[int | None, Sampling]:
     from chessdt.evals.match import Setting
 
@@ -166,12 +177,7 @@ def build_arms(cfg: Config, base: ModelPolicy, base_path: Path, run: Path, devic
         if not cfg.data.inputs:
             notes.append("filtered arm skipped: data.inputs is empty (it re-prepares the games with a filter)")
         else:
-            train_cfg = cfg.train if ex.filtered_minutes <= 0 else dataclasses.replace(
-                cfg.train, max_minutes=ex.filtered_minutes, schedule_by_time=True)
-            fcfg = dataclasses.replace(
-                cfg, name=f"{cfg.name}-filtered", train=train_cfg,
-                data=dataclasses.replace(cfg.data, prepared="", label="none",
-                                         min_elo=max(cfg.data.min_elo, ex.filtered_min_elo)))
+            fcfg = filtered_config(cfg)
             filtered = ModelPolicy.from_checkpoint(_train_arm(fcfg, run / "filtered", device, progress), dev)
             model_arm("filtered", f"filtered>={ex.filtered_min_elo}", f"min_elo={ex.filtered_min_elo}",
                       Prompted(filtered, None, None, sampling), ex.filtered_min_elo)
