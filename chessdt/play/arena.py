@@ -149,11 +149,11 @@ class Opponent:
             command, own = self.command, self.nodes or nodes
             if shutil.which(command[0]) is None:
                 raise UserError(f"opponent engine {command[0]!r} not found or not executable")
-            check_engine(command, timeout_s=min(timeout_s, 10.0))
+            check_engine(command)
             return PlayerSeat(make=lambda seed: StockfishPlayer(nodes=own, command=command, timeout_s=timeout_s),
                               pooled=True)
         path = find_stockfish(engine)  # fail now, not in the middle of a run
-        check_engine(path, timeout_s=min(timeout_s, 10.0))
+        check_engine(path)
         s = self.strength
         return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=s.elo, skill=s.skill, nodes=nodes,
                                                             timeout_s=timeout_s, eps=s.eps, seed=seed), pooled=True)

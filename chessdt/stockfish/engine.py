@@ -98,7 +98,11 @@ def _popen(path: EngineCommand, timeout_s: float) -> chess.engine.SimpleEngine:
         raise EngineFailure(f"engine {path} could not be started ({type(e).__name__}: {e})") from None
 
 
-def check_engine(path: EngineCommand, timeout_s: float = 10.0) -> None:
+STARTUP_TIMEOUT_S = 10.0  # a process start and handshake (an interpreter, a network file) may take this long
+# on a loaded machine, whatever the per-move timeout
+
+
+def check_engine(path: EngineCommand, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
     """Start the engine once and stop it: a UserError now, naming the problem, rather than games
     aborted one by one later."""
     try:
@@ -174,7 +178,7 @@ class Engine:
     def start(self) -> None:
         """Start (or restart) the engine process with the configured options."""
         self.close()
-        engine = _popen(self.path, self.timeout_s)
+        engine = _popen(self.path, max(self.timeout_s, STARTUP_TIMEOUT_S))
         try:
             _configure(engine, _engine_options(self.strength, self.threads, self.hash_mb, self.extra_options))
         except BaseException:
