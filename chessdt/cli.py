@@ -489,6 +489,7 @@ def _cmd_eval_match(args: argparse.Namespace) -> int:
 
     policy = _load_policy(args.checkpoint, args.device)
     settings = [Setting.parse(s) for s in args.settings]
+    others = {c: _load_policy(c, args.device) for c in sorted({s.checkpoint for s in settings if s.checkpoint})}
     sprt = None
     if args.sprt:
         try:
@@ -498,11 +499,11 @@ def _cmd_eval_match(args: argparse.Namespace) -> int:
         sprt = (elo0, elo1)
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out) if args.out else eval_dir(resolve_checkpoint(args.checkpoint))
-    name = "match_" + "_vs_".join(s.label.replace(" ", "-") for s in settings)
+    name = "match_" + "_vs_".join(re.sub(r"[^A-Za-z0-9_.@=-]+", "-", s.label) for s in settings)
     with _eval_output(out):
         result = play_match(policy, settings, out / f"{name}.jsonl", games=args.games, plan=args.plan,
                             opening_plies=args.opening_plies, seed=args.seed, batch_size=args.batch_size,
-                            max_plies=args.max_plies, sprt=sprt, progress=not args.quiet)
+                            max_plies=args.max_plies, sprt=sprt, progress=not args.quiet, others=others)
         result.save(out / f"{name}.json")
     print(result.format())
     print(f"wrote {out / (name + '.json')} (games in {out / (name + '.jsonl')}; {result.seconds:,.0f} s)")
@@ -551,7 +552,7 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
     p.add_argument("settings", nargs="+", metavar="SETTING",
                    help="two or more settings, e.g. 'rating=1000' 'rating=2000' 'rating=2000,temperature=0.3' "
-                        "(keys: rating, opponent, temperature, top_p, guidance, mask)")
+                        "(keys: rating, opponent, temperature, top_p, guidance, mask, checkpoint: another model)")
     p.add_argument("--games", type=int, default=400, help="games per pair of settings (even; default 400)")
     p.add_argument("--plan", default="adjacent", choices=("adjacent", "all"),
                    help="which settings meet: neighbours in the list plus first vs last (default), or all pairs")

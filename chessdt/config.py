@@ -174,7 +174,11 @@ class RLConfig:
     lr: float = 1e-5  # AdamW learning rate (constant)
     beta: float = 0.1  # KL(pi || pi_base) penalty coefficient
     rating: int = 0  # prompted rating of the model's own side during rollouts; 0 = <rating:?>
-    opponent: str = "skill=0"  # self (the model plays both sides), random, or Stockfish: skill=N, full or a UCI_Elo rating
+    opponent: str = "base"  # base (the frozen base model at the policy's prompt), self, random, or Stockfish:
+    # skill=N, full, a UCI_Elo rating, eps=P
+    league: bool = False  # replace a model opponent by a frozen copy of the policy once it scores promote_score
+    promote_score: float = 0.7  # league: mean score over the last promote_window updates that promotes
+    promote_window: int = 10  # league: updates averaged for promotion
     opponent_nodes: int = 2000  # Stockfish node budget per move
     engine: str = ""  # Stockfish binary; "" = PATH, then /usr/games/stockfish
     reward: Reward = "result"  # result (+1 win, 0 draw, -1 loss) or engine (unfinished games judged by eval)
@@ -184,13 +188,21 @@ class RLConfig:
     grad_clip: float = 1.0  # clip the global gradient norm; 0 = off
     save_every: int = 25  # updates between checkpoints (and at the end)
     opening_plies: int = 8  # 'distinct openings per batch' counts distinct first-N-ply lines
+    eval_every: int = 0  # updates between direct matches against the frozen base (0 = none)
+    eval_games: int = 64  # games of each such match (paired openings)
+    variety_games: int = 128  # self-play openings (opening_plies long) for the logged line entropy
     seed: int = 0  # rollouts and sampling
 
     def __post_init__(self) -> None:
-        try:
-            parse_opponent(self.opponent, allow_self=True)
-        except UserError as e:
-            raise ConfigError(f"rl.{e}") from None
+        if self.opponent.strip().lower() != "base":
+            try:
+                parse_opponent(self.opponent, allow_self=True)
+            except UserError as e:
+                raise ConfigError(f"rl.{e} or 'base'") from None
+        if not 0 < self.promote_score <= 1 or self.promote_window < 1:
+            raise ConfigError("rl.promote_score must be in (0, 1] and rl.promote_window at least 1")
+        if self.eval_every < 0 or self.eval_games < 2 or self.variety_games < 1:
+            raise ConfigError("rl.eval_every must be >= 0, rl.eval_games >= 2 and rl.variety_games >= 1")
         if self.reward not in typing.get_args(Reward):
             raise ConfigError(f"rl.reward={self.reward!r}: use result or engine")
         if self.games_per_step < 2:
@@ -275,25 +287,48 @@ class EvalConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    """The conditioning-vs-RL experiment (`chessdt experiment`): which arms, at which settings.
+    """The frontier experiment (`chessdt experiment`): strength against variety, one curve per arm.
 
-    Every arm is measured with the same [eval] settings in one Elo fit and one openings run.
+    Every arm setting plays `match_games` games against one reference (the base model at
+    `reference`), so every measured Elo is a difference from the same player with a paired
+    interval; every setting's variety is measured on the same self-play openings and positions.
     """
 
     base: str = ""  # pretrained rating-conditioned checkpoint; "" = train it from [data]/[model]/[train]
-    ratings: tuple[int, ...] = (1200, 1600, 2000, 2400)  # conditioning arm: prompted ratings
+    reference: str = "rating=1600"  # the base model setting every arm plays against (Elo 0 of the frontier);
+    # the temperature, RL and quantilizer arms start from it (its rating is their prompt)
+    ratings: tuple[int, ...] = (1200, 2000, 2400)  # conditioning arm: prompted ratings besides the reference's
     guidance_rating: int = 2000  # guidance arm: prompted rating
     guidance: tuple[float, ...] = (1.0, 3.0)  # guidance arm: weights w (needs train.cond_dropout > 0)
+    temperatures: tuple[float, ...] = (0.7, 0.5, 0.3, 0.1)  # temperature arm, at the reference prompt
     filtered_min_elo: int = 2000  # filtered-imitation arm: keep games with both players at/above; 0 = off
     filtered_minutes: float = 0.0  # its training budget in minutes; 0 = the same [train] settings as the base
     rl_betas: tuple[float, ...] = (0.02, 0.2)  # RL arm: one fine-tuning run per KL coefficient ([rl] for the rest)
+    rl_steps: tuple[int, ...] = ()  # RL checkpoints measured along each run (multiples of rl.save_every); () = last
     quantilizer_k: int = 8  # quantilizer arm: moves drawn from the base model per decision
-    quantilizer_q: tuple[float, ...] = (0.5, 0.125)  # quantilizer arm: kept fractions; empty = off
-    quantilizer_nodes: int = 500  # quantilizer arm: Stockfish nodes per candidate evaluation
-    base_rating: int = 0  # prompt of the RL and quantilizer arms' base model; 0 = <rating:?>
-    kl_positions: int = 600  # held-out positions (first 12 plies of games) for KL from the base model
-    frontier_plies: int = 4  # line length k of the frontier's variety axis (one of eval.line_plies); with
-    # few games long lines are all distinct, so the entropy hits its ceiling log2(games)
+    quantilizer_q: tuple[float, ...] = (0.5, 0.25, 0.125)  # kept fractions (q = 1/k is best-of-k); () = off
+    quantilizer_nodes: int = 300  # Stockfish nodes per candidate evaluation
+    match_games: int = 300  # games of each setting against the reference (paired openings, both colours)
+    max_plies: int = 300  # a match game still running here is a draw
+    variety_games: int = 500  # self-play openings per setting
+    variety_plies: tuple[int, ...] = (2, 4, 8)  # line lengths k of the opening variety
+    positions: int = 300  # held-out positions for per-position and good-move diversity
+    position_nodes: int = 20000  # Stockfish nodes of the multi-PV search that scores every legal move
+    good_cp: float = 50.0  # a good move is within this many centipawns of the best
+    frontier_plies: int = 4  # line length k of the frontier's opening-variety axis (one of variety_plies)
+    bootstrap: int = 1000  # bootstrap samples of every interval
+    batch_size: int = 128  # games advanced together
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.match_games < 2 or self.match_games % 2:
+            raise ConfigError("experiment.match_games must be even and at least 2 (pairs of games)")
+        if self.frontier_plies not in self.variety_plies:
+            raise ConfigError(f"experiment.frontier_plies={self.frontier_plies} must be one of variety_plies")
+        if min(self.variety_games, self.positions, self.bootstrap, self.batch_size) < 1:
+            raise ConfigError("experiment.variety_games, positions, bootstrap and batch_size must be positive")
+        if any(t < 0 for t in self.temperatures) or any(not 0 < q <= 1 for q in self.quantilizer_q):
+            raise ConfigError("experiment.temperatures must be >= 0 and quantilizer_q in (0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -413,7 +448,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _upgrade(table: dict[str, Any]) -> dict[str, Any]:
     """A config table in today's schema from one written before a field changed (old experiment
     files, meta.json of old checkpoints): rl.opponent = "stockfish" with rl.opponent_elo (0 = use
-    rl.opponent_skill) became one strength spec in rl.opponent."""
+    rl.opponent_skill) became one strength spec in rl.opponent; experiment.base_rating (the RL and
+    quantilizer arms' prompt, 0 = unknown) became experiment.reference; experiment.kl_positions went
+    (KL is measured on the experiment's positions)."""
+    ex = table.get("experiment")
+    if isinstance(ex, dict) and {"base_rating", "kl_positions"} & set(ex):
+        ex = dict(ex)
+        ex.pop("kl_positions", None)
+        if "base_rating" in ex:
+            old = ex.pop("base_rating")
+            ex.setdefault("reference", f"rating={old}" if old else "rating=?")
+        table = {**table, "experiment": ex}
     rl = table.get("rl")
     if not isinstance(rl, dict) or not ({"opponent_elo", "opponent_skill"} & set(rl) or rl.get("opponent") == "stockfish"):
         return table

@@ -1,17 +1,24 @@
 """RL fine-tuning (the RLHF recipe, for chess): policy gradient with a KL penalty to the base model.
 
 Each update plays `games_per_step` games with the current policy (half as white, half as black)
-against an opponent, all games advancing together through one KV-cache Session. The reward is the
-game result from the model's side (+1 / 0 / -1; unfinished games are draws, or judged by a
-Stockfish evaluation with ``reward = "engine"``). The loss per game is REINFORCE with a
-leave-one-out baseline, plus beta times the exact KL(pi || pi_base) over legal moves at every
-position where the model moved:
+against an opponent, all games advancing together through the arena's batched sessions. The
+opponent is the frozen base model at the policy's prompt (``opponent = "base"``: the policy starts
+at 50%, so every result is informative), the random mover, Stockfish at a strength, or the policy
+itself. With ``league = true`` the opponent is replaced by a frozen copy of the current policy
+whenever the policy has scored at least `promote_score` over the last `promote_window` updates, so
+the reward stays informative as the policy improves. The reward is the game result from the
+model's side (+1 / 0 / -1); games cut at `max_plies` are draws, or judged by a Stockfish
+evaluation with ``reward = "engine"``. The loss per game is REINFORCE with a leave-one-out
+baseline, plus beta times the exact KL(pi || pi_base) over legal moves at every position where the
+model moved:
 
     loss = -mean_i (R_i - mean_{j != i} R_j) * sum_t log pi(a_t | s_t) + beta * mean_t KL_t
 
 The policy samples among legal moves only, and log-probabilities and KL are taken over the
 legal-masked distribution, so the gradient matches how the moves were drawn. Logged per update:
-reward, KL, policy entropy, and distinct openings in the batch, so collapse shows as it happens.
+reward, KL, policy entropy, distinct openings in the batch and the opponent; every `eval_every`
+updates also a direct match against the frozen base (paired openings, Elo with a 95% interval)
+and the opening variety of `variety_games` self-play openings, so a collapse shows as it happens.
 """
 
 from __future__ import annotations
@@ -37,35 +44,29 @@ from tqdm import tqdm
 from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, RLConfig, to_dict
 from chessdt.errors import UserError
-from chessdt.rules import ABORTED, RESULTS, game_over, parse_opponent, white_score
 from chessdt.model import GPT
-from chessdt.play.players import Player, RandomPlayer, StockfishPlayer
-from chessdt.play.policy import ModelPolicy, Prompted, Sampling, Session
+from chessdt.play.arena import GameSpec, Opponent, Seat, run_games
+from chessdt.play.gamelog import GameRecord
+from chessdt.play.policy import ModelPolicy, Prompted, Sampling
+from chessdt.rules import ABORTED, RESULTS, opening_lines, white_score
 from chessdt.tokenizer import game_inputs
 
 log = logging.getLogger(__name__)
 
+POLICY, OPPONENT = "policy", "opponent"  # seat labels in rollout games
+
 
 @dataclass
 class Rollout:
-    """One game played by the policy, as the model saw it."""
+    """One side of one game played by the policy, as the model saw it."""
 
     prompt: list[int]
-    color: chess.Color  # the model's side (self-play: both, recorded as WHITE)
+    color: chess.Color  # the model's side (a self-play game gives one rollout per side)
     moves: list[chess.Move]
     model_plies: list[int]  # indices into moves that the model chose
     legal: list[torch.Tensor]  # per model ply: (1968,) bool legal-move mask
     reward: float
     result: str
-
-
-def result_reward(board: chess.Board, color: chess.Color) -> tuple[float, str]:
-    """+1 / 0 / -1 from `color`'s side for a finished game, 0 for an unfinished one."""
-    over = game_over(board, claim_draw=True)
-    if over is None:
-        return 0.0, ABORTED
-    result = over[0]
-    return 2.0 * (white_score(result) if color == chess.WHITE else 1.0 - white_score(result)) - 1.0, result
 
 
 def engine_reward(engine: Any, board: chess.Board, color: chess.Color, nodes: int) -> float:
@@ -81,57 +82,47 @@ def rollout_model(policy: ModelPolicy, cfg: RLConfig) -> Prompted:
     return Prompted(policy, cfg.rating or None, None, Sampling(temperature=cfg.temperature, mask_illegal=True))
 
 
-def rollout_prompts(model: Prompted, colors: list[chess.Color | None]) -> list[list[int]]:
-    """The prompt of each rollout: the model's side wins (its rating against its own), or for
-    self-play (colour None) both sides at the model's rating with no result."""
-    return [model.policy.prompt(model.rating, model.rating, None) if c is None else model.prompt(c) for c in colors]
+def rollout_specs(n: int, self_play: bool, seed: int) -> list[GameSpec]:
+    """n games from the standard start: the policy alternately White and Black (or both sides)."""
+    if self_play:
+        return [GameSpec(id=f"g{i}", white=POLICY, black=POLICY, seed=seed) for i in range(n)]
+    return [GameSpec(id=f"g{i}", white=POLICY if i % 2 == 0 else OPPONENT, black=OPPONENT if i % 2 == 0 else POLICY,
+                     seed=seed) for i in range(n)]
+
+
+def rollouts_of(record: GameRecord, model: Prompted, judge: Any = None, nodes: int = 0) -> list[Rollout]:
+    """The policy's side(s) of a finished game: its plies, legal masks and reward (+1 / 0 / -1;
+    a game cut at the move limit is judged by `judge`'s evaluation when one is given)."""
+    moves = list(record.game().mainline_moves())
+    colors = [c for c in (chess.WHITE, chess.BLACK) if (record.white, record.black)[0 if c else 1] == POLICY]
+    out = []
+    for color in colors:
+        board, plies, legal = chess.Board(), [], []
+        for k, m in enumerate(moves):
+            if board.turn == color:
+                plies.append(k)
+                legal.append(model.policy.vocab.legal_mask(board))
+            board.push(m)
+        if record.termination == "move_limit" and judge is not None:
+            reward = engine_reward(judge, board, color, nodes)
+        else:
+            score = white_score(record.result)
+            reward = 2.0 * (score if color == chess.WHITE else 1.0 - score) - 1.0
+        out.append(Rollout(model.prompt(color), color, moves, plies, legal, reward, record.result))
+    return out
 
 
 @torch.no_grad()
-def play_rollouts(model: Prompted, prompts: list[list[int]], colors: list[chess.Color | None],
-                  opponent: Player | None, cfg: RLConfig, generator: torch.Generator,
+def play_rollouts(model: Prompted, opponent: Seat | None, cfg: RLConfig, seed: int,
                   judge: Any = None) -> list[Rollout]:
-    """Play one game per prompt in lockstep; colors[i] None means self-play (model moves both sides)."""
-    policy, sampling = model.policy, model.sampling
-    session = Session(policy, prompts)
-    n = len(prompts)
-    boards = [chess.Board() for _ in range(n)]
-    model_plies: list[list[int]] = [[] for _ in range(n)]
-    legal: list[list[torch.Tensor]] = [[] for _ in range(n)]
-    done = [False] * n
-    for ply in range(cfg.max_plies):
-        if all(done):
-            break
-        logits = session.logits
-        to_move = [i for i in range(n) if not done[i] and (colors[i] is None or boards[i].turn == colors[i])]
-        chosen: dict[int, chess.Move] = {}
-        if to_move:
-            picks = policy.choose(logits[to_move], [boards[i] for i in to_move], sampling, generator)
-            for i, m in zip(to_move, picks):
-                chosen[i] = m
-                model_plies[i].append(ply)
-                legal[i].append(policy.vocab.legal_mask(boards[i]))
-        for i in range(n):
-            if not done[i] and i not in chosen:
-                assert opponent is not None
-                chosen[i] = opponent.play(boards[i])
-        moves = [chosen.get(i) for i in range(n)]
-        for i, played in enumerate(moves):
-            if played is not None:
-                boards[i].push(played)
-        session.push(moves)
-        for i in range(n):
-            if not done[i] and game_over(boards[i], claim_draw=True) is not None:
-                done[i] = True
-    out = []
-    for i in range(n):
-        given = colors[i]
-        color = given if given is not None else chess.WHITE
-        reward, result = result_reward(boards[i], color)
-        if result == "*" and judge is not None and given is not None:
-            reward = engine_reward(judge, boards[i], color, cfg.eval_nodes)
-        out.append(Rollout(prompts[i], color, list(boards[i].move_stack), model_plies[i], legal[i], reward, result))
-    return out
+    """Play `cfg.games_per_step` games of `model` against `opponent` (None: against itself) in
+    lockstep and return the policy's rollouts (two per self-play game)."""
+    seats: dict[str, Seat] = {POLICY: model}
+    if opponent is not None:
+        seats[OPPONENT] = opponent
+    specs = rollout_specs(cfg.games_per_step, opponent is None, seed)
+    records = run_games(specs, seats, None, batch_size=len(specs), max_plies=cfg.max_plies)
+    return [r for rec in records if rec.decided for r in rollouts_of(rec, model, judge, cfg.eval_nodes)]
 
 
 def sequence_inputs(rollouts: list[Rollout], policy: ModelPolicy) -> tuple[torch.Tensor, ...]:
@@ -199,17 +190,15 @@ def distinct_openings(rollouts: list[Rollout], plies: int) -> int:
     return len({tuple(m.uci() for m in r.moves[:plies]) for r in rollouts})
 
 
-@contextlib.contextmanager
-def _opponent(cfg: RLConfig) -> Iterator[Player | None]:
-    opponent = parse_opponent(cfg.opponent, allow_self=True)
-    if opponent == "self":
-        yield None
-    elif opponent == "random":
-        yield RandomPlayer(cfg.seed)
-    else:
-        with StockfishPlayer(cfg.engine or None, elo=opponent.elo, skill=opponent.skill,
-                             nodes=cfg.opponent_nodes) as sf:
-            yield sf
+def opponent_seat(cfg: RLConfig, base: ModelPolicy) -> Seat | None:
+    """The rollout opponent: None for self-play, the frozen base model at the policy's prompt, or a
+    player seat (the random mover, Stockfish at a strength, at rl.opponent_nodes)."""
+    spec = cfg.opponent.strip().lower()
+    if spec == "self":
+        return None
+    if spec == "base":
+        return rollout_model(base, cfg)
+    return Opponent.parse(cfg.opponent).seat(cfg.engine or None, nodes=cfg.opponent_nodes)
 
 
 @contextlib.contextmanager
@@ -223,12 +212,34 @@ def _judge(cfg: RLConfig) -> Iterator[Any]:
         yield engine
 
 
+@torch.no_grad()
+def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: int) -> dict[str, Any]:
+    """A direct match of the policy against the frozen base (paired openings, both colours) and
+    the opening variety of the policy's own self-play: what the log shows every eval_every updates."""
+    from chessdt.evals.match import pair_results, pair_specs
+    from chessdt.evals.openings import line_stats
+    from chessdt.metrics import paired_score
+
+    pairs = max(1, cfg.eval_games // 2)
+    specs = pair_specs("base", POLICY, range(pairs), opening_lines(2), seed)
+    records = run_games(specs, {"base": base, POLICY: model}, None, batch_size=len(specs), max_plies=cfg.max_plies)
+    s = paired_score(pair_results(records, "base", POLICY))
+    plies = cfg.opening_plies
+    openings = run_games([GameSpec(id=f"v{i}", white=POLICY, black=POLICY, seed=seed) for i in range(cfg.variety_games)],
+                         {POLICY: model}, None, batch_size=cfg.variety_games, max_plies=plies)
+    lines = line_stats([tuple(m.uci() for m in r.game().mainline_moves()) for r in openings], plies)
+    return {"games": s.games, "score": s.score, "elo": s.elo, "elo_lo": s.elo_lo, "elo_hi": s.elo_hi,
+            f"lines{plies}_entropy": lines.entropy, f"lines{plies}_distinct": lines.distinct,
+            f"lines{plies}_top_share": lines.top_share}
+
+
 def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool = True) -> Path:
     """Fine-tune cfg.rl.base with policy gradient + KL; returns the run directory.
 
-    The run directory gets `rl.jsonl` (one line per update: reward, KL, entropy, distinct
-    openings, results) and `checkpoints/step_*`, loadable like any training
-    checkpoint (their meta.json carries the RL settings under "rl").
+    The run directory gets `rl.jsonl` (one line per update: reward, score, KL, entropy, distinct
+    openings, results, the opponent, and every eval_every updates the match against the base) and
+    `checkpoints/step_*`, loadable like any training checkpoint (their meta.json carries the RL
+    settings under "rl").
     """
     rc = cfg.rl
     if not rc.base:
@@ -247,22 +258,29 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
     saved_cfg = dataclasses.replace(base_policy.cfg, rl=rc, name=cfg.name, run_dir=str(out_dir))
     (out_dir / "config.json").write_text(json.dumps(to_dict(saved_cfg), indent=1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=rc.lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(rc.seed)
     torch.manual_seed(rc.seed)
     rollout_at = rollout_model(policy, rc)
+    base_at = rollout_model(base_policy, rc)
+    opponent = opponent_seat(rc, base_policy)
+    opponent_name = rc.opponent
+    recent: list[float] = []  # the policy's score per update against the current opponent
     metrics_path = out_dir / "rl.jsonl"
     metrics_path.write_text("")
     t0 = time.perf_counter()
-    with _opponent(rc) as opponent, _judge(rc) as judge:
+    with _judge(rc) as judge:
+        if rc.eval_every > 0:
+            first = {"step": 0, "eval": measure_against_base(base_at, base_at, rc, rc.seed),
+                     "time_s": round(time.perf_counter() - t0, 1)}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(first) + "\n")
         bar = tqdm(range(1, rc.steps + 1), disable=not progress, unit="update", desc="finetune-rl")
         for step in bar:
-            colors: list[chess.Color | None] = (
-                [None] * rc.games_per_step if rc.opponent == "self"
-                else [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(rc.games_per_step)])
             model.eval()
-            rollouts = play_rollouts(rollout_at, rollout_prompts(rollout_at, colors), colors, opponent, rc,
-                                     generator, judge)
+            rollouts = play_rollouts(rollout_at, opponent, rc, seed=rc.seed * 1_000_003 + step, judge=judge)
             model.train()
+            if len(rollouts) < 2:
+                log.warning("update %d: fewer than two finished games, skipped", step)
+                continue
             loss, stats = rl_loss(model, base_model, rollouts, policy, rc.beta)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -271,16 +289,28 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
             optimizer.step()
             results = {res: sum(r.result == res for r in rollouts) for res in (*RESULTS, ABORTED)}
             score = float(np.mean([(r.reward + 1) / 2 for r in rollouts]))
-            line = {"step": step, **dataclasses.asdict(stats), "score": score,
-                    "distinct_openings": distinct_openings(rollouts, rc.opening_plies),
-                    "games": len(rollouts), "mean_plies": float(np.mean([len(r.moves) for r in rollouts])),
-                    "results": results, "time_s": round(time.perf_counter() - t0, 1)}
+            line: dict[str, Any] = {
+                "step": step, **dataclasses.asdict(stats), "score": score, "opponent": opponent_name,
+                "distinct_openings": distinct_openings(rollouts, rc.opening_plies), "games": len(rollouts),
+                "mean_plies": float(np.mean([len(r.moves) for r in rollouts])), "results": results}
+            recent = (recent + [score])[-rc.promote_window:]
+            if (rc.league and opponent is not None and isinstance(opponent, Prompted)
+                    and len(recent) == rc.promote_window and float(np.mean(recent)) >= rc.promote_score):
+                snapshot = ModelPolicy(copy.deepcopy(model).eval(), policy.vocab, policy.cfg, device,
+                                       model_id=f"{policy.model_id}@{step}")
+                opponent, opponent_name, recent = rollout_model(snapshot, rc), f"snapshot@{step}", []
+                line["promoted"] = opponent_name
+            if rc.eval_every > 0 and (step % rc.eval_every == 0 or step == rc.steps):
+                model.eval()
+                line["eval"] = measure_against_base(rollout_at, base_at, rc, rc.seed)
+            line["time_s"] = round(time.perf_counter() - t0, 1)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(line) + "\n")
             bar.set_postfix(R=f"{stats.reward:+.2f}", KL=f"{stats.kl:.3f}", H=f"{stats.entropy:.2f}",
                             open=line["distinct_openings"])
             if step % rc.save_every == 0 or step == rc.steps:
-                extra = {"rl": {"step": step, "base": str(rc.base), **{k: v for k, v in line.items() if k != "results"}}}
+                extra = {"rl": {"step": step, "base": str(rc.base),
+                                **{k: v for k, v in line.items() if k not in ("results", "eval")}}}
                 ckpt_io.save_checkpoint(out_dir / "checkpoints" / f"{ckpt_io.STEP_PREFIX}{step:07d}", model,
                                         saved_cfg, policy.vocab, step=step, tokens_seen=0, metrics=line,
                                         extra=extra)

@@ -57,6 +57,7 @@ def main() -> None:
             open(args.once, "w").close()
     board = chess.Board()
     gos = 0
+    multipv = 1
     out = sys.stdout
     for line in sys.stdin:
         cmd = line.split()
@@ -69,7 +70,10 @@ def main() -> None:
             out.write("option name UCI_LimitStrength type check default false\n")
             out.write("option name UCI_Elo type spin default 1350 min 1350 max 2850\n")
             out.write("option name Skill Level type spin default 20 min 0 max 20\n")
+            out.write("option name MultiPV type spin default 1 min 1 max 500\n")
             out.write("uciok\n")
+        elif cmd[:3] == ["setoption", "name", "MultiPV"]:
+            multipv = int(cmd[4])
         elif cmd[0] == "isready":
             out.write("readyok\n")
         elif cmd[0] == "position":
@@ -91,6 +95,13 @@ def main() -> None:
                 misbehaving()
                 time.sleep(3600)
             moves = sorted(board.legal_moves, key=lambda m: m.uci())
+            if multipv > 1:  # every line: the moves by material after them (best first, then UCI order)
+                ranked = sorted(moves, key=lambda m: -_after(board, m))[:multipv]
+                for i, m in enumerate(ranked, 1):
+                    out.write(f"info depth 1 multipv {i} score cp {_after(board, m)} nodes 1 pv {m.uci()}\n")
+                out.write(f"bestmove {ranked[0].uci()}\n")
+                out.flush()
+                continue
             score = max((_after(board, m) for m in moves), default=0)
             out.write(f"info depth 1 score cp {score} nodes 1 pv {moves[0].uci()}\n")
             out.write(f"bestmove {moves[0].uci()}\n")

@@ -122,6 +122,33 @@ def test_batching_does_not_change_games(tmp_path: Path) -> None:
     assert len({r.pgn for r in together}) == 6  # and the games differ from each other
 
 
+def test_two_policies_and_guidance_meet_in_one_batch() -> None:
+    """Two checkpoints, and a guided against an unguided prompt, play inside one batch (one Session per
+    policy and guidance weight); each game equals the same game played alone (margin as above), and
+    each side's moves are its own policy's: with temperature 0 each side plays its argmax."""
+    a, b = tiny_policy(seed=0, context=256), tiny_policy(seed=1, context=256)
+    greedy = Sampling(temperature=0.0)
+    seats = {"a": Prompted(a, 1500, sampling=greedy), "b": Prompted(b, 1500, sampling=greedy),
+             "a-guided": Prompted(a, 2000, sampling=Sampling(temperature=1.0, guidance=2.0)),
+             "a-warm": Prompted(a, 1200, sampling=Sampling(temperature=1.0))}
+    specs = [GameSpec(id="ab", white="a", black="b"), GameSpec(id="ba", white="b", black="a"),
+             GameSpec(id="guided", white="a-guided", black="a-warm", opening=("d2d4",)),
+             GameSpec(id="mixed", white="a-warm", black="b", opening=("e2e4",))]
+    together = run_games(specs, seats, None, batch_size=4, max_plies=40)
+    alone = run_games(specs, seats, None, batch_size=1, max_plies=40)
+    assert [r.pgn for r in together] == [r.pgn for r in alone]
+    game, _ = replay(together[0].pgn)
+    board = chess.Board()
+    for move in game.mainline_moves():
+        mover = seats["a"] if board.turn == chess.WHITE else seats["b"]
+        logits = mover.policy.logits_full(board, mover.prompt(board.turn))
+        top2 = logits.masked_fill(~mover.policy.vocab.legal_mask(board), float("-inf")).topk(2)
+        if float(top2.values[0] - top2.values[1]) > 1e-4:  # not a near-tie the two code paths could order apart
+            assert move == mover.policy.vocab.decode_move(int(top2.indices[0]))
+        board.push(move)
+    assert together[0].pgn != together[1].pgn
+
+
 def test_resume_skips_finished_games(tmp_path: Path) -> None:
     policy = tiny_policy(context=256)
     seats = {"model": Prompted(policy, 1500), "random": Opponent.parse("random").seat()}

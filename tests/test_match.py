@@ -165,6 +165,34 @@ def test_cli_match(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.Capture
     assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "r=2000", "--sprt", "x", "--out", str(out)]) == 2
 
 
+def test_cli_match_between_two_checkpoints(tiny_checkpoint: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A setting may name another checkpoint: one checkpoint's model against another's, e.g. an RL
+    checkpoint against its base (each side's moves its own model's: tests/test_arena.py)."""
+    import torch
+
+    from chessdt.checkpoint import load_model, save_checkpoint
+
+    model, cfg, vocab = load_model(tiny_checkpoint)
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    other = save_checkpoint(tmp_path / "other", model, cfg, vocab, step=1, tokens_seen=0)
+    out = tmp_path / "ev"
+    setting = f"r=1400,c={other}"
+    assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", setting, "--games", "4", "--max-plies", "30",
+                     "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert f"| r1400 | r1400 @{other} | 4 |" in printed
+    (saved,) = out.glob("match_r1400_vs_r1400-@*.json")
+    assert json.loads(saved.read_text())["settings"] == ["r1400", f"r1400 @{other}"]
+    assert Setting.parse(setting).checkpoint == str(other)
+    with pytest.raises(UserError, match="not loaded"):
+        play_match(tiny_policy(), [Setting.parse("r=1400"), Setting.parse(setting)], games=2)
+    assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", f"r=1400,c={tmp_path / 'nowhere'}",
+                     "--out", str(out)]) == 2
+
+
 def test_a_checkpoint_never_chooses_a_program(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """eval.engine and 'uci=' opponents in a checkpoint's own config are ignored; the user's are kept."""
     import argparse

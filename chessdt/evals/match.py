@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 from chessdt.rules import material, opening_lines
 # The keys of a setting, by their one-letter short forms.
-SETTING_KEYS = {"r": "rating", "o": "opponent", "t": "temperature", "p": "top_p", "g": "guidance", "m": "mask"}
+SETTING_KEYS = {"r": "rating", "o": "opponent", "t": "temperature", "p": "top_p", "g": "guidance", "m": "mask",
+                "c": "checkpoint"}
 AHEAD = 3  # material lead (pawns) at which a stalemate counts as a thrown-away win
 
 
@@ -48,11 +49,13 @@ class Setting:
     rating: int | None  # prompted rating of the model's side (None = the unknown-rating token)
     opponent_rating: int | None = None  # the rating it is told the other side has (None = same as rating)
     sampling: Sampling = field(default_factory=Sampling)
+    checkpoint: str = ""  # another checkpoint than the match's own ("" = the match's checkpoint)
 
     @classmethod
     def parse(cls, spec: str, default: Sampling = Sampling()) -> Setting:
         """'2000', 'rating=2000', 'rating=2000,temperature=0.3,top_p=0.9,guidance=1,opponent=1500',
-        'rating=?' (the unknown token); keys may be shortened to their first letter (r, o, t, p, g).
+        'rating=?' (the unknown token), 'rating=1350,checkpoint=runs/rl/checkpoints/step_0000040' (a
+        second model); keys may be shortened to their first letter (r, o, t, p, g, m, c).
 
         >>> s = Setting.parse("r=2000,t=0.3"); (s.rating, s.sampling.temperature, s.label)
         (2000, 0.3, 'r2000 T0.3')
@@ -61,6 +64,7 @@ class Setting:
         """
         rating: int | None = None
         opponent: int | None = None
+        checkpoint = ""
         values: dict[str, Any] = {"temperature": default.temperature, "top_p": default.top_p,
                                   "guidance": default.guidance, "mask_illegal": default.mask_illegal}
         parts = [p.strip() for p in spec.split(",") if p.strip()]
@@ -81,6 +85,8 @@ class Setting:
                     values[key] = float(value)
                 elif key == "mask":
                     values["mask_illegal"] = value.lower() in ("1", "true", "yes")
+                elif key == "checkpoint" and value:
+                    checkpoint = value
                 else:
                     raise ValueError(key)
         except ValueError:
@@ -88,7 +94,7 @@ class Setting:
                             f"(keys: {', '.join(SETTING_KEYS.values())})") from None
         if values["temperature"] < 0 or not 0 < values["top_p"] <= 1:
             raise UserError(f"setting {spec!r}: temperature must be >= 0 and top_p in (0, 1]")
-        return cls(rating, opponent, Sampling(**values))
+        return cls(rating, opponent, Sampling(**values), checkpoint)
 
     @property
     def label(self) -> str:
@@ -105,6 +111,8 @@ class Setting:
             out += f" g{s.guidance:g}"
         if s.mask_illegal:
             out += " masked"
+        if self.checkpoint:
+            out += f" @{self.checkpoint}"
         return out
 
     @property
@@ -117,9 +125,9 @@ class Setting:
         return Prompted(policy, self.rating, self.opponent_rating, self.sampling)
 
     @classmethod
-    def of(cls, model: Prompted) -> Setting:
+    def of(cls, model: Prompted, checkpoint: str = "") -> Setting:
         """The setting a prompted model plays at."""
-        return cls(model.rating, model.opponent_rating, model.sampling)
+        return cls(model.rating, model.opponent_rating, model.sampling, checkpoint)
 
 
 # -- the schedule -------------------------------------------------------------------------------------------
@@ -258,7 +266,7 @@ def stalemate_giver_ahead(record: GameRecord) -> str | None:
     return None
 
 
-def _pair_results(records: Sequence[GameRecord], a: str, b: str, converted: bool = False) -> list[list[float]]:
+def pair_results(records: Sequence[GameRecord], a: str, b: str, converted: bool = False) -> list[list[float]]:
     """B's results per game pair (rounds in order), decided games only. With `converted`, a stalemate
     given while AHEAD pawns up counts as a win for the side that gave it (a diagnostic, not a result)."""
     rounds: dict[int, list[float]] = {}
@@ -274,10 +282,10 @@ def pair_row(records: Sequence[GameRecord], a: str, b: str, llr: float | None = 
     mine = [r for r in records if r.tags.get("a") == a and r.tags.get("b") == b and r.decided]
     ahead = Counter(x for x in (stalemate_giver_ahead(r) for r in mine) if x is not None)
     distinct = len({r.pgn.split("\n\n", 1)[-1] for r in mine})
-    return PairRow(a=a, b=b, score=paired_score(_pair_results(records, a, b)),
+    return PairRow(a=a, b=b, score=paired_score(pair_results(records, a, b)),
                    terminations=dict(Counter(r.termination for r in mine)), stalemates_ahead=dict(ahead),
                    distinct_games=distinct, llr=llr,
-                   converted=paired_score(_pair_results(records, a, b, converted=True)) if ahead else None)
+                   converted=paired_score(pair_results(records, a, b, converted=True)) if ahead else None)
 
 
 def bradley_terry(records: Sequence[GameRecord], labels: Sequence[str], *, samples: int = 200,
@@ -320,8 +328,12 @@ def bradley_terry(records: Sequence[GameRecord], labels: Sequence[str], *, sampl
 def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | None = None, *, games: int = 400,
                plan: str = "adjacent", opening_plies: int = 4, seed: int = 0, batch_size: int = 64,
                max_plies: int = 300, sprt: tuple[float, float] | None = None, alpha: float = 0.05,
-               beta: float = 0.05, progress: bool = False) -> MatchResult:
+               beta: float = 0.05, progress: bool = False,
+               others: Mapping[str, ModelPolicy] | None = None) -> MatchResult:
     """Play (or resume) a match between settings of one policy and measure it.
+
+    A setting with a `checkpoint` plays with `others[checkpoint]` instead (e.g. an RL checkpoint
+    against its base); games between two models still advance together, one KV cache per model.
 
     `games` is the number of games per pair of settings (even: whole pairs). With `sprt=(elo0, elo1)`
     (two settings only) the games are played in chunks of `batch_size` and the match stops as soon
@@ -336,10 +348,12 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
         raise UserError(f"games per pair must be even and at least 2, got {games}")
     if sprt is not None and len(settings) != 2:
         raise UserError("the SPRT compares exactly two settings")
-    guidance = {s.sampling.guidance for s in settings}
-    if len(guidance) != 1:
-        raise UserError("settings of one match must share one guidance weight (one KV-cache session)")
-    seats: dict[str, Seat] = {s.label: s.prompted(policy) for s in settings}
+    others = others or {}
+    missing = sorted({s.checkpoint for s in settings if s.checkpoint and s.checkpoint not in others})
+    if missing:
+        raise UserError(f"settings name checkpoints that were not loaded: {missing}")
+    seats: dict[str, Seat] = {s.label: s.prompted(others[s.checkpoint] if s.checkpoint else policy)
+                              for s in settings}
     lines = opening_lines(opening_plies)
     pairs = match_pairs(len(settings), plan) if sprt is None else [(0, 1)]
     meta = {"kind": "match", "model": policy.model_id, "settings": [jsonable(s) for s in settings],
@@ -362,7 +376,7 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
             specs = pair_specs(labels[0], labels[1], range(done), lines, seed)
             records = run_games(specs, seats, out, meta=meta, batch_size=batch_size, max_plies=max_plies,
                                 progress=progress)
-            llr = sprt_llr(_pair_results(records, labels[0], labels[1]), *sprt)
+            llr = sprt_llr(pair_results(records, labels[0], labels[1]), *sprt)
             if llr >= upper or llr <= lower:
                 decision = "H1" if llr >= upper else "H0"
                 break

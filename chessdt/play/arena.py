@@ -4,7 +4,8 @@
 and a seat per player label: a :class:`~chessdt.play.policy.Prompted` (the model at a rating) or a
 :class:`PlayerSeat` (anything with `play(board)`, e.g. Stockfish or the random mover). Games with a
 model seat are played in lockstep, up to `batch_size` at a time, through one
-:class:`~chessdt.play.policy.Session`: one forward step of the model per ply for all of them, while
+:class:`~chessdt.play.policy.Session` per policy and guidance weight: one forward step per ply for all
+of them (two checkpoints, or guided and unguided prompts, can meet in one batch), while
 the opponents' moves come from their Players (engine calls spread over `workers` threads, one
 engine process each). Finished games leave the batch, so late plies cost only the games still
 running.
@@ -148,11 +149,11 @@ class Opponent:
             command, own = self.command, self.nodes or nodes
             if shutil.which(command[0]) is None:
                 raise UserError(f"opponent engine {command[0]!r} not found or not executable")
-            check_engine(command, timeout_s=min(timeout_s, 10.0))
+            check_engine(command)
             return PlayerSeat(make=lambda seed: StockfishPlayer(nodes=own, command=command, timeout_s=timeout_s),
                               pooled=True)
         path = find_stockfish(engine)  # fail now, not in the middle of a run
-        check_engine(path, timeout_s=min(timeout_s, 10.0))
+        check_engine(path)
         s = self.strength
         return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=s.elo, skill=s.skill, nodes=nodes,
                                                             timeout_s=timeout_s, eps=s.eps, seed=seed), pooled=True)
@@ -290,7 +291,7 @@ class _Game:
     spec: GameSpec
     opening: tuple[chess.Move, ...]
     board: chess.Board = field(default_factory=chess.Board)
-    rows: dict[bool, int] = field(default_factory=dict)  # colour -> session row (model seats)
+    rows: dict[bool, tuple[tuple[int, float], int]] = field(default_factory=dict)  # colour -> (group, session row)
     gens: dict[bool, torch.Generator] = field(default_factory=dict)
     stats: dict[bool, MoveStats] = field(default_factory=dict)
     players: dict[bool, Player] = field(default_factory=dict)  # per-game (unpooled) players
@@ -351,39 +352,67 @@ def _opponent_move(pools: _Pools, g: _Game, label: str) -> tuple[chess.Move | No
             pools.release(label, player)
 
 
-def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
+class _Rows:
+    """The model rows of one batch that share a policy and a guidance weight: one Session."""
+
+    def __init__(self, policy: ModelPolicy, guidance: float) -> None:
+        self.policy, self.guidance = policy, guidance
+        self.prompts: list[list[int]] = []
+        self.row_game: list[int] = []  # session row -> index into the batch's games
+        self.session: Session | None = None
+        self.logits: torch.Tensor | None = None  # this ply's move logits, one row per session row
+
+    def add(self, prompt: list[int], game: int) -> int:
+        self.prompts.append(prompt)
+        self.row_game.append(game)
+        return len(self.prompts) - 1
+
+    def start(self) -> None:
+        self.session = Session(self.policy, self.prompts, self.guidance)
+
+
+def _group(seat: Prompted) -> tuple[int, float]:
+    """Model seats of one policy object and one guidance weight share a Session."""
+    return id(seat.policy), seat.sampling.guidance
+
+
+def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
                 executor: concurrent.futures.Executor | None, max_plies: int,
                 on_done: Callable[[_Game], None]) -> None:
-    """Play a batch of games with at least one model seat each, in lockstep through one Session."""
-    prompts: list[list[int]] = []
-    row_game: list[int] = []  # session row -> index into games
-    guidance = {s.sampling.guidance for g in games for s in _model_seats(g.spec, seats)}
-    if len(guidance) != 1:
-        raise ValueError("all model seats of a batch must share one guidance weight")
+    """Play a batch of games with at least one model seat each, in lockstep.
+
+    The model seats are grouped by (policy, guidance weight), one KV-cache Session per group, so
+    two checkpoints, or a guided and an unguided prompt, can meet inside one batch; each ply costs
+    one forward step per group for all of its games.
+    """
+    groups: dict[tuple[int, float], _Rows] = {}
     for gi, g in enumerate(games):
         for color in (chess.WHITE, chess.BLACK):
             label = _label(g.spec, color)
             seat = seats[label]
             seed = _mix(g.spec.seed, g.spec.id, "white" if color else "black")
             if isinstance(seat, Prompted):
+                key = _group(seat)
+                rows = groups.setdefault(key, _Rows(seat.policy, seat.sampling.guidance))
                 prompt = seat.prompt(color)
                 other = g.rows.get(not color)
-                if other is not None and seats[_label(g.spec, not color)] is seat and prompts[other] == prompt:
+                if (other is not None and seats[_label(g.spec, not color)] is seat
+                        and rows.prompts[other[1]] == prompt):
                     g.rows[color] = other  # self-play under one prompt: one row serves both sides
                 else:
-                    g.rows[color] = len(prompts)
-                    prompts.append(prompt)
-                    row_game.append(gi)
+                    g.rows[color] = (key, rows.add(prompt, gi))
                 g.gens[color] = torch.Generator().manual_seed(seed)
                 g.stats[color] = MoveStats()
             elif not seat.pooled:
                 g.players[color] = seat.make(seed)
-    session = Session(policy, prompts, guidance.pop())
+    for rows in groups.values():
+        rows.start()
     while True:
-        live = [g for g in games if not g.done]
-        if not live:
+        if all(g.done for g in games):
             return
-        logits = session.logits  # (rows, 1968)
+        for rows in groups.values():
+            assert rows.session is not None
+            rows.logits = rows.session.logits  # (rows, 1968)
         moves: dict[int, chess.Move | None] = {}  # game index -> move this ply
         tasks: list[tuple[int, str]] = []
         for gi, g in enumerate(games):
@@ -396,9 +425,11 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
             if ply < len(g.opening):
                 moves[gi] = g.opening[ply]
             elif isinstance(seat, Prompted):
-                r = g.rows[color]
-                moves[gi] = policy.choose(logits[r : r + 1], [g.board], seat.sampling, g.gens[color],
-                                          g.stats[color])[0]
+                key, r = g.rows[color]
+                logits = groups[key].logits
+                assert logits is not None
+                moves[gi] = seat.policy.choose(logits[r : r + 1], [g.board], seat.sampling, g.gens[color],
+                                               g.stats[color])[0]
             else:
                 tasks.append((gi, label))
         if executor is not None and len(tasks) > 1:
@@ -410,7 +441,8 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
             moves[gi] = move
             if move is None:
                 games[gi].result, games[gi].termination = ABORTED, "engine_failure"
-        row_moves: list[chess.Move | None] = [None] * len(row_game)
+        row_moves: dict[tuple[int, float], list[chess.Move | None]] = {
+            key: [None] * len(rows.row_game) for key, rows in groups.items()}
         for gi, g in enumerate(games):
             move = moves.get(gi)
             if move is None:
@@ -418,8 +450,8 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
                     on_done(g)
                 continue
             g.board.push(move)
-            for r in set(g.rows.values()):
-                row_moves[r] = move
+            for key, r in set(g.rows.values()):
+                row_moves[key][r] = move
             _check_game_end(g, max_plies)
             if g.done:
                 on_done(g)
@@ -430,16 +462,22 @@ def _play_batch(policy: ModelPolicy, games: list[_Game], seats: Mapping[str, Sea
                 g.players.clear()
         if all(g.done for g in games):
             return
-        session.push(row_moves)
-        # Drop finished games' rows once enough have ended: every later step then costs less.
-        live_rows = [r for r, gi in enumerate(row_game) if not games[gi].done]
-        if len(live_rows) <= 0.75 * len(row_game) and live_rows:
-            session.select(live_rows)
-            remap = {old: new for new, old in enumerate(live_rows)}
-            row_game = [row_game[r] for r in live_rows]
-            for g in games:
-                if not g.done:
-                    g.rows = {c: remap[r] for c, r in g.rows.items()}
+        for key, rows in list(groups.items()):
+            assert rows.session is not None
+            live_rows = [r for r, gi in enumerate(rows.row_game) if not games[gi].done]
+            if not live_rows:  # every game of this group is over
+                del groups[key]
+                continue
+            rows.session.push(row_moves[key])
+            # Drop finished games' rows once enough have ended: every later step then costs less.
+            if len(live_rows) <= 0.75 * len(rows.row_game):
+                rows.session.select(live_rows)
+                remap = {old: new for new, old in enumerate(live_rows)}
+                rows.row_game = [rows.row_game[r] for r in live_rows]
+                rows.prompts = [rows.prompts[r] for r in live_rows]
+                for g in games:
+                    if not g.done:
+                        g.rows = {c: (k, remap[r]) if k == key else (k, r) for c, (k, r) in g.rows.items()}
 
 
 def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | None = None, *,
@@ -447,10 +485,9 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
               max_plies: int = 400, progress: bool = False) -> list[GameRecord]:
     """Play every spec not already decided in `out`; return the records of all specs, in spec order.
 
-    Games with a model seat go through :func:`_play_batch` (batched, cached model); games between
-    two PlayerSeats through :func:`play_game`. Each finished game is appended to `out` at once.
-    All model seats must share one policy object per batch; batches are formed in spec order per
-    policy and guidance weight.
+    Games with a model seat go through :func:`_play_batch` (batched, cached model; any mix of
+    policies and guidance weights, one Session per group); games between two PlayerSeats through
+    :func:`play_game`. Each finished game is appended to `out` at once. Batches are formed in spec order.
     """
     ids = [s.id for s in specs]
     if len(set(ids)) != len(ids):
@@ -477,23 +514,14 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
     pools.prepare(sorted({x for s in todo for x in (s.white, s.black)}))
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
-        batched: dict[tuple[int, float], list[GameSpec]] = {}
+        batched: list[GameSpec] = []
         plain: list[GameSpec] = []
         for s in todo:
-            model_seats = _model_seats(s, seats)
-            if not model_seats:
-                plain.append(s)
-                continue
-            if len({id(m.policy) for m in model_seats}) != 1:
-                raise ValueError(f"game {s.id}: two different policies cannot share a batched game")
-            batched.setdefault((id(model_seats[0].policy), model_seats[0].sampling.guidance), []).append(s)
-        for group in batched.values():
-            policy = _model_seats(group[0], seats)[0].policy
-            for i in range(0, len(group), batch_size):
-                games = [_Game(spec=s, opening=tuple(chess.Move.from_uci(m) for m in s.opening))
-                         for s in group[i : i + batch_size]]
-                _play_batch(policy, games, seats, pools, executor, max_plies,
-                            lambda g: finish(_record(g, seats)))
+            (batched if _model_seats(s, seats) else plain).append(s)
+        for i in range(0, len(batched), batch_size):
+            games = [_Game(spec=s, opening=tuple(chess.Move.from_uci(m) for m in s.opening))
+                     for s in batched[i : i + batch_size]]
+            _play_batch(games, seats, pools, executor, max_plies, lambda g: finish(_record(g, seats)))
         for s in plain:
             finish(_play_plain(s, seats, pools, max_plies))
     finally:

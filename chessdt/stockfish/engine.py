@@ -98,7 +98,11 @@ def _popen(path: EngineCommand, timeout_s: float) -> chess.engine.SimpleEngine:
         raise EngineFailure(f"engine {path} could not be started ({type(e).__name__}: {e})") from None
 
 
-def check_engine(path: EngineCommand, timeout_s: float = 10.0) -> None:
+STARTUP_TIMEOUT_S = 10.0  # a process start and handshake (an interpreter, a network file) may take this long
+# on a loaded machine, whatever the per-move timeout
+
+
+def check_engine(path: EngineCommand, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
     """Start the engine once and stop it: a UserError now, naming the problem, rather than games
     aborted one by one later."""
     try:
@@ -174,7 +178,7 @@ class Engine:
     def start(self) -> None:
         """Start (or restart) the engine process with the configured options."""
         self.close()
-        engine = _popen(self.path, self.timeout_s)
+        engine = _popen(self.path, max(self.timeout_s, STARTUP_TIMEOUT_S))
         try:
             _configure(engine, _engine_options(self.strength, self.threads, self.hash_mb, self.extra_options))
         except BaseException:
@@ -222,6 +226,12 @@ class Engine:
                 info: chess.engine.Info = chess.engine.INFO_SCORE) -> chess.engine.InfoDict:
         """The engine's evaluation of `board` (restarting and retrying on crash or hang)."""
         return self._call(lambda e: e.protocol.analyse(board, limit, game=game, info=info), limit)
+
+    def analyse_lines(self, board: chess.Board, limit: chess.engine.Limit, lines: int) -> list[chess.engine.InfoDict]:
+        """A multi-PV evaluation: the engine's `lines` best moves, one InfoDict each (pv, score)."""
+        return list(self._call(lambda e: e.protocol.analyse(board, limit, multipv=lines,
+                                                            info=chess.engine.INFO_SCORE | chess.engine.INFO_PV),
+                               limit))
 
     def _call(self, make_coro: Any, limit: chess.engine.Limit | None) -> Any:
         timeout = self.timeout_s + (limit.time if limit is not None and limit.time else 0.0)
