@@ -72,7 +72,6 @@ class ArmSetting:
     setting: str  # e.g. 'rating=2000', 'T=0.3', 'beta=0.02 step=100', 'k=8 q=0.25'
     seat: Seat
     model: Prompted | None  # the prompted model (None: the quantilizer)
-    x: float  # the arm's own parameter, for ordering its curve (rating, temperature, step, 1/q, ...)
     q: float = 1.0  # quantilizer: kept fraction
 
 
@@ -151,17 +150,17 @@ def build_arms(cfg: Config, base: ModelPolicy, base_path: Path, run: Path, devic
     reference = Prompted(base, rating, None, sampling)
     arms: list[ArmSetting] = []
 
-    def model_arm(arm: str, label: str, setting: str, model: Prompted, x: float) -> None:
-        arms.append(ArmSetting(arm, label, setting, model, model, x))
+    def model_arm(arm: str, label: str, setting: str, model: Prompted) -> None:
+        arms.append(ArmSetting(arm, label, setting, model, model))
 
     for r in ex.ratings:
-        model_arm("conditioning", f"cond r{r}", f"rating={r}", dataclasses.replace(reference, rating=r), r)
+        model_arm("conditioning", f"cond r{r}", f"rating={r}", dataclasses.replace(reference, rating=r))
     for w in ex.guidance:
         guided = Prompted(base, ex.guidance_rating, None, dataclasses.replace(sampling, guidance=w))
-        model_arm("guidance", f"guided r{ex.guidance_rating} w{w:g}", f"rating={ex.guidance_rating} w={w:g}", guided, w)
+        model_arm("guidance", f"guided r{ex.guidance_rating} w{w:g}", f"rating={ex.guidance_rating} w={w:g}", guided)
     for t in ex.temperatures:
         model_arm("temperature", f"T{t:g}", f"T={t:g}",
-                  dataclasses.replace(reference, sampling=dataclasses.replace(sampling, temperature=t)), -t)
+                  dataclasses.replace(reference, sampling=dataclasses.replace(sampling, temperature=t)))
     for beta in ex.rl_betas:
         out = run / f"rl-beta{beta:g}"
         if not (out / "rl.done").is_file():
@@ -172,7 +171,7 @@ def build_arms(cfg: Config, base: ModelPolicy, base_path: Path, run: Path, devic
         for step, path in _rl_checkpoints(out, ex.rl_steps):
             tuned = ModelPolicy.from_checkpoint(path, dev)
             model_arm("rl", f"rl b{beta:g} s{step}", f"beta={beta:g} step={step}",
-                      dataclasses.replace(reference, policy=tuned), step)
+                      dataclasses.replace(reference, policy=tuned))
     if ex.filtered_min_elo > 0:
         if not cfg.data.inputs:
             notes.append("filtered arm skipped: data.inputs is empty (it re-prepares the games with a filter)")
@@ -180,7 +179,7 @@ def build_arms(cfg: Config, base: ModelPolicy, base_path: Path, run: Path, devic
             fcfg = filtered_config(cfg)
             filtered = ModelPolicy.from_checkpoint(_train_arm(fcfg, run / "filtered", device, progress), dev)
             model_arm("filtered", f"filtered>={ex.filtered_min_elo}", f"min_elo={ex.filtered_min_elo}",
-                      Prompted(filtered, None, None, sampling), ex.filtered_min_elo)
+                      Prompted(filtered, None, None, sampling))
     if ex.quantilizer_q:
         from chessdt.play.players import ModelPlayer, QuantilizerPlayer
         from chessdt.stockfish.engine import Engine, find_stockfish
@@ -195,15 +194,11 @@ def build_arms(cfg: Config, base: ModelPolicy, base_path: Path, run: Path, devic
 
         for q in ex.quantilizer_q:
             arms.append(ArmSetting("quantilizer", f"quant k{ex.quantilizer_k} q{q:g}", f"k={ex.quantilizer_k} q={q:g}",
-                                   PlayerSeat(make=quantilizer(q), pooled=True), None, 1 / q, q))
+                                   PlayerSeat(make=quantilizer(q), pooled=True), None, q))
     return reference, arms, notes
 
 
 # -- measuring ---------------------------------------------------------------------------------------------
-def _moves(pgn_moves: Sequence[chess.Move]) -> tuple[str, ...]:
-    return tuple(m.uci() for m in pgn_moves)
-
-
 def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games: Sequence[HeldOutGame],
             out: Path, progress: bool) -> tuple[list[Point], dict[str, Any]]:
     """Play and measure every setting; returns the points and the bootstrap draws for the frontier."""
@@ -228,7 +223,7 @@ def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games:
                          max_plies=plies, progress=progress)
     lines: dict[str, list[tuple[str, ...]]] = {}
     for spec, rec in zip(variety_specs, openings):
-        lines.setdefault(spec.white, []).append(_moves(list(rec.game().mainline_moves())))
+        lines.setdefault(spec.white, []).append(rec.line())
     # positions: every legal move scored once
     positions = _scored_positions(cfg, games, out / "positions.json", Engine(find_stockfish(cfg.eval.engine or None)))
     width = cfg.eval.band_width
@@ -424,7 +419,7 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     if not games:
         raise UserError("no held-out games: set eval.games (a prepared data dir or a PGN file)")
     points, draws = measure(cfg, reference, arms, games, run / "eval", progress)
-    result = {"points": [_point_json(p) for p in points], "rl_runs": rl_runs(run, ex.rl_betas),
+    result = {"points": [dataclasses.asdict(p) for p in points], "rl_runs": rl_runs(run, ex.rl_betas),
               "matched": {m: matched(points, draws, m, ex.frontier_plies) for m in MEASURES},
               "reference": ex.reference, "match_games": ex.match_games, "variety_games": ex.variety_games,
               "positions": ex.positions, "good_cp": ex.good_cp, "frontier_k": ex.frontier_plies,
@@ -445,10 +440,6 @@ def rl_runs(run: Path, betas: Sequence[float]) -> dict[str, list[dict[str, Any]]
                              "opponent": r.get("opponent", "base"), "time_s": r.get("time_s")}
                             for r in rows if "eval" in r]
     return out
-
-
-def _point_json(p: Point) -> dict[str, Any]:
-    return dataclasses.asdict(p)
 
 
 # -- output ----------------------------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: i
     plies = cfg.opening_plies
     openings = run_games([GameSpec(id=f"v{i}", white=POLICY, black=POLICY, seed=seed) for i in range(cfg.variety_games)],
                          {POLICY: model}, None, batch_size=cfg.variety_games, max_plies=plies)
-    lines = line_stats([tuple(m.uci() for m in r.game().mainline_moves()) for r in openings], plies)
+    lines = line_stats([r.line() for r in openings], plies)
     return {"games": s.games, "score": s.score, "elo": s.elo, "elo_lo": s.elo_lo, "elo_hi": s.elo_hi,
             f"lines{plies}_entropy": lines.entropy, f"lines{plies}_distinct": lines.distinct,
             f"lines{plies}_top_share": lines.top_share}

@@ -92,10 +92,10 @@ def white_class(result: str | None) -> int:
     return _WHITE_CLASS.get(result or "", -1)
 
 
-def expected_score(wdl: tuple[float, float, float]) -> float:
-    """Points expected from win/draw/loss probabilities: W + D / 2.
+def wdl_score(wdl: tuple[float, float, float]) -> float:
+    """Points expected from win/draw/loss probabilities: W + D / 2 (metrics.expected_score is Elo's).
 
-    >>> expected_score((0.5, 0.25, 0.25))
+    >>> wdl_score((0.5, 0.25, 0.25))
     0.625
     """
     return wdl[0] + wdl[1] / 2

@@ -6,11 +6,11 @@ Run directory layout::
     metrics.jsonl      one line per evaluation: val loss, top-1 move accuracy, legal top-1 share
                        (with a value head also val_value_loss and val_value_brier)
     train.jsonl        one line every log_every steps: train loss, lr, tokens/s (and value_loss)
+    checkpoints/       step_NNNNNNN (last K) and best (lowest val loss); see chessdt.checkpoint
 
 With ``model.value_head`` the loss is the next-move loss plus ``train.value_weight`` times the value
 head's cross-entropy on each position's W/D/L outcome for the side to move; ``loss`` and
 ``val_loss`` stay the next-move loss alone, so runs with and without the head compare directly.
-    checkpoints/       step_NNNNNNN (last K) and best (lowest val loss); see chessdt.checkpoint
 
 Under ``torchrun`` every rank trains on its own share of each epoch's batches
 (DistributedDataParallel, NCCL on GPU, gloo on CPU); only rank 0 evaluates and writes.

@@ -425,7 +425,7 @@ def test_no_value_head_no_score_and_no_wdl_option(policy: ModelPolicy) -> None:
 def test_value_head_score_through_python_chess(tiny_value_checkpoint: Path) -> None:
     """python-chess's engine API driving `chessdt uci`: it parses `score cp` and `wdl`, and both are
     the value head's prediction for the position searched, from the side to move."""
-    from chessdt.rules import expected_score, score_cp
+    from chessdt.rules import wdl_score, score_cp
 
     policy = ModelPolicy.from_checkpoint(tiny_value_checkpoint)
     board = chess.Board()
@@ -444,7 +444,7 @@ def test_value_head_score_through_python_chess(tiny_value_checkpoint: Path) -> N
             assert w + d + loss == 1000
             assert [abs(a - 1000 * b) <= 2 for a, b in zip((w, d, loss), own)] == [True] * 3
             cp = score.relative.score()
-            assert cp == score_cp(expected_score((w / 1000, d / 1000, loss / 1000)))
+            assert cp == score_cp(wdl_score((w / 1000, d / 1000, loss / 1000)))
             seen.append((w, d, loss))
             board.push(result.move)
         engine.configure({"UCI_ShowWDL": False})

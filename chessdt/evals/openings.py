@@ -188,7 +188,7 @@ def policy_entropy(subject: Subject, records: Sequence[GameRecord], plies: int) 
     model = subject.prompted
     rows: list[tuple[int, chess.Color]] = []
     prompts = []
-    lines = [[chess.Move.from_uci(m) for m in _moves(r)[:plies]] for r in records]
+    lines = [[chess.Move.from_uci(m) for m in r.line()[:plies]] for r in records]
     for gi, r in enumerate(records):
         for color, name in ((chess.WHITE, r.white), (chess.BLACK, r.black)):
             if name == subject.label:
@@ -212,10 +212,6 @@ def policy_entropy(subject: Subject, records: Sequence[GameRecord], plies: int) 
             break
         session.push([lines[gi][ply] if ply < len(lines[gi]) else None for gi, _ in rows])
     return total / count if count else math.nan
-
-
-def _moves(record: GameRecord) -> Line:
-    return tuple(m.uci() for m in record.game().mainline_moves())
 
 
 @torch.no_grad()
@@ -291,7 +287,7 @@ def evaluate_openings(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
         for source, recs in (("self-play", selfplay.get(s.label)), (f"vs {opponent.label if opponent else ''}", versus.get(s.label))):
             if not recs:
                 continue
-            lines = [_moves(r) for r in recs]
+            lines = [r.line() for r in recs]
             rows.append(OpeningRow(
                 source=source, label=s.label, rating=s.rating, games=len(recs),
                 lines=tuple(line_stats(lines, k, reference) for k in ks),

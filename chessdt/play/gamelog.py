@@ -68,6 +68,10 @@ class GameRecord:
         assert game is not None
         return game
 
+    def line(self) -> tuple[str, ...]:
+        """The game's moves in UCI notation, from the start."""
+        return tuple(m.uci() for m in self.game().mainline_moves())
+
 
 # -- the JSONL log -------------------------------------------------------------------------------------------
 class GameLog:

@@ -46,7 +46,7 @@ import torch
 
 from chessdt.play.players import GreedyPlayer, ModelPlayer
 from chessdt.play.policy import Prompted, Sampling, check_temperature
-from chessdt.rules import expected_score, score_cp
+from chessdt.rules import wdl_score, score_cp
 from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def score_words(wdl: tuple[float, float, float], show_wdl: bool) -> str:
     'score cp 298 wdl 600 300 100'
     """
     w, d, loss = wdl_permille(wdl)
-    cp = score_cp(expected_score((w / 1000, d / 1000, loss / 1000)))
+    cp = score_cp(wdl_score((w / 1000, d / 1000, loss / 1000)))
     return f"score cp {cp}" + (f" wdl {w} {d} {loss}" if show_wdl else "")
 
 
