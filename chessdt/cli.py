@@ -112,10 +112,9 @@ def _cmd_games_stats(args: argparse.Namespace) -> int:
 # -- games generate / ladder / label / download (engine-rated games) -------------------------------
 def _cmd_games_generate(args: argparse.Namespace) -> int:
     from chessdt.stockfish.engine import find_stockfish
-    from chessdt.stockfish.generate import DEFAULT_RUNGS, LadderConfig, Rung, generate, load_start_lines
+    from chessdt.stockfish.generate import DEFAULT_RUNGS, LadderConfig, generate, load_start_lines, parse_rungs
 
-    # a comma followed by a digit starts the next rung ("1000:full,eps=0.6,2000:full" is two rungs)
-    rungs = tuple(Rung.parse(s) for s in re.split(r",(?=\d)", args.rungs)) if args.rungs else DEFAULT_RUNGS
+    rungs = parse_rungs(args.rungs) if args.rungs else DEFAULT_RUNGS
     cfg = LadderConfig(rungs=rungs, games=args.games, seed=args.seed, nodes=args.nodes,
                        hash_mb=args.hash_mb, max_plies=args.max_plies, adjudicate_cp=args.adjudicate_cp,
                        adjudicate_moves=args.adjudicate_moves, book=Path(args.book) if args.book else None,
@@ -134,6 +133,28 @@ def _cmd_games_ladder(args: argparse.Namespace) -> int:
 
     print(ladder_report([Path(f) for f in args.files]).format())
     return 0
+
+
+def _cmd_games_variety(args: argparse.Namespace) -> int:
+    from chessdt.stockfish.engine import find_stockfish
+    from chessdt.stockfish.rungs import ladder_variety
+
+    ratings = tuple(_int_list(args.rungs, "--rungs")) if args.rungs else ()
+    result = ladder_variety(Path(args.file), find_stockfish(args.engine), ratings=ratings, games=args.games,
+                            selfplay=args.selfplay, selfplay_plies=args.selfplay_plies, good_cp=args.good_cp,
+                            seed=args.seed, progress=not args.quiet)
+    print(result.format())
+    if args.json:
+        result.save(Path(args.json))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: comma-separated integers") from None
 
 
 def _cmd_games_label(args: argparse.Namespace) -> int:
@@ -173,6 +194,8 @@ def _add_engine_games_parsers(gsub: argparse._SubParsersAction) -> None:
     p.add_argument("--games", type=int, required=True, help="total games wanted in the file")
     p.add_argument("--rungs", help="comma-separated rungs: RATING (UCI_Elo), RATING:skill=K, RATING:full, "
                                    "RATING:eps=P (full strength, a uniformly random legal move with probability P), "
+                                   "RATING:softmax=T[,gate=C][,eps=P] (samples exp((score - best) / T) over Stockfish's "
+                                   "scores of every legal move, NODES per move scored), "
                                    "each optionally /NODES (default 1350,1475,1600,1725,1850,1975/2000,2100:full)")
     p.add_argument("--nodes", type=int, default=1000, help="node limit per move (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="fixes pairings, colours and start lines")
@@ -192,6 +215,20 @@ def _add_engine_games_parsers(gsub: argparse._SubParsersAction) -> None:
     p = gsub.add_parser("ladder", help="check a ladder file: score vs rating difference between rungs")
     p.add_argument("files", nargs="+", help="ladder .pgn.zst/.pgn files")
     p.set_defaults(func=_cmd_games_ladder)
+
+    p = gsub.add_parser("variety", help="softmax ladder: does each rung choose among good moves? (entropy of its "
+                                        "first moves in the file, of its exact policy, distinct self-play lines)")
+    p.add_argument("file", help="a `games generate` file with softmax rungs")
+    p.add_argument("--rungs", help="comma-separated ratings of the rungs to measure (default: every softmax rung)")
+    p.add_argument("--games", type=int, default=40, help="games per rung whose positions are scored (default 40)")
+    p.add_argument("--selfplay", type=int, default=400, help="self-play games per rung (default 400; 0 = skip)")
+    p.add_argument("--selfplay-plies", type=int, default=10, help="plies after which self-play lines are compared")
+    p.add_argument("--good-cp", type=int, default=50, help="good moves: within this many cp of the best (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the self-play games")
+    p.add_argument("--json", help="also write the table as JSON here")
+    p.add_argument("--engine", help="Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_games_variety)
 
     p = gsub.add_parser("label", help="engine quality tags per player: ACPL, accuracy, blunders, engine Elo")
     p.add_argument("input", help="PGN file (.pgn, .gz, .bz2, .zst)")
@@ -480,6 +517,20 @@ def _cmd_eval_value(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_fidelity(args: argparse.Namespace) -> int:
+    from chessdt.evals.fidelity import evaluate_fidelity, rungs_of
+
+    policy, ev, out, games = _eval_setup(args, lambda ev: ev.fidelity_games)
+    if not games:
+        raise UserError("eval fidelity needs held-out games: pass --games (prepared data dir or PGN file)")
+    rungs = rungs_of(ev, policy.cfg.data.inputs)
+    with _eval_output(out):
+        result = evaluate_fidelity(policy, games, rungs, ev, out / "fidelity.json", progress=True)
+    print(result.format())
+    print(f"wrote {out / 'fidelity.json'}")
+    return 0
+
+
 def _cmd_eval_match(args: argparse.Namespace) -> int:
     import torch
 
@@ -525,9 +576,10 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     helps = {"legality": "legality of raw predictions on held-out games, illegal attempts in self-play",
              "strength": "Stockfish-ladder Elo per prompted rating, human move matching, centipawn loss",
              "openings": "opening variety per prompted rating next to human games of that band",
-             "value": "calibration of the value head on held-out games: Brier score vs base rates, reliability"}
+             "value": "calibration of the value head on held-out games: Brier score vs base rates, reliability",
+             "fidelity": "softmax-ladder data: the prompted model against each rung's exact policy (KL, entropy ratio)"}
     funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings,
-             "value": _cmd_eval_value}
+             "value": _cmd_eval_value, "fidelity": _cmd_eval_fidelity}
     for name, help_text in helps.items():
         p = esub.add_parser(name, help=help_text)
         p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
@@ -620,7 +672,8 @@ def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping completed steps")
     _experiment_args(p, "experiment TOML, e.g. experiments/quickstart.toml")
-    p.add_argument("--only", help="comma-separated steps to run (prepare,train,legality,strength,openings,value,report)")
+    p.add_argument("--only", help="comma-separated steps to run "
+                                  "(prepare,train,legality,strength,openings,fidelity,value,report)")
     p.add_argument("--device", help="torch device for training and evals (default: train.device)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)

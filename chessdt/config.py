@@ -262,6 +262,12 @@ class EvalConfig:
     repeat_samples: int = 50  # samples of the same position in the repeated-prompt test
     repeat_lines: tuple[str, ...] = ("start", "e2e4", "d2d4")  # its positions: moves from the start ("start" = none)
     openings_human_games: int = 5000  # held-out human games read for the data side (split into bands)
+    # -- fidelity (models trained on a softmax ladder: the prompted model against each rung's exact policy) --
+    fidelity_games: int = 60  # held-out games whose positions are scored (each position costs one Stockfish multi-PV)
+    fidelity_plies: int = 300  # plies of each game scored, from the start
+    fidelity_good_cp: int = 50  # "good moves": within this many centipawns of the best
+    fidelity_rungs: tuple[str, ...] = ()  # the ladder's rungs (RATING:softmax=T[,gate=C]/NODES); () = read
+    # from the Event tag of the first ladder file in data.inputs
     # -- value head (models with model.value_head) --
     value_games: int = 1000  # held-out games (with a result) whose positions the value head forecasts
     value_bootstrap: int = 1000  # resamples of those games behind each 95% interval
@@ -279,6 +285,8 @@ class EvalConfig:
             raise ConfigError(f"eval.match_plan={self.match_plan!r}: use 'adjacent' or 'all'")
         if self.ladder_games % 2:
             raise ConfigError(f"eval.ladder_games={self.ladder_games} must be even (openings are paired by colour)")
+        if self.fidelity_games < 0 or self.fidelity_plies <= 0 or self.fidelity_good_cp < 0:
+            raise ConfigError("eval.fidelity_games and fidelity_good_cp must be >= 0, fidelity_plies positive")
         if self.value_games <= 0 or self.value_bootstrap <= 0:
             raise ConfigError("eval.value_games and eval.value_bootstrap must be positive")
         if not 0.0 < self.top_p <= 1.0 or self.temperature < 0:

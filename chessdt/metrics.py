@@ -328,6 +328,34 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def bootstrap_ratio(num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray, *,
+                    resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(sum(num) / sum(den), lo, hi): a ratio of sums over clusters (e.g. per-game sums of a
+    per-position quantity and per-game position counts) with a 95% percentile interval from
+    resampling the clusters. A mean per position is the case den = counts; a ratio of two means
+    over the same positions is the case den = the other quantity's sums. nan when there is no data.
+
+    >>> est, lo, hi = bootstrap_ratio([2.0, 4.0, 6.0], [1, 2, 3]); round(est, 3), round(lo, 3), round(hi, 3)
+    (2.0, 2.0, 2.0)
+    >>> bootstrap_ratio([], [])
+    (nan, nan, nan)
+    """
+    n_arr, d_arr = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if len(n_arr) != len(d_arr):
+        raise ValueError("one numerator and one denominator per cluster")
+    if len(n_arr) == 0 or d_arr.sum() == 0:
+        return math.nan, math.nan, math.nan
+    est = float(n_arr.sum() / d_arr.sum())
+    draws = np.random.default_rng(seed).integers(0, len(n_arr), size=(resamples, len(n_arr)))
+    d_boot = d_arr[draws].sum(1)
+    ok = d_boot != 0
+    boot = n_arr[draws].sum(1)[ok] / d_boot[ok]
+    if len(boot) == 0:
+        return est, math.nan, math.nan
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return est, float(lo), float(hi)
+
+
 # -- information ----------------------------------------------------------------------------------------
 def entropy_bits(weights: Iterable[float]) -> float:
     """Shannon entropy in bits of a distribution given by nonnegative weights (counts or probabilities).

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STEPS = ("prepare", "train", "legality", "strength", "openings", "value", "report")  # value: with a value head
+# value: with a value head; fidelity: on a softmax ladder (rungs with a known policy)
+STEPS = ("prepare", "train", "legality", "strength", "openings", "fidelity", "value", "report")
 
 
 @dataclass
@@ -81,8 +82,8 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
 
         _timed(result, "train", do_train)
 
-    evals = [s for s in ("legality", "strength", "openings", "value") if s in only
-             and (s != "value" or cfg.model.value_head)]
+    evals = [s for s in ("legality", "strength", "openings", "fidelity", "value") if s in only
+             and (s != "value" or cfg.model.value_head) and (s != "fidelity" or has_softmax_rungs(cfg))]
     out = run / "eval"
     pending = [s for s in evals if not (out / f"{s}.json").is_file()]
     result.skipped += [s for s in evals if s not in pending]
@@ -93,7 +94,7 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
         policy = ModelPolicy.from_checkpoint(run, device or "cpu")
         ev = cfg.eval
         need = max(ev.legality_games, ev.matching_games, 2 * ev.cpl_positions, ev.openings_human_games,
-                   ev.value_games if "value" in pending else 0)
+                   ev.value_games if "value" in pending else 0, ev.fidelity_games if "fidelity" in pending else 0)
         games = held_out_games(cfg, run, need)
         if games is None:
             raise UserError(f"no held-out games for evaluation: set eval.games (looked next to {run})")
@@ -111,6 +112,19 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
     return result
 
 
+def has_softmax_rungs(cfg: Config) -> bool:
+    """Whether the fidelity evaluator has a ladder of known policies to compare against."""
+    from chessdt.evals.fidelity import rungs_of
+
+    if cfg.eval.fidelity_games <= 0:
+        return False
+    try:
+        rungs_of(cfg.eval, cfg.data.inputs)
+    except UserError:
+        return False
+    return True
+
+
 def engine_needed(cfg: Config, steps: tuple[str, ...]) -> bool:
     """Whether these evaluation steps of a config will start Stockfish."""
     from chessdt.play.arena import Opponent
@@ -120,7 +134,7 @@ def engine_needed(cfg: Config, steps: tuple[str, ...]) -> bool:
         any(Opponent.parse(r).kind != "random" for r in ev.ladder) or ev.cpl_positions > 0)
     openings = ("openings" in steps and ev.openings_vs_games > 0
                 and Opponent.parse(ev.openings_opponent).kind != "random")
-    return strength or openings
+    return strength or openings or "fidelity" in steps
 
 
 def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
@@ -145,7 +159,8 @@ def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
         files, _ = expand_inputs(cfg.data.inputs)
         if not files:
             raise UserError(f"no PGN files in data.inputs {list(cfg.data.inputs)}")
-    pending = tuple(s for s in ("strength", "openings") if s in only and not (run / "eval" / f"{s}.json").is_file())
+    pending = tuple(s for s in ("strength", "openings", "fidelity") if s in only
+                    and (s != "fidelity" or has_softmax_rungs(cfg)) and not (run / "eval" / f"{s}.json").is_file())
     if engine_needed(cfg, pending):
         from chessdt.stockfish.engine import find_stockfish
 
@@ -169,6 +184,11 @@ def _evaluate(step: str, policy: ModelPolicy, games: list[HeldOutGame], cfg: Con
         from chessdt.evals.openings import evaluate_openings
 
         evaluate_openings(model_subjects(policy, ev), games[: ev.openings_human_games], ev, out)
+    elif step == "fidelity":
+        from chessdt.evals.fidelity import evaluate_fidelity, rungs_of
+
+        evaluate_fidelity(policy, games[: ev.fidelity_games], rungs_of(ev, cfg.data.inputs), ev,
+                          out / "fidelity.json", progress=progress)
     elif step == "value":
         from chessdt.evals.value import evaluate_value, prepared_base_rates
 

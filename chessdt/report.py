@@ -27,6 +27,7 @@ from chessdt.evals.results import RESULT_FILES  # noqa: E402
 from chessdt.evals.legality import LegalityResult  # noqa: E402
 from chessdt.evals.openings import OpeningsResult  # noqa: E402
 from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402
+from chessdt.evals.fidelity import FidelityResult  # noqa: E402
 from chessdt.evals.value import ValueResult  # noqa: E402
 from chessdt.train import read_metrics  # noqa: E402
 
@@ -259,6 +260,11 @@ def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
         image(plot_openings(op, plot_dir / "openings.png"), "opening entropy vs rating")
     else:
         md += ["## Opening variety", "", "Not run: `chessdt eval openings CKPT`.", ""]
+    if "fidelity" in found:
+        fi = FidelityResult.load(found["fidelity"])
+        md += ["## Fidelity to the data's policy at each prompted rung", "",
+               "The model prompted with a rung's rating against that rung's exact move distribution "
+               "(the data is a softmax ladder, so the policy behind every move is known).", "", fi.format(), ""]
     if "value" in found:
         va = ValueResult.load(found["value"])
         md += ["## Value head calibration", "", va.format(), ""]

@@ -195,16 +195,22 @@ class BadStrength(UserError):
 
 @dataclass(frozen=True, kw_only=True)
 class Strength:
-    """How strong the engine plays: full strength, a UCI_Elo rating, or a Skill Level (0-20), each
-    optionally with a share `eps` of uniformly random legal moves instead of the engine's."""
+    """How strong the engine plays: full strength, a UCI_Elo rating, a Skill Level (0-20), or a
+    softmax over Stockfish's scores of every legal move (a known stochastic policy, see
+    :mod:`chessdt.stockfish.softmax`), each optionally with a share `eps` of uniformly random
+    legal moves instead of the engine's."""
 
     elo: int | None = None  # UCI_LimitStrength + UCI_Elo (1350-2850 in Stockfish 15.1); None = unlimited
     skill: int | None = None  # "Skill Level" 0-20, for settings below the UCI_Elo floor
     eps: float = 0.0  # probability of a random legal move (played by the caller; not an engine option)
+    softmax: float | None = None  # temperature T in centipawns: P(move) ~ exp((score - best) / T)
+    gate: int | None = None  # softmax rungs only: moves more than this many cp below the best get no softmax weight
 
     def __post_init__(self) -> None:
         if self.elo is not None and self.skill is not None:
             raise UserError("give a UCI_Elo or a Skill Level, not both")
+        if self.softmax is not None and (self.elo is not None or self.skill is not None):
+            raise UserError("a softmax rung scores moves at full strength: no UCI_Elo or Skill Level with it")
         if self.elo is not None and not UCI_ELO_MIN <= self.elo <= UCI_ELO_MAX:
             raise UserError(f"UCI_Elo {self.elo} outside Stockfish's range {UCI_ELO_MIN}-{UCI_ELO_MAX}; "
                             "use a Skill Level for weaker play")
@@ -212,6 +218,10 @@ class Strength:
             raise UserError(f"Skill Level {self.skill} outside 0-20")
         if not 0.0 <= self.eps <= 1.0:
             raise UserError(f"eps={self.eps:g}: a probability, from 0 to 1")
+        if self.softmax is not None and not (math.isfinite(self.softmax) and 1.0 <= self.softmax <= 100_000):
+            raise UserError(f"softmax={self.softmax:g}: a temperature in centipawns, from 1 to 100000")
+        if self.gate is not None and (self.softmax is None or self.gate < 0):
+            raise UserError("gate=C (centipawns, >= 0) goes with softmax=T")
 
     def options(self) -> dict[str, int | bool]:
         """The UCI options that set this strength (resetting the other mechanism)."""
@@ -223,46 +233,62 @@ class Strength:
 
     @classmethod
     def parse(cls, spec: str) -> Strength:
-        """The one grammar of an engine opponent's strength: 'full', 'skill=N', 'elo=N' or a UCI_Elo
-        rating 'N', optionally with ',eps=P' ('eps=P' alone: full strength). The ladder, the
-        generator's rungs, move-matching references and RL all read it.
+        """The one grammar of an engine opponent's strength: 'full', 'skill=N', 'elo=N', a UCI_Elo
+        rating 'N', or 'softmax=T' with an optional ',gate=C', each optionally with ',eps=P' ('eps=P'
+        alone: full strength). The ladder, the generator's rungs, move-matching references and RL all
+        read it.
 
-        >>> Strength.parse("1600").elo, Strength.parse("skill=3").skill, Strength.parse("full")
-        (1600, 3, Strength(elo=None, skill=None, eps=0.0))
-        >>> Strength.parse("eps=0.25"), Strength.parse("skill=0,eps=0.5").spec
-        (Strength(elo=None, skill=None, eps=0.25), 'skill=0,eps=0.5')
+        >>> Strength.parse("1600").elo, Strength.parse("skill=3").skill, Strength.parse("full").spec
+        (1600, 3, 'full')
+        >>> Strength.parse("eps=0.25").eps, Strength.parse("skill=0,eps=0.5").spec
+        (0.25, 'skill=0,eps=0.5')
+        >>> s = Strength.parse("softmax=15,gate=100,eps=0.05"); s.softmax, s.gate, s.eps, s.spec
+        (15.0, 100, 0.05, 'softmax=15,gate=100,eps=0.05')
         """
         base: dict[str, int] = {}
         eps = 0.0
+        softmax: float | None = None
+        gate: int | None = None
         parts = [p.strip() for p in spec.strip().lower().split(",")]
         for part in parts:
             key, sep, value = part.partition("=")
             number = value if sep else part
             if key == "eps" and sep and _is_number(value):
                 eps = float(value)
+            elif key == "softmax" and sep and _is_number(value) and softmax is None and not base:
+                softmax = float(value)
+            elif key == "gate" and sep and value.isdigit() and gate is None:
+                gate = int(value)
             elif part == "full" and not base:
                 base = {}
             elif number.lstrip("-").isdigit() and (not sep or key in ("skill", "elo")) and not base:
                 base = {"skill" if key == "skill" else "elo": int(number)}
             else:
-                raise BadStrength(f"strength {spec!r}: use 'full', 'skill=N', 'elo=N' or a UCI_Elo rating such "
-                                  "as '1350', optionally with ',eps=P'")
-        return cls(**base, eps=eps)  # ranges checked here
+                raise BadStrength(f"strength {spec!r}: use 'full', 'skill=N', 'elo=N', a UCI_Elo rating such "
+                                  "as '1350' or 'softmax=T[,gate=C]', optionally with ',eps=P'")
+        return cls(**base, eps=eps, softmax=softmax, gate=gate)  # ranges checked here
 
     @property
     def spec(self) -> str:
-        """The text :meth:`parse` reads back: 'full', 'skill=N' or 'elo=N', then ',eps=P' if any."""
-        base = f"elo={self.elo}" if self.elo is not None else f"skill={self.skill}" if self.skill is not None else "full"
+        """The text :meth:`parse` reads back: 'full', 'skill=N', 'elo=N' or 'softmax=T[,gate=C]',
+        then ',eps=P' if any."""
+        if self.softmax is not None:
+            base = f"softmax={self.softmax:g}" + (f",gate={self.gate}" if self.gate is not None else "")
+        else:
+            base = f"elo={self.elo}" if self.elo is not None else f"skill={self.skill}" if self.skill is not None else "full"
         return base + (f",eps={self.eps:g}" if self.eps else "")
 
     @property
     def deterministic(self) -> bool:
         """Full-strength Stockfish with no random moves: two such engines replay the same game."""
-        return self.elo is None and self.skill in (None, 20) and self.eps == 0.0
+        return self.elo is None and self.skill in (None, 20) and self.eps == 0.0 and self.softmax is None
 
     def describe(self) -> str:
-        """Short text for PGN headers, e.g. 'UCI_LimitStrength=true UCI_Elo=1600', 'full strength eps=0.5'."""
-        if self.elo is not None:
+        """Short text for PGN headers, e.g. 'UCI_LimitStrength=true UCI_Elo=1600', 'full strength eps=0.5',
+        'softmax T=15cp gate=100cp'."""
+        if self.softmax is not None:
+            text = f"softmax T={self.softmax:g}cp" + (f" gate={self.gate}cp" if self.gate is not None else "")
+        elif self.elo is not None:
             text = f"UCI_LimitStrength=true UCI_Elo={self.elo}"
         elif self.skill is not None:
             text = f"Skill Level={self.skill}"
@@ -283,8 +309,8 @@ def parse_opponent(spec: str, *, allow_self: bool = False) -> Literal["random", 
     """An opponent: 'random' (a uniformly random mover), 'self' (where allowed: the model itself) or
     Stockfish at a :meth:`Strength.parse` strength.
 
-    >>> parse_opponent("random"), parse_opponent("skill=0")
-    ('random', Strength(elo=None, skill=0, eps=0.0))
+    >>> parse_opponent("random"), parse_opponent("skill=0").spec
+    ('random', 'skill=0')
     """
     s = spec.strip().lower()
     if s == "random" or (allow_self and s == "self"):
@@ -294,4 +320,5 @@ def parse_opponent(spec: str, *, allow_self: bool = False) -> Literal["random", 
     except BadStrength:
         extra = ", 'self'" if allow_self else ""
         raise BadStrength(f"opponent {spec!r}: use 'random'{extra}, 'skill=N', 'full', a UCI_Elo rating such as "
-                          "'1350', 'eps=P' (0..1)") from None
+                          "'1350', 'eps=P' (0..1), "
+                          "'softmax=T[,gate=C][,eps=P]'") from None

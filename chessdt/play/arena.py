@@ -134,6 +134,8 @@ class Opponent:
             return "random"
         if self.kind == "uci":
             return f"{Path(self.command[0]).name}@{self.elo}"
+        if self.strength.softmax is not None:
+            return "sf-" + self.strength.spec.replace("=", "").replace(",", "-")
         if self.eps:
             return f"sf-eps{self.eps:g}"
         if self.skill is not None:
@@ -155,8 +157,9 @@ class Opponent:
         path = find_stockfish(engine)  # fail now, not in the middle of a run
         check_engine(path)
         s = self.strength
-        return PlayerSeat(make=lambda seed: StockfishPlayer(path, elo=s.elo, skill=s.skill, nodes=nodes,
-                                                            timeout_s=timeout_s, eps=s.eps, seed=seed), pooled=True)
+        own = self.nodes or nodes
+        return PlayerSeat(make=lambda seed: StockfishPlayer(path, strength=s, nodes=own, timeout_s=timeout_s,
+                                                            seed=seed), pooled=True)
 
 
 # -- specs ------------------------------------------------------------------------------------

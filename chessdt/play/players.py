@@ -3,7 +3,7 @@
 * :class:`ModelPlayer`: a :class:`~chessdt.play.policy.Prompted` model (a rating for its own side
   and its opponent's, temperature / top-p and an optional classifier-free guidance weight), one
   cached step per ply.
-* :class:`StockfishPlayer`: Stockfish at a UCI_Elo or Skill Level (restarts itself on a crash).
+* :class:`StockfishPlayer`: Stockfish at a UCI_Elo, Skill Level or softmax rung (restarts itself on a crash).
 * :class:`RandomPlayer`: a uniformly random legal move.
 * :class:`GreedyPlayer`: the move that wins the most material at one ply (the UCI engine's fallback).
 * :class:`QuantilizerPlayer`: the best fraction of k moves drawn from a ModelPlayer, by Stockfish.
@@ -24,6 +24,7 @@ import torch
 
 from chessdt.rules import PIECE_VALUES, Strength, centipawns
 from chessdt.stockfish.engine import Engine, EngineCommand, find_stockfish
+from chessdt.stockfish.softmax import DEFAULT_LINE_NODES, rung_policy, sample
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Sampling, Session
 
 
@@ -91,21 +92,24 @@ class StockfishPlayer:
 
     With `eps` > 0 it plays a uniformly random legal move with probability eps (seeded), else
     the engine's move: a strength that can be set continuously, from the random mover (eps = 1)
-    to the engine itself (eps = 0). With `command` any UCI engine plays instead of Stockfish.
+    to the engine itself (eps = 0). A softmax strength ('softmax=T[,gate=C]') samples, seeded, from
+    its exact policy (:mod:`chessdt.stockfish.softmax`), `nodes` per scored legal move. With
+    `command` any UCI engine plays instead of Stockfish.
     """
 
     def __init__(self, engine_path: str | Path | None = None, *, elo: int | None = None,
                  skill: int | None = None, nodes: int | None = None, movetime: float | None = 0.05,
                  timeout_s: float = 30.0, eps: float = 0.0, seed: int = 0,
-                 command: Sequence[str] | None = None) -> None:
-        self.strength = Strength(elo=elo, skill=skill)
+                 command: Sequence[str] | None = None, strength: Strength | None = None) -> None:
+        self.strength = strength if strength is not None else Strength(elo=elo, skill=skill, eps=eps)
         path: EngineCommand = list(command) if command else find_stockfish(engine_path)
         self.engine = Engine(path, strength=None if command else self.strength, timeout_s=timeout_s)
         self.limit = chess.engine.Limit(nodes=nodes, time=movetime if nodes is None else None)
-        self.eps = eps
+        self.line_nodes = nodes or DEFAULT_LINE_NODES  # a softmax strength's budget per scored move
+        self.eps = self.strength.eps
         self.rng = random.Random(seed)
         who = " ".join(command) if command else f"stockfish({self.strength.describe()})"
-        self.name = who + (f" eps={eps:g}" if eps else "")
+        self.name = who if self.strength.softmax is not None else who + (f" eps={self.eps:g}" if self.eps else "")
 
     def __enter__(self) -> "StockfishPlayer":
         self.engine.start()
@@ -115,6 +119,8 @@ class StockfishPlayer:
         self.engine.close()
 
     def play(self, board: chess.Board) -> chess.Move:
+        if self.strength.softmax is not None:  # eps is part of the softmax policy
+            return sample(rung_policy(self.engine, board, self.strength, self.line_nodes), self.rng)
         if self.eps and self.rng.random() < self.eps:
             return self.rng.choice(list(board.legal_moves))
         result = self.engine.play(board, self.limit)

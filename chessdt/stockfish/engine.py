@@ -227,9 +227,13 @@ class Engine:
         """The engine's evaluation of `board` (restarting and retrying on crash or hang)."""
         return self._call(lambda e: e.protocol.analyse(board, limit, game=game, info=info), limit)
 
-    def analyse_lines(self, board: chess.Board, limit: chess.engine.Limit, lines: int) -> list[chess.engine.InfoDict]:
-        """A multi-PV evaluation: the engine's `lines` best moves, one InfoDict each (pv, score)."""
-        return list(self._call(lambda e: e.protocol.analyse(board, limit, multipv=lines,
+    def analyse_lines(self, board: chess.Board, limit: chess.engine.Limit, lines: int, *,
+                      fresh: bool = False) -> list[chess.engine.InfoDict]:
+        """A multi-PV evaluation: the engine's `lines` best moves, one InfoDict each (pv, score).
+        With `fresh` the engine starts a new game first (ucinewgame clears Stockfish's hash and
+        history tables), so a fixed node budget gives the same scores every time."""
+        game = object() if fresh else None  # a new object: python-chess sends ucinewgame
+        return list(self._call(lambda e: e.protocol.analyse(board, limit, multipv=lines, game=game,
                                                             info=chess.engine.INFO_SCORE | chess.engine.INFO_PV),
                                limit))
 

@@ -10,7 +10,10 @@ zstd frames; a frame cut off by a crash is truncated away on restart.
 Move choice comes from Stockfish's own UCI_LimitStrength/Skill Level randomness (an unlimited rung is
 deterministic, so it only ever meets limited ones). Stockfish 15.1 seeds that generator from the clock
 (no UCI option sets it), so a rerun reproduces the pairings, colours and start lines exactly, but not
-the moves.
+the moves. Softmax rungs ('RATING:softmax=T[,gate=C][,eps=P]', :mod:`chessdt.stockfish.softmax`)
+sample from their exact policy with a generator seeded by (seed, i), over scores that a fixed node
+budget and a cleared hash make reproducible: a ladder of softmax rungs replays the same games.
+For them the node limit ('/N' or the run's) is per scored legal move, not per position.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
 from chessdt.rules import UCI_ELO_MIN, Strength, centipawns, game_over, parse_line
 from chessdt.stockfish.framed import FramedWriter, read_whole, repair
+from chessdt.stockfish.softmax import sample, score_moves, softmax_weights
 from chessdt.stockfish.workers import imap_stateful
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,8 @@ class Rung:
         """'1600' plays at UCI_Elo 1600; '1200:skill=0' is nominal 1200 played at Skill Level 0;
         '2225:full' is nominal 2225 played at full strength; '/N' sets the rung's own node limit;
         ',eps=P' (or ':eps=P', full strength) plays a uniformly random legal move with probability P.
+        '1900:softmax=15,gate=100' samples from a softmax over Stockfish's scores of every legal move
+        (:mod:`chessdt.stockfish.softmax`); there '/N' is the node budget per scored move.
 
         >>> Rung.parse("1600").strength.elo, Rung.parse("1200:skill=3").strength.skill
         (1600, 3)
@@ -79,8 +85,8 @@ class Rung:
         try:
             rating = int(rating_s)
         except ValueError:
-            raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E or RATING:full, "
-                            "optionally with ,eps=P (0..1) and /NODES") from None
+            raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E, RATING:full or "
+                            "RATING:softmax=T[,gate=C], optionally with ,eps=P (0..1) and /NODES") from None
         if not how:
             if rating < UCI_ELO_MIN:
                 raise UserError(f"rung {spec!r}: below UCI_Elo {UCI_ELO_MIN}, say how to play it, "
@@ -111,6 +117,33 @@ class Rung:
         if self.strength.elo == self.rating and not self.eps:
             return str(self.rating)
         return f"{self.rating}:{self.strength.spec}"
+
+
+def parse_rungs(text: str) -> tuple[Rung, ...]:
+    """Comma-separated rungs; a comma followed by a digit starts the next rung, so a rung's own
+    settings may hold commas ('1000:full,eps=0.6,2000:softmax=20,gate=50' is two rungs).
+
+    >>> [str(r) for r in parse_rungs("1000:full,eps=0.6,2000:softmax=20,gate=50/150")]
+    ['1000:full,eps=0.6', '2000:softmax=20,gate=50/150']
+    """
+    return tuple(Rung.parse(s) for s in re.split(r",(?=\d)", text.strip()) if s)
+
+
+_EVENT_SETTINGS = re.compile(r"\bnodes=(\d+) rungs=(\S+)")
+
+
+def ladder_rungs(event: str) -> tuple[Rung, ...] | None:
+    """The rungs of the run that wrote a ladder file, from its Event tag, each with its node limit
+    made explicit; None when the tag is not a ladder run's.
+
+    >>> [str(r) for r in ladder_rungs("chessdt ladder seed=0 nodes=150 rungs=1000:softmax=85,2000/300 maxplies=250")]
+    ['1000:softmax=85/150', '2000/300']
+    """
+    m = _EVENT_SETTINGS.search(event)
+    if not event.startswith("chessdt ladder") or m is None:
+        return None
+    nodes = int(m.group(1))
+    return tuple(r if r.nodes is not None else dataclasses.replace(r, nodes=nodes) for r in parse_rungs(m.group(2)))
 
 
 # Seven rungs, nominally 125 points apart, each measurably stronger than the one below. Stockfish 15.1
@@ -228,6 +261,19 @@ def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine,
             result, termination = "1/2-1/2", "adjudication: move limit"
             break
         side = board.turn
+        rung = pair.white if side == chess.WHITE else pair.black
+        if rung.strength.softmax is not None:  # the whole move choice is the rung's known policy
+            engine = white if side == chess.WHITE else black
+            scores = score_moves(engine, board, rung.nodes or cfg.nodes)
+            move = sample(dict(zip(scores.moves, softmax_weights(scores, rung.strength))), coin)
+            board.push(move)
+            if cfg.adjudicate_moves:
+                winning_streak[side] = winning_streak[side] + 1 if scores.best >= cfg.adjudicate_cp else 0
+                if winning_streak[side] >= cfg.adjudicate_moves and board.outcome() is None:
+                    result = "1-0" if side == chess.WHITE else "0-1"
+                    termination = "adjudication: decisive evaluation"
+                    break
+            continue
         if eps[side] and coin.random() < eps[side]:
             board.push(coin.choice(list(board.legal_moves)))  # no engine score: the streak is left as it is
             continue
@@ -252,6 +298,12 @@ def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine,
     return _pgn(cfg, pair, board, result, termination, engine_name)
 
 
+def _nodes_text(cfg: LadderConfig, rung: Rung) -> str:
+    """The rung's node budget as the header says it: per move, or per scored legal move (softmax)."""
+    per = "/line" if rung.strength.softmax is not None else ""
+    return f"nodes={rung.nodes or cfg.nodes}{per}"
+
+
 def _pgn(cfg: LadderConfig, pair: Pairing, board: chess.Board, result: str, termination: str,
          engine_name: str) -> chess.pgn.Game:
     game = chess.pgn.Game.from_board(board)
@@ -260,8 +312,8 @@ def _pgn(cfg: LadderConfig, pair: Pairing, board: chess.Board, result: str, term
     h["Site"] = "chessdt games generate"
     h["Date"] = datetime.date.today().strftime("%Y.%m.%d")
     h["Round"] = str(pair.index + 1)
-    h["White"] = f"{engine_name} {pair.white.describe()} nodes={pair.white.nodes or cfg.nodes}"
-    h["Black"] = f"{engine_name} {pair.black.describe()} nodes={pair.black.nodes or cfg.nodes}"
+    h["White"] = f"{engine_name} {pair.white.describe()} {_nodes_text(cfg, pair.white)}"
+    h["Black"] = f"{engine_name} {pair.black.describe()} {_nodes_text(cfg, pair.black)}"
     h["Result"] = result
     h["WhiteElo"] = str(pair.white.rating)
     h["BlackElo"] = str(pair.black.rating)
