@@ -537,6 +537,8 @@ def _cmd_eval_match(args: argparse.Namespace) -> int:
     from chessdt.checkpoint import resolve_checkpoint
     from chessdt.evals.results import eval_dir
     from chessdt.evals.match import Setting, play_match
+    from chessdt.stockfish.engine import find_stockfish
+    from chessdt.stockfish.referee import Referee, RefereeRule
 
     policy = _load_policy(args.checkpoint, args.device)
     settings = [Setting.parse(s) for s in args.settings]
@@ -549,12 +551,15 @@ def _cmd_eval_match(args: argparse.Namespace) -> int:
             raise UserError(f"--sprt {args.sprt!r}: give ELO0,ELO1, e.g. 0,20") from None
         sprt = (elo0, elo1)
     torch.set_num_threads(max(1, args.threads))
+    rule = RefereeRule.parse(args.referee) if args.referee is not None else None
     out = Path(args.out) if args.out else eval_dir(resolve_checkpoint(args.checkpoint))
     name = "match_" + "_vs_".join(re.sub(r"[^A-Za-z0-9_.@=-]+", "-", s.label) for s in settings)
-    with _eval_output(out):
+    referee = Referee(find_stockfish(args.engine), rule) if rule is not None else contextlib.nullcontext()
+    with _eval_output(out), referee as ref:
         result = play_match(policy, settings, out / f"{name}.jsonl", games=args.games, plan=args.plan,
                             opening_plies=args.opening_plies, seed=args.seed, batch_size=args.batch_size,
-                            max_plies=args.max_plies, sprt=sprt, progress=not args.quiet, others=others)
+                            max_plies=args.max_plies, sprt=sprt, progress=not args.quiet, others=others,
+                            referee=ref)
         result.save(out / f"{name}.json")
     print(result.format())
     print(f"wrote {out / (name + '.json')} (games in {out / (name + '.jsonl')}; {result.seconds:,.0f} s)")
@@ -610,6 +615,11 @@ def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
                    help="which settings meet: neighbours in the list plus first vs last (default), or all pairs")
     p.add_argument("--sprt", metavar="ELO0,ELO1", help="two settings: stop once 'B - A >= ELO1' or "
                                                       "'B - A <= ELO0' is decided (alpha = beta = 0.05)")
+    p.add_argument("--referee", nargs="?", const="", metavar="RULE",
+                   help="adjudicate with a fixed-node Stockfish referee; RULE overrides the defaults, e.g. "
+                        "'cp=400,plies=8,from=20,nodes=1000,playout=1' (playout < 1 stops that share of "
+                        "adjudicated games at the verdict: faster, adjudicated Elo only)")
+    p.add_argument("--engine", help="referee's Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
     p.add_argument("--opening-plies", type=int, default=4, help="plies of the paired opening lines (default 4)")
     p.add_argument("--batch-size", type=int, default=128, help="games advanced together through the KV cache")
     p.add_argument("--max-plies", type=int, default=300, help="a game still running is a draw after this")

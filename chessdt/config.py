@@ -247,6 +247,14 @@ class EvalConfig:
     match_games: int = 200  # games per pair of settings, paired openings (400 resolve about +-20 Elo); 0 = off
     match_plan: str = "adjacent"  # which settings meet: "adjacent" (neighbours, and first vs last) or "all"
     match_extra: tuple[str, ...] = ()  # settings besides eval.ratings, e.g. "rating=2000,temperature=0.3"
+    # -- referee adjudication of played games (direct matches and ladder games; chessdt/stockfish/referee.py) --
+    adjudicate: bool = False  # a fixed-node Stockfish judges every position; its rule may end a game
+    referee_cp: int = 400  # a win once the referee scores the leader at >= this many centipawns ...
+    referee_plies: int = 8  # ... on this many consecutive plies ...
+    referee_from_ply: int = 20  # ... ending at this ply or later
+    referee_nodes: int = 1000  # the referee's node budget per position
+    referee_playout: float = 1.0  # share of would-be-adjudicated games played on to the end (validation); at 1
+    # every game ends on the board and Elo is reported both ways, at < 1 adjudicated Elo only
     # -- strength: human move matching and centipawn loss --
     matching_games: int = 200  # held-out games for move matching
     skip_plies: int = 10  # opening plies left out of move matching and centipawn loss (Maia's protocol)
@@ -289,6 +297,11 @@ class EvalConfig:
             raise ConfigError("eval.fidelity_games and fidelity_good_cp must be >= 0, fidelity_plies positive")
         if self.value_games <= 0 or self.value_bootstrap <= 0:
             raise ConfigError("eval.value_games and eval.value_bootstrap must be positive")
+        if self.referee_cp <= 0 or self.referee_plies < 1 or self.referee_nodes < 1 or self.referee_from_ply < 0:
+            raise ConfigError("eval.referee_cp and referee_nodes must be positive, referee_plies >= 1, "
+                              "referee_from_ply >= 0")
+        if not 0.0 <= self.referee_playout <= 1.0:
+            raise ConfigError(f"eval.referee_playout={self.referee_playout} is a share, from 0 to 1")
         if not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
             raise ConfigError("eval.top_p must be in (0, 1] and eval.temperature >= 0")
 

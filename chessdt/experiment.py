@@ -202,8 +202,9 @@ def build_arms(cfg: Config, base: ModelPolicy, base_path: Path, run: Path, devic
 def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games: Sequence[HeldOutGame],
             out: Path, progress: bool) -> tuple[list[Point], dict[str, Any]]:
     """Play and measure every setting; returns the points and the bootstrap draws for the frontier."""
-    from chessdt.evals.match import pair_results, pair_specs
+    from chessdt.evals.match import Outcome, pair_results, pair_specs
     from chessdt.stockfish.engine import Engine, find_stockfish
+    from chessdt.stockfish.referee import open_referee, referee_rule
 
     ex = cfg.experiment
     out.mkdir(parents=True, exist_ok=True)
@@ -212,8 +213,13 @@ def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games:
     lines2 = opening_lines(2)
     specs = [g for a in arms for g in pair_specs(REFERENCE, a.label, range(ex.match_games // 2), lines2, ex.seed)]
     log.info("strength: %d games", len(specs))
-    records = run_games(specs, seats, out / "matches.jsonl", meta={"kind": "experiment-matches"},
-                        batch_size=ex.batch_size, workers=cfg.eval.workers, max_plies=ex.max_plies, progress=progress)
+    rule = referee_rule(cfg.eval)
+    meta = {"kind": "experiment-matches", **({"referee": rule.spec} if rule is not None else {})}
+    with open_referee(cfg.eval) as referee:
+        records = run_games(specs, seats, out / "matches.jsonl", meta=meta, batch_size=ex.batch_size,
+                            workers=cfg.eval.workers, max_plies=ex.max_plies, progress=progress, referee=referee)
+    # with a referee the frontier's strength is adjudicated (who plays better, not who can finish)
+    outcome: Outcome = "adjudicated" if rule is not None else "as played"
     # variety: self-play openings
     plies = max(ex.variety_plies)
     variety_specs = [GameSpec(id=f"{x}|v{i}", white=x, black=x, seed=ex.seed)
@@ -238,7 +244,7 @@ def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games:
         if label == REFERENCE:
             elo, elo_draws, n, score = Estimate(0.0, 0.0, 0.0), np.zeros(ex.bootstrap), 0, 0.5
         else:
-            pairs = pair_results(records, REFERENCE, label)
+            pairs = pair_results(records, REFERENCE, label, outcome)
             s = paired_score(pairs)
             elo_draws = _elo_draws(pairs, ex.bootstrap, rng_seed)
             elo, n, score = Estimate(_elo(s.score), _elo(s.lo), _elo(s.hi)), s.games, s.score

@@ -141,7 +141,7 @@ def test_stalemate_while_ahead_is_counted() -> None:
     rec = GameRecord(id="x", white="w", black="b", result="1/2-1/2", termination="stalemate", plies=1,
                      model_moves={}, illegal={}, masked=False, engine_restarts=0, seconds=0.0, pgn=str(game))
     assert stalemate_giver_ahead(rec) == "w"
-    # in a match: the game stays a draw, and the diagnostic counts it as a win for the side that gave it
+    # in a match: the game stays a draw, counted under its giver (the referee measures conversion)
     import dataclasses
 
     tags = {"a": "b", "b": "w", "round": 0}
@@ -149,11 +149,10 @@ def test_stalemate_while_ahead_is_counted() -> None:
     stale = dataclasses.replace(rec, id="b|w|0|0", tags=tags)
     row = pair_row([stale, other], "b", "w")
     assert row.score.score == 0.5 and row.stalemates_ahead == {"w": 1}
-    assert row.converted is not None and row.converted.score == 0.75
-    assert "Diagnostic, not a result" in MatchResult(settings=("b", "w"), model="m", pairs=(row,), ratings=(),
-                                                     games=2, aborted=0, seconds=0.0).format()
-    plain = pair_row([other], "b", "w")
-    assert plain.converted is None
+    assert row.adjudicated is None and row.conversion is None  # no referee watched these games
+    text = MatchResult(settings=("b", "w"), model="m", pairs=(row,), ratings=(), games=2, aborted=0,
+                       seconds=0.0).format()
+    assert "| 0 / 1 |" in text and "Referee" not in text
 
 
 def test_cli_match(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,18 +22,19 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import chess
 import numpy as np
 
 from chessdt.errors import UserError
 from chessdt.evals.results import JsonResult, fmt, jsonable
-from chessdt.metrics import PairedScore, fit_elo, paired_score, sprt_bounds, sprt_llr
+from chessdt.metrics import PairedScore, fit_elo, paired_score, sprt_bounds, sprt_llr, wilson_interval
 from chessdt.play.arena import GameSpec, Seat, run_games
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
-from chessdt.rules import material, opening_lines
+from chessdt.rules import material, opening_lines, white_score
+from chessdt.stockfish.referee import Referee
 # The keys of a setting, by their one-letter short forms.
 SETTING_KEYS = {"r": "rating", "o": "opponent", "t": "temperature", "p": "top_p", "g": "guidance", "m": "mask",
                 "c": "checkpoint"}
@@ -159,17 +160,35 @@ def pair_specs(a: str, b: str, rounds: range, lines: Sequence[tuple[str, ...]], 
 
 # -- results ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Conversion:
+    """Games in which the referee's rule named a setting the winner, and what became of them."""
+
+    verdicts: int  # games the rule adjudicated to this setting
+    played_out: int  # of them, played on to the end (validation)
+    won: int  # of those, won on the board
+    lo: float  # 95% Wilson interval of won / played_out
+    hi: float
+
+    @property
+    def rate(self) -> float:
+        return self.won / self.played_out if self.played_out else math.nan
+
+
+@dataclass(frozen=True)
 class PairRow:
     """B against A over their game pairs."""
 
     a: str
     b: str
-    score: PairedScore  # B's score
+    score: PairedScore  # B's score, games as played (adjudicated where the referee stopped one)
     terminations: dict[str, int]
     stalemates_ahead: dict[str, int]  # per setting: stalemates it gave while >= AHEAD pawns up
     distinct_games: int  # games with distinct move sequences (deterministic settings repeat games)
     llr: float | None = None  # SPRT log-likelihood ratio, when one was run
-    converted: PairedScore | None = None  # diagnostic: B's score if stalemates given while ahead were wins
+    # -- with a referee (None without) --
+    adjudicated: PairedScore | None = None  # B's score with every verdict of the referee's rule standing
+    played_out: PairedScore | None = None  # B's score on the board; None when some verdict was not played out
+    conversion: dict[str, Conversion] | None = None  # per setting
 
 
 @dataclass(frozen=True)
@@ -205,6 +224,7 @@ class MatchResult(JsonResult):
     seconds: float  # wall time of the games played by this call
     sprt: SprtResult | None = None
     notes: tuple[str, ...] = ()
+    referee: str = ""  # the referee's rule (RefereeRule.spec), "" = none
 
     def pair(self, a: str, b: str) -> PairRow:
         for p in self.pairs:
@@ -229,11 +249,27 @@ class MatchResult(JsonResult):
             cells = [str(p.terminations.get(t, 0)) for t in _TERMS]
             out.append(f"| {p.a} | {p.b} | " + " | ".join(cells) +
                        f" | {p.stalemates_ahead.get(p.a, 0)} / {p.stalemates_ahead.get(p.b, 0)} |")
-        lines = [(p, p.converted) for p in self.pairs if p.converted is not None]
-        if lines:
-            out += ["", "Diagnostic, not a result: B - A if every stalemate given while ahead had been a win "
-                    "for the side that gave it (how much of the gap weak endgame play hides):", ""]
-            out += [f"- {p.a} vs {p.b}: {fmt(c.elo, 0)} [{fmt(c.elo_lo, 0)}, {fmt(c.elo_hi, 0)}]" for p, c in lines]
+        judged = [p for p in self.pairs if p.adjudicated is not None]
+        if judged:
+            out += ["", f"Referee adjudication ({self.referee}): Elo B - A on the board and with every verdict of the "
+                    "rule standing; conversion = games the rule gave a setting that it then won on the board "
+                    "(played-out games only; 1 - conversion is the false-adjudication rate), 95% intervals", "",
+                    "| A | B | Elo played out | Elo adjudicated | verdicts (played out) | false adjudications "
+                    "| A converts | B converts |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+            for p in judged:
+                assert p.adjudicated is not None and p.conversion is not None
+                po = p.played_out
+                played = (f"{fmt(po.elo, 0)} [{fmt(po.elo_lo, 0)}, {fmt(po.elo_hi, 0)}]" if po is not None
+                          else "- (verdicts not all played out)")
+                ad = p.adjudicated
+                ca, cb = p.conversion[p.a], p.conversion[p.b]
+                n_out = ca.played_out + cb.played_out
+                false = n_out - ca.won - cb.won
+                f_lo, f_hi = wilson_interval(false, n_out)
+                out.append(f"| {p.a} | {p.b} | {played} | {fmt(ad.elo, 0)} [{fmt(ad.elo_lo, 0)}, {fmt(ad.elo_hi, 0)}] "
+                           f"| {ca.verdicts + cb.verdicts} ({n_out}) "
+                           f"| {false} = {fmt(false / n_out if n_out else math.nan, 1, True)} "
+                           f"[{fmt(f_lo, 1, True)}, {fmt(f_hi, 1, True)}] | {_conv(ca)} | {_conv(cb)} |")
         if len(self.ratings) > 2:
             out += ["", f"One Bradley-Terry fit over all games, relative to {self.settings[0]} "
                     "(95% intervals: bootstrap over game pairs)", "",
@@ -252,7 +288,13 @@ class MatchResult(JsonResult):
         return "\n".join(out).rstrip() + "\n"
 
 
-_TERMS = ("checkmate", "stalemate", "insufficient_material", "threefold_repetition", "fifty_moves", "move_limit")
+def _conv(c: Conversion) -> str:
+    return (f"{c.won}/{c.played_out} = {fmt(c.rate, 0, True)} [{fmt(c.lo, 0, True)}, {fmt(c.hi, 0, True)}]"
+            if c.played_out else "-")
+
+
+_TERMS = ("checkmate", "stalemate", "insufficient_material", "threefold_repetition", "fifty_moves", "move_limit",
+          "adjudication")
 
 
 def stalemate_giver_ahead(record: GameRecord) -> str | None:
@@ -266,26 +308,43 @@ def stalemate_giver_ahead(record: GameRecord) -> str | None:
     return None
 
 
-def pair_results(records: Sequence[GameRecord], a: str, b: str, converted: bool = False) -> list[list[float]]:
-    """B's results per game pair (rounds in order), decided games only. With `converted`, a stalemate
-    given while AHEAD pawns up counts as a win for the side that gave it (a diagnostic, not a result)."""
+Outcome = Literal["as played", "adjudicated"]
+
+
+def pair_results(records: Sequence[GameRecord], a: str, b: str, outcome: Outcome = "as played") -> list[list[float]]:
+    """B's results per game pair (rounds in order), decided games only: as the games ended, or with
+    every verdict of the referee's rule standing ('adjudicated')."""
     rounds: dict[int, list[float]] = {}
     for r in records:
         if r.decided and r.tags.get("a") == a and r.tags.get("b") == b:
-            giver = stalemate_giver_ahead(r) if converted else None
-            score = r.score_of(b) if giver is None else float(giver == b)
+            result = r.adjudicated_result if outcome == "adjudicated" else r.result
+            score = white_score(result) if b == r.white else 1.0 - white_score(result)
             rounds.setdefault(int(r.tags["round"]), []).append(score)
     return [rounds[k] for k in sorted(rounds)]
+
+
+def conversion(records: Sequence[GameRecord], label: str) -> Conversion:
+    """How often `label` won, on the board, the games the referee's rule adjudicated to it."""
+    mine = [r for r in records if r.decided and r.adjudication
+            and (r.white if r.adjudication == "1-0" else r.black) == label]
+    out = [r for r in mine if r.played_out]
+    won = sum(not r.false_adjudication for r in out)
+    lo, hi = wilson_interval(won, len(out))
+    return Conversion(verdicts=len(mine), played_out=len(out), won=won, lo=lo, hi=hi)
 
 
 def pair_row(records: Sequence[GameRecord], a: str, b: str, llr: float | None = None) -> PairRow:
     mine = [r for r in records if r.tags.get("a") == a and r.tags.get("b") == b and r.decided]
     ahead = Counter(x for x in (stalemate_giver_ahead(r) for r in mine) if x is not None)
     distinct = len({r.pgn.split("\n\n", 1)[-1] for r in mine})
+    judged = any(r.referee or r.adjudication for r in mine)
+    adjudicated = paired_score(pair_results(records, a, b, "adjudicated")) if judged else None
+    all_out = all(r.played_out for r in mine)
     return PairRow(a=a, b=b, score=paired_score(pair_results(records, a, b)),
                    terminations=dict(Counter(r.termination for r in mine)), stalemates_ahead=dict(ahead),
-                   distinct_games=distinct, llr=llr,
-                   converted=paired_score(pair_results(records, a, b, converted=True)) if ahead else None)
+                   distinct_games=distinct, llr=llr, adjudicated=adjudicated,
+                   played_out=paired_score(pair_results(records, a, b)) if judged and all_out else None,
+                   conversion={x: conversion(mine, x) for x in (a, b)} if judged else None)
 
 
 def bradley_terry(records: Sequence[GameRecord], labels: Sequence[str], *, samples: int = 200,
@@ -329,7 +388,7 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
                plan: str = "adjacent", opening_plies: int = 4, seed: int = 0, batch_size: int = 64,
                max_plies: int = 300, sprt: tuple[float, float] | None = None, alpha: float = 0.05,
                beta: float = 0.05, progress: bool = False,
-               others: Mapping[str, ModelPolicy] | None = None) -> MatchResult:
+               others: Mapping[str, ModelPolicy] | None = None, referee: Referee | None = None) -> MatchResult:
     """Play (or resume) a match between settings of one policy and measure it.
 
     A setting with a `checkpoint` plays with `others[checkpoint]` instead (e.g. an RL checkpoint
@@ -337,7 +396,8 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
 
     `games` is the number of games per pair of settings (even: whole pairs). With `sprt=(elo0, elo1)`
     (two settings only) the games are played in chunks of `batch_size` and the match stops as soon
-    as the SPRT decides; `games` is then the maximum.
+    as the SPRT decides; `games` is then the maximum. With a started `referee` every game is judged
+    (:mod:`chessdt.stockfish.referee`) and the result shows Elo on the board and adjudicated.
     """
     labels = [s.label for s in settings]
     if len(settings) < 2:
@@ -358,6 +418,8 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
     pairs = match_pairs(len(settings), plan) if sprt is None else [(0, 1)]
     meta = {"kind": "match", "model": policy.model_id, "settings": [jsonable(s) for s in settings],
             "opening_plies": opening_plies, "seed": seed, "max_plies": max_plies}
+    if referee is not None:
+        meta["referee"] = referee.rule.spec
     start = time.monotonic()
     notes: list[str] = []
     n_pairs = games // 2
@@ -365,7 +427,7 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
     if sprt is None:
         specs = [g for i, j in pairs for g in pair_specs(labels[i], labels[j], range(n_pairs), lines, seed)]
         records = run_games(specs, seats, out, meta=meta, batch_size=batch_size, max_plies=max_plies,
-                            progress=progress)
+                            progress=progress, referee=referee)
     else:
         lower, upper = sprt_bounds(alpha, beta)
         chunk = max(1, batch_size // 2)
@@ -375,7 +437,7 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
             done = min(n_pairs, done + chunk)
             specs = pair_specs(labels[0], labels[1], range(done), lines, seed)
             records = run_games(specs, seats, out, meta=meta, batch_size=batch_size, max_plies=max_plies,
-                                progress=progress)
+                                progress=progress, referee=referee)
             llr = sprt_llr(pair_results(records, labels[0], labels[1]), *sprt)
             if llr >= upper or llr <= lower:
                 decision = "H1" if llr >= upper else "H0"
@@ -392,4 +454,5 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
     aborted = sum(not r.decided for r in records)
     return MatchResult(settings=tuple(labels), model=policy.model_id, pairs=rows,
                        ratings=tuple(bradley_terry(records, labels, seed=seed)), games=len(records) - aborted,
-                       aborted=aborted, seconds=round(time.monotonic() - start, 1), sprt=test, notes=tuple(notes))
+                       aborted=aborted, seconds=round(time.monotonic() - start, 1), sprt=test, notes=tuple(notes),
+                       referee=referee.rule.spec if referee is not None else "")

@@ -47,6 +47,7 @@ from chessdt.evals.match import MatchResult, Setting, play_match
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
 from chessdt.play.players import StockfishPlayer
 from chessdt.play.policy import ModelPolicy, MoveStats
+from chessdt.stockfish.referee import open_referee
 
 # A subject is measured where it meets opponents near its own strength: a score of 20-80% against
 # at least two of them; outside that its rating rests on one lopsided result or on extrapolation.
@@ -536,10 +537,12 @@ def evaluate_strength(subjects: Sequence[Subject], games: Sequence[HeldOutGame],
             sampling = sampling_of(cfg)
             settings = [Setting.of(s.prompted) for s in subjects if s.prompted is not None]
             settings += [Setting.parse(x, default=sampling) for x in cfg.match_extra]
-            match = play_match(policy, settings, out_dir / "match_games.jsonl" if out_dir else None,
-                               games=cfg.match_games,
-                               plan=cfg.match_plan, opening_plies=cfg.opening_plies, seed=cfg.seed,
-                               batch_size=cfg.batch_size, max_plies=cfg.max_plies, progress=progress)
+            with open_referee(cfg) as referee:
+                match = play_match(policy, settings, out_dir / "match_games.jsonl" if out_dir else None,
+                                   games=cfg.match_games,
+                                   plan=cfg.match_plan, opening_plies=cfg.opening_plies, seed=cfg.seed,
+                                   batch_size=cfg.batch_size, max_plies=cfg.max_plies, progress=progress,
+                                   referee=referee)
     if "matching" in parts:
         if not games:
             notes.append("move matching skipped: no held-out games")

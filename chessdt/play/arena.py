@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from chessdt.stockfish.engine import EngineFailure, check_engine, find_stockfish
+from chessdt.stockfish.referee import Judge, Referee
 from chessdt.play.gamelog import GameLog, GameRecord
 from chessdt.errors import UserError
 from chessdt.rules import ABORTED, BadStrength, Strength, game_over, parse_opponent
@@ -195,17 +196,25 @@ def _restarts(player: object) -> int:
 
 
 def play_game(white: Player, black: Player, *, opening: Sequence[chess.Move] = (), max_plies: int = 400,
-              headers: Mapping[str, str] | None = None) -> chess.pgn.Game:
+              headers: Mapping[str, str] | None = None, judge: Judge | None = None) -> chess.pgn.Game:
     """Play one game between two Players from the standard start (after a forced opening line).
 
     A game still running after `max_plies` half-moves is a draw by ``move_limit``. A player that
     raises EngineFailure (its engine kept crashing or hanging) ends the game as ``*`` with
-    termination ``engine_failure``. The Termination header says how it ended.
+    termination ``engine_failure`` (``referee_failure`` for the referee). With a `judge`, the referee
+    scores every position and may end the game as ``adjudication``. The Termination header says how
+    it ended.
     """
     board = chess.Board()
-    for m in opening:
-        board.push(m)
     result, termination = ABORTED, ""
+    try:
+        for m in opening:
+            board.push(m)
+            if judge is not None and game_over(board) is None and (verdict := judge.after_move(board)):
+                return _pgn(board, white.name, black.name, verdict, "adjudication", headers)
+    except (EngineFailure, chess.engine.EngineError) as e:
+        log.warning("referee failed: %s", e)
+        return _pgn(board, white.name, black.name, ABORTED, "referee_failure", headers)
     while True:
         over = game_over(board)
         if over is not None:
@@ -224,6 +233,16 @@ def play_game(white: Player, black: Player, *, opening: Sequence[chess.Move] = (
         if move not in board.legal_moves:
             raise ValueError(f"{player.name} played illegal {move} in {board.fen()}")
         board.push(move)
+        if judge is not None and game_over(board) is None:
+            try:
+                verdict = judge.after_move(board)
+            except (EngineFailure, chess.engine.EngineError) as e:
+                log.warning("referee failed: %s", e)
+                result, termination = ABORTED, "referee_failure"
+                break
+            if verdict:
+                result, termination = verdict, "adjudication"
+                break
     return _pgn(board, white.name, black.name, result, termination, headers)
 
 
@@ -302,6 +321,7 @@ class _Game:
     termination: str = ""
     restarts: int = 0
     start: float = field(default_factory=time.monotonic)
+    judge: Judge | None = None  # the referee's view of this game, when one watches
 
     @property
     def done(self) -> bool:
@@ -327,14 +347,34 @@ def _record(g: _Game, seats: Mapping[str, Seat]) -> GameRecord:
                       plies=g.board.ply(), model_moves={k: s.moves for k, s in stats.items()},
                       illegal={k: s.illegal for k, s in stats.items()}, masked=masked,
                       engine_restarts=g.restarts, seconds=round(time.monotonic() - g.start, 3),
-                      pgn=str(pgn), tags=dict(spec.tags))
+                      pgn=str(pgn), tags=dict(spec.tags), **_judged(g.judge))
+
+
+def _judged(judge: Judge | None) -> dict[str, Any]:
+    """A game record's referee fields."""
+    if judge is None:
+        return {}
+    result, ply = judge.verdict or ("", 0)
+    return {"referee": list(judge.scores), "adjudication": result, "adjudication_ply": ply,
+            "played_out": judge.played_out}
 
 
 def _check_game_end(g: _Game, max_plies: int) -> None:
     over = game_over(g.board)
     if over is not None:
         g.result, g.termination = over
-    elif g.board.ply() >= max_plies:
+        return
+    if g.judge is not None:
+        try:
+            verdict = g.judge.after_move(g.board)
+        except (EngineFailure, chess.engine.EngineError) as e:
+            log.warning("game %s: referee failed: %s", g.spec.id, e)
+            g.result, g.termination = ABORTED, "referee_failure"
+            return
+        if verdict:
+            g.result, g.termination = verdict, "adjudication"
+            return
+    if g.board.ply() >= max_plies:
         g.result, g.termination = "1/2-1/2", "move_limit"
 
 
@@ -485,12 +525,14 @@ def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
 
 def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | None = None, *,
               meta: Mapping[str, Any] | None = None, batch_size: int = 64, workers: int = 1,
-              max_plies: int = 400, progress: bool = False) -> list[GameRecord]:
+              max_plies: int = 400, progress: bool = False, referee: Referee | None = None) -> list[GameRecord]:
     """Play every spec not already decided in `out`; return the records of all specs, in spec order.
 
     Games with a model seat go through :func:`_play_batch` (batched, cached model; any mix of
     policies and guidance weights, one Session per group); games between two PlayerSeats through
     :func:`play_game`. Each finished game is appended to `out` at once. Batches are formed in spec order.
+    With a started `referee`, every game is judged (:mod:`chessdt.stockfish.referee`); a game whose
+    referee failed is recorded as aborted and played again by the next run.
     """
     ids = [s.id for s in specs]
     if len(set(ids)) != len(ids):
@@ -522,11 +564,12 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
         for s in todo:
             (batched if _model_seats(s, seats) else plain).append(s)
         for i in range(0, len(batched), batch_size):
-            games = [_Game(spec=s, opening=tuple(chess.Move.from_uci(m) for m in s.opening))
+            games = [_Game(spec=s, opening=tuple(chess.Move.from_uci(m) for m in s.opening),
+                           judge=Judge(referee, s.seed, s.id) if referee is not None else None)
                      for s in batched[i : i + batch_size]]
             _play_batch(games, seats, pools, executor, max_plies, lambda g: finish(_record(g, seats)))
         for s in plain:
-            finish(_play_plain(s, seats, pools, max_plies))
+            finish(_play_plain(s, seats, pools, max_plies, referee))
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
@@ -535,7 +578,8 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
     return [done[i] for i in ids]
 
 
-def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_plies: int) -> GameRecord:
+def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_plies: int,
+                referee: Referee | None = None) -> GameRecord:
     """A game between two PlayerSeats (e.g. ladder calibration: one Stockfish rung against another)."""
     start = time.monotonic()
     white = pools.acquire(spec.white, _mix(spec.seed, spec.id, "white"))
@@ -544,10 +588,11 @@ def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_pl
     black = white if same else pools.acquire(spec.black, _mix(spec.seed, spec.id, "black"))
     players = {chess.WHITE: white, chess.BLACK: black}
     before = _restarts(white) + (0 if same else _restarts(black))
+    judge = Judge(referee, spec.seed, spec.id) if referee is not None else None
     try:
         game = play_game(_Named(players[chess.WHITE], spec.white), _Named(players[chess.BLACK], spec.black),
                          opening=[chess.Move.from_uci(m) for m in spec.opening], max_plies=max_plies,
-                         headers={"GameId": spec.id})
+                         headers={"GameId": spec.id}, judge=judge)
     finally:
         pools.release(spec.white, white)
         if not same:
@@ -557,7 +602,8 @@ def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_pl
                       termination=game.headers["Termination"], plies=board.ply(),
                       model_moves={"white": 0, "black": 0}, illegal={"white": 0, "black": 0}, masked=False,
                       engine_restarts=_restarts(white) + (0 if same else _restarts(black)) - before,
-                      seconds=round(time.monotonic() - start, 3), pgn=str(game), tags=dict(spec.tags))
+                      seconds=round(time.monotonic() - start, 3), pgn=str(game), tags=dict(spec.tags),
+                      **_judged(judge))
 
 
 class _Named:

@@ -41,6 +41,11 @@ class GameRecord:
     seconds: float  # wall time of the game (shared with the other games of its batch)
     pgn: str
     tags: dict[str, Any] = field(default_factory=dict)
+    # -- referee adjudication (chessdt.stockfish.referee), when a referee watched the game --
+    referee: list[int] = field(default_factory=list)  # its score after ply 1, 2, ... from White's side
+    adjudication: str = ""  # the result its rule adjudicated ("" = none)
+    adjudication_ply: int = 0  # the ply of that verdict
+    played_out: bool = True  # False: the game stopped at the verdict (result = adjudication)
 
     @property
     def decided(self) -> bool:
@@ -50,6 +55,16 @@ class GameRecord:
     @property
     def white_score(self) -> float:
         return white_score(self.result)
+
+    @property
+    def adjudicated_result(self) -> str:
+        """The result with the referee's verdict standing wherever its rule made one."""
+        return self.adjudication or self.result
+
+    @property
+    def false_adjudication(self) -> bool:
+        """Played out after a verdict, and the side the referee named did not win."""
+        return bool(self.adjudication) and self.played_out and self.result != self.adjudication
 
     def score_of(self, label: str) -> float:
         """Points scored by the seat `label` (which must have played this game and finished it)."""

@@ -227,15 +227,21 @@ class Engine:
         """The engine's evaluation of `board` (restarting and retrying on crash or hang)."""
         return self._call(lambda e: e.protocol.analyse(board, limit, game=game, info=info), limit)
 
-    def analyse_lines(self, board: chess.Board, limit: chess.engine.Limit, lines: int, *,
-                      fresh: bool = False) -> list[chess.engine.InfoDict]:
-        """A multi-PV evaluation: the engine's `lines` best moves, one InfoDict each (pv, score).
-        With `fresh` the engine starts a new game first (ucinewgame clears Stockfish's hash and
-        history tables), so a fixed node budget gives the same scores every time."""
-        game = object() if fresh else None  # a new object: python-chess sends ucinewgame
-        return list(self._call(lambda e: e.protocol.analyse(board, limit, multipv=lines, game=game,
+    def analyse_lines(self, board: chess.Board, limit: chess.engine.Limit, lines: int) -> list[chess.engine.InfoDict]:
+        """A multi-PV evaluation: the engine's `lines` best moves, one InfoDict each (pv, score)."""
+        return list(self._call(lambda e: e.protocol.analyse(board, limit, multipv=lines,
                                                             info=chess.engine.INFO_SCORE | chess.engine.INFO_PV),
                                limit))
+
+    def root_scores(self, board: chess.Board, nodes: int, lines: int) -> dict[chess.Move, chess.engine.PovScore]:
+        """The score of each of the `lines` best root moves after a fresh multi-PV search of `nodes`
+        nodes (ucinewgame first: Stockfish's hash and history cleared, so the scores are a function
+        of the position and its move history). The engine's last word per line, as `analyse_lines`
+        would give it, read from the raw output: python-chess's analyse parses and validates every
+        PV of every depth, which costs three times the search at these node budgets."""
+        limit = chess.engine.Limit(nodes=nodes)
+        return dict(self._call(lambda e: e.protocol.communicate(
+            lambda proto: _RootScores(proto, board, nodes, lines)), limit))
 
     def _call(self, make_coro: Any, limit: chess.engine.Limit | None) -> Any:
         timeout = self.timeout_s + (limit.time if limit is not None and limit.time else 0.0)
@@ -254,3 +260,52 @@ class Engine:
                 log.warning("engine call failed (%s: %s)", type(e).__name__, e)
                 self.close()
         raise EngineFailure(f"engine {self.path} failed {self.retries + 1} times; last error: {last!r}")
+
+
+class _RootScores(chess.engine.BaseCommand[dict[chess.Move, chess.engine.PovScore]]):
+    """One fresh multi-PV search, keeping only each line's last score and first move."""
+
+    def __init__(self, engine: chess.engine.Protocol, board: chess.Board, nodes: int, lines: int) -> None:
+        super().__init__(engine)
+        if not isinstance(engine, chess.engine.UciProtocol):
+            raise EngineFailure("multi-PV scoring needs a UCI engine")
+        self.uci = engine
+        self.board, self.nodes, self.lines = board, nodes, lines
+        self.last: dict[int, tuple[str, chess.engine.Score]] = {}  # multipv index -> (first move, score)
+        self.searching = False
+
+    def start(self) -> None:
+        self.uci._setoption("MultiPV", self.lines)
+        self.uci.game = self  # a new game: python-chess sends ucinewgame before its own next search too
+        self.uci._ucinewgame()
+        self.uci._isready()
+
+    def line_received(self, line: str) -> None:
+        if line.startswith("info ") and self.searching:
+            self._info(line.split())
+        elif line.startswith("bestmove") and self.searching:
+            scores = {}
+            for uci_move, score in self.last.values():
+                try:
+                    scores[chess.Move.from_uci(uci_move)] = chess.engine.PovScore(score, self.board.turn)
+                except ValueError:
+                    self.result.set_exception(EngineFailure(f"engine sent a bad move {uci_move!r}"))
+                    self.set_finished()
+                    return
+            self.result.set_result(scores)
+            self.set_finished()
+        elif line.strip() == "readyok" and not self.searching:
+            self.searching = True
+            self.uci._position(self.board)
+            self.uci._go(chess.engine.Limit(nodes=self.nodes))
+
+    def _info(self, words: list[str]) -> None:
+        try:
+            k = int(words[words.index("multipv") + 1]) if "multipv" in words else 1
+            i = words.index("score")
+            kind, value = words[i + 1], int(words[i + 2])
+            move = words[words.index("pv") + 1]
+        except (ValueError, IndexError):
+            return  # an info line without a scored line (currmove, hashfull, string, ...)
+        score: chess.engine.Score = chess.engine.Cp(value) if kind == "cp" else chess.engine.Mate(value)
+        self.last[k] = (move, score)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import chess.pgn
 
-from chessdt.metrics import elo_difference, fit_elo
+from chessdt.metrics import EloEstimate, elo_difference, fit_elo, wilson_interval
 from chessdt.data.archives import open_text
 from chessdt.data.pgn import parse_rating
 
@@ -74,6 +74,10 @@ class LadderReport:
     def fitted_elo(self) -> dict[int, float]:
         """Maximum-likelihood Elo of each rung from all games (draws as half points), the middle rung
         anchored at its nominal rating, so the spread can be read against the nominal ratings."""
+        return {k: e.elo for k, e in self.fit().items()}
+
+    def fit(self) -> dict[int, EloEstimate]:
+        """:meth:`fitted_elo` with each rung's 95% interval (the anchored middle rung has none)."""
         rows: list[tuple[str, str, float]] = []
         for (low, high), t in self.pairs.items():
             wins = round(t.points - 0.5 * t.draws)
@@ -82,17 +86,25 @@ class LadderReport:
         ratings = sorted(self.rungs)
         middle = ratings[len(ratings) // 2]
         fit = fit_elo(rows, {str(middle): float(middle)}, virtual_draws=0.5)
-        return {k: fit[str(k)].elo for k in ratings}
+        return {k: fit[str(k)] for k in ratings}
 
     def format(self) -> str:
         """Markdown tables: per rung, per rating difference, and the verdict."""
         lines = [f"{self.games:,} games" + (f" ({self.skipped:,} skipped: no rating or result)" if self.skipped else "")]
-        fitted = self.fitted_elo()
-        lines += ["", "| rung | games | score | draws | avg opponent | fitted Elo (middle rung anchored) |", "|---:|---:|---:|---:|---:|---:|"]
+        fitted = self.fit()
+        lines += ["", "| rung | games | score | draws | avg opponent | fitted Elo (middle rung anchored) | 95% interval |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
         for k in sorted(self.rungs):
-            t = self.rungs[k]
+            t, e = self.rungs[k], fitted[k]
+            iv = "anchor" if e.anchored else f"{e.lo:.0f} .. {e.hi:.0f}"
             lines.append(f"| {k} | {t.games:,} | {100 * t.score:.1f}% | {100 * t.draws / t.games:.0f}% | "
-                         f"{self.opp_sum[k] / t.games:.0f} | {fitted[k]:.0f} |")
+                         f"{self.opp_sum[k] / t.games:.0f} | {e.elo:.0f} | {iv} |")
+        lines += ["", "| higher rung | lower rung | games | higher rung's score | 95% interval | Elo difference |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for (low, high), t in sorted(self.pairs.items(), key=lambda kv: (kv[0][1] - kv[0][0], kv[0])):
+            lo, hi = wilson_interval(t.points, t.games)
+            lines.append(f"| {high} | {low} | {t.games:,} | {100 * t.score:.1f}% | {100 * lo:.1f}-{100 * hi:.1f}% "
+                         f"| {elo_difference(t.score):+.0f} |")
         lines += ["", "| rating difference | games | stronger side's score | implied Elo difference |",
                   "|---:|---:|---:|---:|"]
         for d in sorted(self.by_diff):

@@ -74,12 +74,8 @@ def score_moves(engine: Engine, board: chess.Board, nodes: int = DEFAULT_LINE_NO
     legal = sorted(board.legal_moves, key=chess.Move.uci)
     if not legal:
         raise ValueError(f"no legal moves in {board.fen()}")
-    infos = engine.analyse_lines(board, chess.engine.Limit(nodes=nodes * len(legal)), len(legal), fresh=True)
-    by_move: dict[chess.Move, int] = {}
-    for info in infos:
-        pv, score = info.get("pv"), info.get("score")
-        if pv and score is not None:
-            by_move.setdefault(pv[0], mate_aware_cp(score, board.turn))
+    by_move = {m: mate_aware_cp(score, board.turn) for m, score in
+               engine.root_scores(board, nodes * len(legal), len(legal)).items()}
     missing = [m.uci() for m in legal if m not in by_move]
     if missing:
         raise EngineFailure(f"multi-PV left {len(missing)} legal moves unscored in {board.fen()}: {missing[:5]}")
