@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from tiny_policy import tiny_policy
 import fake_uci
 from chessdt import cli
 from chessdt.errors import UserError
-from chessdt.evals.match import Setting, play_match
+from chessdt.evals.match import Setting, play_match, rejudge
 from chessdt.play.arena import GameSpec, PlayerSeat, run_games
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.players import RandomPlayer
@@ -127,6 +128,10 @@ def test_match_reports_both_elos_and_conversion(tmp_path: Path, one_thread: None
         c = row.conversion[label]
         mine = [r for r in judged if r.white == label]
         assert c.verdicts == c.played_out == len(mine) and c.won == sum(r.result == "1-0" for r in mine)
+    # any other rule can be replayed over the stored scores of played-out games
+    assert [rejudge(r, ref.rule) for r in records] == records
+    assert not any(rejudge(r, RefereeRule(cp=1000)).adjudication for r in records)
+    assert all(rejudge(r, RefereeRule(cp=400, plies=2, from_ply=10)).adjudication_ply in (0, 10) for r in records)
     text = res.format()
     assert "Referee adjudication (cp=400,plies=2,from=6,nodes=1000,playout=1)" in text and "false adjudications" in text
     # playout 0: verdicts stop games; the played-out Elo is then not claimed
@@ -134,6 +139,9 @@ def test_match_reports_both_elos_and_conversion(tmp_path: Path, one_thread: None
     res0 = play_match(policy, settings, None, games=8, max_plies=40, batch_size=8, referee=ref0)
     assert res0.pairs[0].played_out is None and res0.pairs[0].adjudicated is not None
     assert "verdicts not all played out" in res0.format()
+    stopped = GameRecord.from_json(json.loads((tmp_path / "m.jsonl").read_text().splitlines()[1]))
+    with pytest.raises(ValueError, match="cannot be rejudged"):
+        rejudge(dataclasses.replace(stopped, played_out=False), ref.rule)
 
 
 def test_cli_referee_errors_are_one_line(tiny_checkpoint: Path, tmp_path: Path,

@@ -15,6 +15,7 @@ SPRT that stops the match once "B is elo1 stronger" or "B is at most elo0 strong
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -34,7 +35,7 @@ from chessdt.play.arena import GameSpec, Seat, run_games
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 from chessdt.rules import material, opening_lines, white_score
-from chessdt.stockfish.referee import Referee
+from chessdt.stockfish.referee import Referee, RefereeRule, verdict_of
 # The keys of a setting, by their one-letter short forms.
 SETTING_KEYS = {"r": "rating", "o": "opponent", "t": "temperature", "p": "top_p", "g": "guidance", "m": "mask",
                 "c": "checkpoint"}
@@ -331,6 +332,17 @@ def conversion(records: Sequence[GameRecord], label: str) -> Conversion:
     won = sum(not r.false_adjudication for r in out)
     lo, hi = wilson_interval(won, len(out))
     return Conversion(verdicts=len(mine), played_out=len(out), won=won, lo=lo, hi=hi)
+
+
+def rejudge(record: GameRecord, rule: RefereeRule) -> GameRecord:
+    """A played-out game's record as `rule` would have judged it, from its stored referee scores (the
+    scores' node budget is the one they were recorded with). Records of games stopped at a verdict
+    cannot be rejudged: their ends are unknown."""
+    if not record.played_out:
+        raise ValueError(f"game {record.id} stopped at a verdict: it cannot be rejudged")
+    verdict = verdict_of(record.referee, rule)
+    result, ply = verdict or ("", 0)
+    return dataclasses.replace(record, adjudication=result, adjudication_ply=ply)
 
 
 def pair_row(records: Sequence[GameRecord], a: str, b: str, llr: float | None = None) -> PairRow:

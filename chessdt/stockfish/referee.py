@@ -158,3 +158,4 @@ class Judge:
                 self.played_out = False
                 return self.verdict[0]
         return None
+
