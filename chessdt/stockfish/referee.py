@@ -34,11 +34,12 @@ REFEREE_CAP = 10 * CP_CAP  # referee scores are stored clipped to +-100 pawns (a
 class RefereeRule:
     """When a referee ends a game, and how often it lets the game go on to check itself."""
 
-    cp: int = 400  # the leader's score, from its side, at or beyond this ...
-    plies: int = 8  # ... on this many consecutive plies ...
-    from_ply: int = 20  # ... ending at this ply or later
-    nodes: int = 1000  # the referee's node budget per position (one thread)
-    playout: float = 1.0  # share of would-be-adjudicated games played to the end (validation)
+    # defaults: those of the [eval] section (one home for the numbers)
+    cp: int = EvalConfig.referee_cp  # the leader's score, from its side, at or beyond this ...
+    plies: int = EvalConfig.referee_plies  # ... on this many consecutive plies ...
+    from_ply: int = EvalConfig.referee_from_ply  # ... ending at this ply or later
+    nodes: int = EvalConfig.referee_nodes  # the referee's node budget per position (one thread)
+    playout: float = EvalConfig.referee_playout  # share of would-be-adjudicated games played to the end
 
     def __post_init__(self) -> None:
         if self.cp <= 0 or self.plies < 1 or self.from_ply < 0 or self.nodes < 1:
