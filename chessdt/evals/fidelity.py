@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import chess
+import chess.pgn
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from chessdt.config import EvalConfig
+from chessdt.data.archives import open_text
 from chessdt.errors import UserError
 from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
 from chessdt.evals.openings import entropy_rows, played_distribution
@@ -37,7 +39,7 @@ from chessdt.evals.results import JsonResult, fmt
 from chessdt.metrics import bootstrap_ratio
 from chessdt.play.policy import ModelPolicy, Sampling
 from chessdt.stockfish.engine import Engine, find_stockfish
-from chessdt.stockfish.generate import Rung, ladder_rungs, read_games
+from chessdt.stockfish.generate import Rung, ladder_rungs
 from chessdt.stockfish.softmax import DEFAULT_LINE_NODES, good_entropy, score_moves, softmax_weights
 
 
@@ -107,8 +109,12 @@ def rungs_of(cfg: EvalConfig, data_inputs: Sequence[str]) -> tuple[Rung, ...]:
         for name in data_inputs:
             path = Path(name)
             if path.is_file():
-                first = next(iter(read_games(path)), None)
-                found = ladder_rungs(first.headers.get("Event", "")) if first is not None else None
+                try:
+                    with open_text(path) as stream:  # the first game's headers: no need to read the file
+                        headers = chess.pgn.read_headers(stream)
+                except (OSError, ValueError, UnicodeError):
+                    continue
+                found = ladder_rungs(headers.get("Event", "")) if headers is not None else None
                 if found:
                     rungs = found
                     break
