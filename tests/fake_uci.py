@@ -5,6 +5,8 @@ Usage: python fake_uci.py [--crash-at N] [--hang-at N] [--once FILE]
   --crash-at N  exit on the N-th `go` of this process; --hang-at N  stop answering on it.
   --once FILE   misbehave only if FILE does not exist yet (it is created when this process misbehaves),
                 so a restart then works.
+  --short-below N  a multi-PV search of fewer than N nodes reports one line less (as Stockfish does when
+                its budget runs out before the first iteration has reached every move).
 """
 
 import argparse
@@ -49,6 +51,7 @@ def main() -> None:
     ap.add_argument("--crash-at", type=int, default=0)
     ap.add_argument("--hang-at", type=int, default=0)
     ap.add_argument("--once")
+    ap.add_argument("--short-below", type=int, default=0)
     args = ap.parse_args()
     misbehave = not (args.once and os.path.exists(args.once))
 
@@ -97,6 +100,9 @@ def main() -> None:
             moves = sorted(board.legal_moves, key=lambda m: m.uci())
             if multipv > 1:  # every line: the moves by material after them (best first, then UCI order)
                 ranked = sorted(moves, key=lambda m: -_after(board, m))[:multipv]
+                nodes = int(cmd[cmd.index("nodes") + 1]) if "nodes" in cmd else 0
+                if nodes < args.short_below:
+                    ranked = ranked[:-1]
                 for i, m in enumerate(ranked, 1):
                     out.write(f"info depth 1 multipv {i} score cp {_after(board, m)} nodes 1 pv {m.uci()}\n")
                 out.write(f"bestmove {ranked[0].uci()}\n")

@@ -18,7 +18,7 @@ from chessdt import cli
 from chessdt.errors import UserError
 from chessdt.play.arena import Opponent
 from chessdt.rules import Strength
-from chessdt.stockfish.engine import DEBIAN_STOCKFISH, Engine, find_stockfish
+from chessdt.stockfish.engine import DEBIAN_STOCKFISH, Engine, EngineFailure, find_stockfish
 from chessdt.stockfish.generate import LadderConfig, Pairing, Rung, generate, play_pairing, read_games
 from chessdt.stockfish.softmax import (MATE_CP, MoveScores, mate_aware_cp, rung_policy, sample, score_moves,
                                        softmax_weights)
@@ -157,3 +157,22 @@ def test_ladder_variety_counts_and_exact_entropies(tmp_path: Path, capsys: pytes
     rc = cli.main(["games", "variety", str(plain), "--engine", fake_uci.script(str(tmp_path)), "-q"])
     err = capsys.readouterr().err.strip()
     assert rc != 0 and "not a `chessdt games generate` file" in err and len(err.splitlines()) == 1
+
+
+def test_unscored_moves_are_scored_with_a_larger_budget() -> None:
+    """A search that leaves a legal move unscored is repeated with 4x the nodes, deterministically."""
+    board = chess.Board()
+    with Engine(fake_uci.command("--short-below", "1000")) as engine:  # 20 moves x 10 nodes: short
+        scores = score_moves(engine, board, 10)
+    assert set(scores.moves) == set(board.legal_moves)
+    with Engine(fake_uci.command("--short-below", "10000000")) as engine:
+        with pytest.raises(EngineFailure, match="unscored"):
+            score_moves(engine, board, 10)
+
+
+def test_a_game_that_keeps_failing_stops_the_run_with_one_line(tmp_path: Path) -> None:
+    cfg = LadderConfig(rungs=(Rung.parse("1500:softmax=300"), Rung.parse("1000:softmax=600")), games=2,
+                       max_plies=8, adjudicate_moves=0)
+    with pytest.raises(UserError, match="rerun the same command to resume") as e:
+        generate(cfg, tmp_path / "x.pgn", fake_uci.command("--crash-at", "1"), workers=1, progress=False)
+    assert "\n" not in str(e.value)

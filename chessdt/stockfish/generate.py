@@ -42,7 +42,7 @@ from chessdt.errors import UserError
 from chessdt.rules import UCI_ELO_MIN, Strength, centipawns, game_over, parse_line
 from chessdt.stockfish.framed import FramedWriter, read_whole, repair
 from chessdt.stockfish.softmax import sample, score_moves, softmax_weights
-from chessdt.stockfish.workers import imap_stateful
+from chessdt.stockfish.workers import WorkerError, imap_stateful
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ def generate(cfg: LadderConfig, out: Path, engine_path: EngineCommand, *, worker
     try:
         if todo:
             setup = functools.partial(_Players, cfg, engine_path)
-            for _index, text in imap_stateful(setup, _play_index, todo, workers):
+            for _index, text in _stop_as_user_error(imap_stateful(setup, _play_index, todo, workers)):
                 writer.add(text)
                 played += 1
                 bar.update(1)
@@ -407,6 +407,14 @@ def generate(cfg: LadderConfig, out: Path, engine_path: EngineCommand, *, worker
         writer.flush()  # whole games only: an interrupted run keeps everything finished so far
         bar.close()
     return GenerateSummary(played, len(done) + played, time.monotonic() - start)
+
+
+def _stop_as_user_error(results: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """The worker results; a worker's failure becomes a one-line error that says the run resumes."""
+    try:
+        yield from results
+    except (WorkerError, EngineFailure) as e:  # in a worker process, or in this one (one worker)
+        raise UserError(f"{e}; every game finished so far is saved: rerun the same command to resume") from None
 
 
 def read_games(path: Path) -> Iterator[chess.pgn.Game]:

@@ -35,6 +35,7 @@ from chessdt.stockfish.engine import Engine, EngineFailure
 MATE_CP = 20_000  # a mate's score before the per-move discount
 MATE_STEP = 200  # centipawns a mate loses per move it takes
 DEFAULT_LINE_NODES = 250  # nodes per legal move when scoring a position
+RETRIES = 4  # searches with 4x the budget each when the first leaves legal moves unscored
 
 
 def mate_aware_cp(score: chess.engine.PovScore, color: chess.Color) -> int:
@@ -74,12 +75,19 @@ def score_moves(engine: Engine, board: chess.Board, nodes: int = DEFAULT_LINE_NO
     legal = sorted(board.legal_moves, key=chess.Move.uci)
     if not legal:
         raise ValueError(f"no legal moves in {board.fen()}")
-    by_move = {m: mate_aware_cp(score, board.turn) for m, score in
-               engine.root_scores(board, nodes * len(legal), len(legal)).items()}
-    missing = [m.uci() for m in legal if m not in by_move]
-    if missing:
-        raise EngineFailure(f"multi-PV left {len(missing)} legal moves unscored in {board.fen()}: {missing[:5]}")
-    return MoveScores(tuple(legal), tuple(by_move[m] for m in legal))
+    budget = nodes * len(legal)
+    for _ in range(RETRIES):
+        by_move = {m: mate_aware_cp(score, board.turn) for m, score in
+                   engine.root_scores(board, budget, len(legal)).items()}
+        missing = [m.uci() for m in legal if m not in by_move]
+        if not missing:
+            return MoveScores(tuple(legal), tuple(by_move[m] for m in legal))
+        # Stockfish reports a line only once its first iteration has searched it; in a sharp position
+        # the quiescence search of some moves can spend the budget before every move is reached.
+        # A larger budget (a fixed rule, so still a function of the position) completes it.
+        budget *= 4
+    raise EngineFailure(f"multi-PV left {len(missing)} legal moves unscored in {board.fen()} even at "
+                        f"{budget // 4:,} nodes: {missing[:5]}")
 
 
 def softmax_weights(scores: MoveScores, strength: Strength) -> list[float]:
