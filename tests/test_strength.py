@@ -244,3 +244,21 @@ def test_engine_paths_and_engines_that_fail_at_start_up(tiny_checkpoint: Path, t
         assert cli.main([*args, "--out", str(tmp_path / "ev2"), "--engine", engine]) == 2, engine
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_refereed_ladder_fits_elo_both_ways(tmp_path: Path) -> None:
+    """With eval.adjudicate, ladder games keep the referee's scores and the fit is given adjudicated too."""
+    policy = tiny_policy(context=256)
+    cfg = small_cfg(ratings=(1200, 2000), ladder=("random", "1350"), engine=script(str(tmp_path)),
+                    adjudicate=True, referee_cp=100, referee_plies=2, referee_from_ply=4, referee_nodes=5)
+    log = tmp_path / "ladder.jsonl"
+    res = play_ladder(model_subjects(policy, cfg), cfg, log, engine=cfg.engine)
+    meta, recs = read_game_log(log)
+    assert meta["referee"] == "cp=100,plies=2,from=4,nodes=5,playout=1"
+    assert all(r.referee and r.played_out for r in recs if r.decided)
+    assert all(not math.isnan(r.elo_adjudicated) for r in res.subjects)
+    assert "adjudicated Elo" in StrengthResult(ladder=res, matching=None, cpl=None, notes=()).format()
+    plain = play_ladder(model_subjects(policy, small_cfg(ratings=(1200, 2000), ladder=("random", "1350"),
+                                                        engine=cfg.engine)), small_cfg(
+        ratings=(1200, 2000), ladder=("random", "1350"), engine=cfg.engine), tmp_path / "plain.jsonl", engine=cfg.engine)
+    assert all(math.isnan(r.elo_adjudicated) for r in plain.subjects)

@@ -39,7 +39,7 @@ from chessdt.play.gamelog import GameRecord
 from chessdt.config import EvalConfig
 from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish
 from chessdt.errors import UserError
-from chessdt.rules import CP_CAP, clipped_cp, final_cp, opening_lines
+from chessdt.rules import CP_CAP, clipped_cp, final_cp, opening_lines, white_score
 from chessdt.evals.results import JsonResult, fmt, jsonable
 from chessdt.evals.subject import Subject, sampling_of
 from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
@@ -47,7 +47,7 @@ from chessdt.evals.match import MatchResult, Setting, play_match
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
 from chessdt.play.players import StockfishPlayer
 from chessdt.play.policy import ModelPolicy, MoveStats
-from chessdt.stockfish.referee import open_referee
+from chessdt.stockfish.referee import open_referee, referee_rule
 
 # A subject is measured where it meets opponents near its own strength: a score of 20-80% against
 # at least two of them; outside that its rating rests on one lopsided result or on extrapolation.
@@ -72,6 +72,9 @@ class SubjectRow:
     illegal_per_game: float  # raw illegal attempts per game (0 by construction when masked)
     masked: bool  # whether it sampled with illegal moves masked
     bracketed: int = 0  # opponents it scored between BRACKET[0] and BRACKET[1] against (>= 2: bracketed)
+    elo_adjudicated: float = math.nan  # with a referee: the same fit with every verdict of its rule standing
+    adjudicated_lo: float = math.nan
+    adjudicated_hi: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,12 @@ def play_ladder(subjects: Sequence[Subject], cfg: EvalConfig, out: Path | None =
     meta = {"kind": "strength-ladder", "subjects": [_subject_meta(s) for s in subjects], "ladder": list(cfg.ladder),
             "nodes": cfg.ladder_nodes, "max_plies": cfg.max_plies, "opening_plies": cfg.opening_plies,
             "seed": cfg.seed}
-    records = run_games(ladder_specs(subjects, opponents, cfg), seats, out, meta=meta, batch_size=cfg.batch_size,
-                        workers=cfg.workers, max_plies=cfg.max_plies, progress=progress)
+    rule = referee_rule(cfg)
+    if rule is not None:
+        meta["referee"] = rule.spec
+    with open_referee(cfg) as referee:
+        records = run_games(ladder_specs(subjects, opponents, cfg), seats, out, meta=meta, batch_size=cfg.batch_size,
+                            workers=cfg.workers, max_plies=cfg.max_plies, progress=progress, referee=referee)
     if records and not any(r.decided for r in records):
         why = Counter(r.termination for r in records).most_common()
         raise UserError(f"all {len(records)} ladder games were aborted ({', '.join(f'{k}: {n}' for k, n in why)}), "
@@ -160,6 +167,9 @@ def ladder_result(records: Sequence[GameRecord], subjects: Sequence[Subject], op
     anchors = {o.label: float(o.elo) for o in opponents if o.elo is not None}
     decided = [r for r in records if r.decided]
     fit: EloFit = fit_elo([(r.white, r.black, r.white_score) for r in decided], anchors, virtual_draws=virtual_draws)
+    judged = any(r.referee or r.adjudication for r in decided)
+    adjudicated = fit_elo([(r.white, r.black, white_score(r.adjudicated_result)) for r in decided], anchors,
+                          virtual_draws=virtual_draws) if judged else None
     rows = []
     for s in subjects:
         mine = [r for r in records if s.label in (r.white, r.black)]
@@ -169,6 +179,7 @@ def ladder_result(records: Sequence[GameRecord], subjects: Sequence[Subject], op
             per_opp.setdefault(r.tags.get("opponent", r.black if r.white == s.label else r.white), []).append(r.score_of(s.label))
         illegal = [r.illegal["white" if r.white == s.label else "black"] for r in mine]
         est = fit[s.label] if s.label in fit else None
+        adj = adjudicated[s.label] if adjudicated is not None and s.label in adjudicated else None
         rows.append(SubjectRow(
             label=s.label, prompted=s.rating, elo=est.elo if est else math.nan, lo=est.lo if est else math.nan,
             hi=est.hi if est else math.nan, games=len(won),
@@ -176,7 +187,9 @@ def ladder_result(records: Sequence[GameRecord], subjects: Sequence[Subject], op
             scores={k: sum(v) / len(v) for k, v in per_opp.items()},
             illegal_per_game=sum(illegal) / len(illegal) if illegal else math.nan,
             masked=s.sampling.mask_illegal if s.policy is not None else False,
-            bracketed=sum(BRACKET[0] <= sum(v) / len(v) <= BRACKET[1] for v in per_opp.values())))
+            bracketed=sum(BRACKET[0] <= sum(v) / len(v) <= BRACKET[1] for v in per_opp.values()),
+            elo_adjudicated=adj.elo if adj else math.nan, adjudicated_lo=adj.lo if adj else math.nan,
+            adjudicated_hi=adj.hi if adj else math.nan))
     opp_rows = []
     for o in opponents:
         est = fit[o.label] if o.label in fit else None
@@ -463,6 +476,11 @@ class StrengthResult(JsonResult):
                            f"{fmt(r.lo, 0)} .. {fmt(r.hi, 0)} | {r.games} | {fmt(r.score, 1, True)} | "
                            f"{r.bracketed}{'' if r.bracketed >= 2 else ' (!)'} | "
                            f"{fmt(r.illegal_per_game, 2)}{' (masked)' if r.masked else ''} |")
+            if any(not math.isnan(r.elo_adjudicated) for r in L.subjects):
+                out += ["", "With the referee's verdicts standing (adjudicated; the games themselves were played "
+                        "as above):", "", "| subject | adjudicated Elo | 95% interval |", "|---|---:|---|"]
+                out += [f"| {r.label} | {fmt(r.elo_adjudicated, 0)} | {fmt(r.adjudicated_lo, 0)} .. "
+                        f"{fmt(r.adjudicated_hi, 0)} |" for r in L.subjects]
             loose = [r.label for r in L.subjects if r.bracketed < 2]
             if loose:
                 out += ["", f"(!) scored {BRACKET[0]:.0%}-{BRACKET[1]:.0%} against fewer than two opponents: "
