@@ -45,7 +45,8 @@ from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, RLConfig, to_dict
 from chessdt.errors import UserError
 from chessdt.model import GPT
-from chessdt.play.arena import GameSpec, Opponent, Seat, run_games
+from chessdt.play.arena import GameSpec, Seat, run_games
+from chessdt.play.opponents import Opponent
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 from chessdt.rules import ABORTED, RESULTS, opening_lines, white_score

@@ -12,7 +12,8 @@ import chess
 import chess.pgn
 import pytest
 
-from chessdt.play.arena import GameSpec, Opponent, PlayerSeat, play_game, run_games
+from chessdt.play.arena import GameSpec, PlayerSeat, play_game, run_games
+from chessdt.play.opponents import Opponent
 from chessdt.play.gamelog import read_game_log
 from chessdt.stockfish.engine import DEBIAN_STOCKFISH
 from chessdt.errors import UserError

@@ -10,7 +10,7 @@ from chessdt import cli
 from chessdt.checkpoint import save_checkpoint
 from chessdt.config import load_config
 from chessdt.model import GPT
-from chessdt.play.arena import Opponent
+from chessdt.play.opponents import Opponent
 from chessdt.play.policy import ModelPolicy
 from chessdt.rl import Rollout, distinct_openings, opponent_seat, play_rollouts, rl_loss, rollout_model
 from chessdt.tokenizer import Vocab

@@ -29,7 +29,8 @@ from pathlib import Path
 import chess
 import torch
 
-from chessdt.play.arena import GameSpec, Opponent, Seat, run_games
+from chessdt.play.arena import GameSpec, Seat, run_games
+from chessdt.play.opponents import Opponent
 from chessdt.play.gamelog import GameRecord
 from chessdt.rules import parse_line
 from chessdt.config import EvalConfig

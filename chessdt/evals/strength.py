@@ -34,7 +34,8 @@ import chess
 import chess.engine
 import torch
 
-from chessdt.play.arena import GameSpec, Opponent, Seat, run_games
+from chessdt.play.arena import GameSpec, Seat, run_games
+from chessdt.play.opponents import Opponent
 from chessdt.play.gamelog import GameRecord
 from chessdt.config import EvalConfig
 from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish

@@ -22,14 +22,12 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import queue
-import shlex
-import shutil
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import chess
 import chess.engine
@@ -37,12 +35,11 @@ import chess.pgn
 import torch
 from tqdm import tqdm
 
-from chessdt.stockfish.engine import EngineFailure, check_engine, find_stockfish
+from chessdt.stockfish.engine import EngineFailure
 from chessdt.stockfish.referee import Judge, Referee
 from chessdt.play.gamelog import GameLog, GameRecord
-from chessdt.errors import UserError
-from chessdt.rules import ABORTED, BadStrength, Strength, game_over, parse_opponent
-from chessdt.play.players import Player, RandomPlayer, StockfishPlayer
+from chessdt.rules import ABORTED, game_over
+from chessdt.play.players import Player
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Session
 
 log = logging.getLogger(__name__)
@@ -63,104 +60,6 @@ class PlayerSeat:
 
 
 Seat = Prompted | PlayerSeat  # the model (played batched) or any Player
-
-
-@dataclass(frozen=True)
-class Opponent:
-    """A non-model opponent written as a short spec:
-
-    * 'random': a uniformly random legal move;
-    * Stockfish at a :meth:`chessdt.rules.Strength.parse` strength: '1350' or 'elo=1350' (UCI_Elo
-      1350, whose nominal rating anchors the Elo fit), 'skill=N' (Skill Level N), 'full', each
-      optionally ',eps=P'; 'eps=P' alone is full-strength Stockfish that plays a uniformly random
-      legal move with probability P, a strength anywhere between the random mover and the engine;
-    * 'uci=COMMAND@RATING': any UCI engine (e.g. lc0 with Maia weights, `go nodes 1` by appending
-      '/1' to the rating), with a declared rating that anchors the fit like a UCI_Elo rung.
-
-    >>> Opponent.parse("1350").elo, Opponent.parse("skill=0").skill, Opponent.parse("random").kind
-    (1350, 0, 'random')
-    >>> o = Opponent.parse("eps=0.25"); o.eps, o.label
-    (0.25, 'sf-eps0.25')
-    >>> o = Opponent.parse("uci=lc0 --weights=maia-1500.pb.gz@1500/1"); o.command, o.elo, o.nodes, o.label
-    (('lc0', '--weights=maia-1500.pb.gz'), 1500, 1, 'lc0@1500')
-    """
-
-    kind: Literal["random", "stockfish", "uci"]
-    strength: Strength = Strength()  # the Stockfish setting (kind 'stockfish')
-    rating: int | None = None  # a UCI engine's declared rating (kind 'uci')
-    command: tuple[str, ...] = ()  # a UCI engine's command line (kind 'uci')
-    nodes: int | None = None  # its own node budget per move (None = the ladder's)
-
-    @classmethod
-    def parse(cls, spec: str) -> Opponent:
-        text = spec.strip()
-        if text.lower().startswith("uci="):
-            command, at, rating = text.partition("=")[2].rpartition("@")
-            rating_s, _, nodes_s = rating.partition("/")
-            try:
-                words = tuple(shlex.split(command))
-                if at and words:
-                    return cls("uci", rating=int(rating_s), command=words, nodes=int(nodes_s) if nodes_s else None)
-            except ValueError:
-                pass
-            raise UserError(f"opponent {spec!r}: a UCI engine is 'uci=COMMAND@RATING[/NODES]'")
-        try:
-            parsed = parse_opponent(text)
-        except BadStrength as e:  # the grammar, not a setting out of range
-            raise UserError(f"{e} or 'uci=COMMAND@RATING[/NODES]'") from None
-        return cls("stockfish", parsed) if isinstance(parsed, Strength) else cls("random")
-
-    @property
-    def elo(self) -> int | None:
-        """UCI_Elo setting (the rung's nominal rating), or a UCI engine's declared rating."""
-        return self.rating if self.kind == "uci" else self.strength.elo
-
-    @property
-    def skill(self) -> int | None:
-        return self.strength.skill
-
-    @property
-    def eps(self) -> float:
-        return self.strength.eps
-
-    @property
-    def anchored(self) -> bool:
-        """Its rating is known (a UCI_Elo setting or a declared engine rating) and fixes the scale."""
-        return self.elo is not None
-
-    @property
-    def label(self) -> str:
-        """Name in game tables and PGN: 'random', 'sf-skill0', 'sf-1350', 'sf-full', 'sf-eps0.25', 'lc0@1500'."""
-        if self.kind == "random":
-            return "random"
-        if self.kind == "uci":
-            return f"{Path(self.command[0]).name}@{self.elo}"
-        if self.strength.softmax is not None:
-            return "sf-" + self.strength.spec.replace("=", "").replace(",", "-")
-        if self.eps:
-            return f"sf-eps{self.eps:g}"
-        if self.skill is not None:
-            return f"sf-skill{self.skill}"
-        return f"sf-{self.elo}" if self.elo is not None else "sf-full"
-
-    def seat(self, engine: str | Path | None = None, *, nodes: int = 1000, timeout_s: float = 30.0) -> PlayerSeat:
-        """How to make this opponent: an engine at a node budget per move (reproducible strength,
-        unlike a time limit on a loaded machine), or the seeded random mover."""
-        if self.kind == "random":
-            return PlayerSeat(make=lambda seed: RandomPlayer(seed), pooled=False)
-        if self.kind == "uci":
-            command, own = self.command, self.nodes or nodes
-            if shutil.which(command[0]) is None:
-                raise UserError(f"opponent engine {command[0]!r} not found or not executable")
-            check_engine(command)
-            return PlayerSeat(make=lambda seed: StockfishPlayer(nodes=own, command=command, timeout_s=timeout_s),
-                              pooled=True)
-        path = find_stockfish(engine)  # fail now, not in the middle of a run
-        check_engine(path)
-        s = self.strength
-        own = self.nodes or nodes
-        return PlayerSeat(make=lambda seed: StockfishPlayer(path, strength=s, nodes=own, timeout_s=timeout_s,
-                                                            seed=seed), pooled=True)
 
 
 # -- specs ------------------------------------------------------------------------------------
@@ -207,14 +106,10 @@ def play_game(white: Player, black: Player, *, opening: Sequence[chess.Move] = (
     """
     board = chess.Board()
     result, termination = ABORTED, ""
-    try:
-        for m in opening:
-            board.push(m)
-            if judge is not None and game_over(board) is None and (verdict := judge.after_move(board)):
-                return _pgn(board, white.name, black.name, verdict, "adjudication", headers)
-    except (EngineFailure, chess.engine.EngineError) as e:
-        log.warning("referee failed: %s", e)
-        return _pgn(board, white.name, black.name, ABORTED, "referee_failure", headers)
+    for m in opening:
+        board.push(m)
+        if (ended := _judged_end(judge, board)) is not None:
+            return _pgn(board, white.name, black.name, *ended, headers)
     while True:
         over = game_over(board)
         if over is not None:
@@ -233,17 +128,23 @@ def play_game(white: Player, black: Player, *, opening: Sequence[chess.Move] = (
         if move not in board.legal_moves:
             raise ValueError(f"{player.name} played illegal {move} in {board.fen()}")
         board.push(move)
-        if judge is not None and game_over(board) is None:
-            try:
-                verdict = judge.after_move(board)
-            except (EngineFailure, chess.engine.EngineError) as e:
-                log.warning("referee failed: %s", e)
-                result, termination = ABORTED, "referee_failure"
-                break
-            if verdict:
-                result, termination = verdict, "adjudication"
-                break
+        if (ended := _judged_end(judge, board)) is not None:
+            result, termination = ended
+            break
     return _pgn(board, white.name, black.name, result, termination, headers)
+
+
+def _judged_end(judge: Judge | None, board: chess.Board) -> tuple[str, str] | None:
+    """(result, termination) when the referee ends a running game after the move just played
+    ('adjudication', or 'referee_failure' when its engine failed for good), else None."""
+    if judge is None or game_over(board) is not None:
+        return None
+    try:
+        verdict = judge.after_move(board)
+    except (EngineFailure, chess.engine.EngineError) as e:
+        log.warning("referee failed: %s", e)
+        return ABORTED, "referee_failure"
+    return (verdict, "adjudication") if verdict else None
 
 
 # -- many games ---------------------------------------------------------------------------------------------------
@@ -360,21 +261,10 @@ def _judged(judge: Judge | None) -> dict[str, Any]:
 
 
 def _check_game_end(g: _Game, max_plies: int) -> None:
-    over = game_over(g.board)
+    over = game_over(g.board) or _judged_end(g.judge, g.board)
     if over is not None:
         g.result, g.termination = over
-        return
-    if g.judge is not None:
-        try:
-            verdict = g.judge.after_move(g.board)
-        except (EngineFailure, chess.engine.EngineError) as e:
-            log.warning("game %s: referee failed: %s", g.spec.id, e)
-            g.result, g.termination = ABORTED, "referee_failure"
-            return
-        if verdict:
-            g.result, g.termination = verdict, "adjudication"
-            return
-    if g.board.ply() >= max_plies:
+    elif g.board.ply() >= max_plies:
         g.result, g.termination = "1/2-1/2", "move_limit"
 
 
