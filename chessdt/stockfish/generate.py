@@ -41,7 +41,7 @@ from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
 from chessdt.rules import UCI_ELO_MIN, Strength, centipawns, game_over, parse_line
 from chessdt.stockfish.framed import FramedWriter, read_whole, repair
-from chessdt.stockfish.softmax import sample, score_moves, softmax_weights
+from chessdt.stockfish.softmax import policy_of, sample, score_moves
 from chessdt.stockfish.workers import WorkerError, imap_stateful
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine,
         if rung.strength.softmax is not None:  # the whole move choice is the rung's known policy
             engine = white if side == chess.WHITE else black
             scores = score_moves(engine, board, rung.nodes or cfg.nodes)
-            move = sample(dict(zip(scores.moves, softmax_weights(scores, rung.strength))), coin)
+            move = sample(policy_of(scores, rung.strength), coin)
             board.push(move)
             if cfg.adjudicate_moves:
                 winning_streak[side] = winning_streak[side] + 1 if scores.best >= cfg.adjudicate_cp else 0

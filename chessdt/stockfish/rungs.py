@@ -29,7 +29,7 @@ from chessdt.evals.results import JsonResult, fmt
 from chessdt.metrics import bootstrap_ratio, entropy_bits
 from chessdt.stockfish.engine import Engine, EngineCommand
 from chessdt.stockfish.generate import Rung, ladder_rungs, read_games
-from chessdt.stockfish.softmax import DEFAULT_LINE_NODES, good_entropy, sample, score_moves, softmax_weights
+from chessdt.stockfish.softmax import DEFAULT_LINE_NODES, good_entropy, policy_of, sample, score_moves, softmax_weights
 
 EARLY_PLIES = 20  # "the opening": plies counted for the early entropies
 
@@ -98,7 +98,7 @@ def _selfplay_distinct(engine: Engine, rung: Rung, games: int, plies: int, seed:
         board = chess.Board()
         while board.ply() < plies and board.outcome() is None:
             s = score_moves(engine, board, rung.nodes or DEFAULT_LINE_NODES)
-            board.push(sample(dict(zip(s.moves, softmax_weights(s, rung.strength))), rng))
+            board.push(sample(policy_of(s, rung.strength), rng))
         lines.add(tuple(board.move_stack))
     return len(lines)
 

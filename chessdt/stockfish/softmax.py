@@ -113,7 +113,11 @@ def softmax_weights(scores: MoveScores, strength: Strength) -> list[float]:
 def rung_policy(engine: Engine, board: chess.Board, strength: Strength,
                 nodes: int = DEFAULT_LINE_NODES) -> dict[chess.Move, float]:
     """The exact distribution over legal moves that a softmax rung samples from in `board`."""
-    scores = score_moves(engine, board, nodes)
+    return policy_of(score_moves(engine, board, nodes), strength)
+
+
+def policy_of(scores: MoveScores, strength: Strength) -> dict[chess.Move, float]:
+    """The rung's distribution over the scored moves, as {move: probability} in UCI order."""
     return dict(zip(scores.moves, softmax_weights(scores, strength)))
 
 
