@@ -21,7 +21,7 @@ from chessdt.rules import parse_opponent
 
 Reader = Literal["rust", "python-chess"]  # data.reader
 Precision = Literal["auto", "bf16", "fp32"]  # train.precision
-Reward = Literal["result", "engine"]  # rl.reward
+Reward = Literal["result", "engine", "rater"]  # rl.reward
 LABELS = ("elo", "outcome", "engine")  # condition kinds; combine with '+', or 'none'
 TIME_CONTROLS = ("ultrabullet", "bullet", "blitz", "rapid", "classical", "correspondence")
 
@@ -181,9 +181,15 @@ class RLConfig:
     promote_window: int = 10  # league: updates averaged for promotion
     opponent_nodes: int = 2000  # Stockfish node budget per move
     engine: str = ""  # Stockfish binary; "" = PATH, then /usr/games/stockfish
-    reward: Reward = "result"  # result (+1 win, 0 draw, -1 loss) or engine (unfinished games judged by eval)
+    reward: Reward = "result"  # result (+1 win, 0 draw, -1 loss), engine (games cut at max_plies judged by
+    # Stockfish's expected score), or rater (the learned rater's forecast at the last position, for every game:
+    # the RLHF analog, which never sees the result)
+    rater: str = ""  # reward = rater: a checkpoint with a value head; "" = rl.base; relative to the config file
+    adjudicate: bool = False  # the [eval] section's referee watches rollouts (a verdict ends the game and is its
+    # result) and the matches against the base (played-out and adjudicated Elo, with its playout share)
     eval_nodes: int = 5000  # node budget for engine adjudication of unfinished games
-    max_plies: int = 160  # a game stops here and counts as a draw (or is adjudicated)
+    max_plies: int = 160  # a game stops here and counts as a draw (or is adjudicated); the rater's horizon
+    eval_max_plies: int = 0  # the matches against the base stop here; 0 = as long as the model's context allows
     temperature: float = 1.0  # rollout sampling temperature (legal moves only)
     grad_clip: float = 1.0  # clip the global gradient norm; 0 = off
     save_every: int = 25  # updates between checkpoints (and at the end)
@@ -204,7 +210,9 @@ class RLConfig:
         if self.eval_every < 0 or self.eval_games < 2 or self.variety_games < 1:
             raise ConfigError("rl.eval_every must be >= 0, rl.eval_games >= 2 and rl.variety_games >= 1")
         if self.reward not in typing.get_args(Reward):
-            raise ConfigError(f"rl.reward={self.reward!r}: use result or engine")
+            raise ConfigError(f"rl.reward={self.reward!r}: use result, engine or rater")
+        if self.eval_max_plies < 0:
+            raise ConfigError("rl.eval_max_plies must be >= 0 (0 = the model's context)")
         if self.games_per_step < 2:
             raise ConfigError("rl.games_per_step must be at least 2 (the baseline is the others' mean)")
 
@@ -535,7 +543,7 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
         inputs=tuple(_resolve(p, base) for p in cfg.data.inputs),
         prepared=_resolve(cfg.data.prepared, base),
     )
-    rl = dataclasses.replace(cfg.rl, base=_resolve(cfg.rl.base, base))
+    rl = dataclasses.replace(cfg.rl, base=_resolve(cfg.rl.base, base), rater=_resolve(cfg.rl.rater, base))
     ev = dataclasses.replace(cfg.eval, games=_resolve(cfg.eval.games, base))
     experiment = dataclasses.replace(cfg.experiment, base=_resolve(cfg.experiment.base, base))
     return dataclasses.replace(cfg, data=data, rl=rl, eval=ev, experiment=experiment,

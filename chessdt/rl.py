@@ -8,7 +8,11 @@ itself. With ``league = true`` the opponent is replaced by a frozen copy of the 
 whenever the policy has scored at least `promote_score` over the last `promote_window` updates, so
 the reward stays informative as the policy improves. The reward is the game result from the
 model's side (+1 / 0 / -1); games cut at `max_plies` are draws, or judged by a Stockfish
-evaluation with ``reward = "engine"``. The loss per game is REINFORCE with a leave-one-out
+evaluation with ``reward = "engine"``; with ``adjudicate = true`` the [eval] section's referee also
+ends a rollout at its verdict, which is then the result. With ``reward = "rater"`` the reward is a
+learned rater's opinion instead (:mod:`chessdt.rater`, the RLHF analog): 2 * its forecast expected
+score at the game's last position (at most `max_plies`) - 1, for every game, finished or not; the
+result never reaches the policy. The loss per game is REINFORCE with a leave-one-out
 baseline, plus beta times the exact KL(pi || pi_base) over legal moves at every position where the
 model moved:
 
@@ -17,8 +21,10 @@ model moved:
 The policy samples among legal moves only, and log-probabilities and KL are taken over the
 legal-masked distribution, so the gradient matches how the moves were drawn. Logged per update:
 reward, KL, policy entropy, distinct openings in the batch and the opponent; every `eval_every`
-updates also a direct match against the frozen base (paired openings, Elo with a 95% interval)
-and the opening variety of `variety_games` self-play openings, so a collapse shows as it happens.
+updates also a direct match against the frozen base (paired openings, Elo with a 95% interval,
+refereed with ``adjudicate``: played out and adjudicated), the rater's score of the same games
+(with a rater: proxy and true strength side by side, the over-optimisation curve) and the opening
+variety of `variety_games` self-play openings, so a collapse shows as it happens.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +56,9 @@ from chessdt.play.arena import GameSpec, Seat, run_games
 from chessdt.play.opponents import Opponent
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
+from chessdt.rater import Rater
 from chessdt.rules import ABORTED, RESULTS, opening_lines, white_score
+from chessdt.stockfish.referee import Referee
 from chessdt.tokenizer import game_inputs
 
 log = logging.getLogger(__name__)
@@ -115,15 +124,20 @@ def rollouts_of(record: GameRecord, model: Prompted, judge: Any = None, nodes: i
 
 @torch.no_grad()
 def play_rollouts(model: Prompted, opponent: Seat | None, cfg: RLConfig, seed: int,
-                  judge: Any = None) -> list[Rollout]:
+                  judge: Any = None, rater: Rater | None = None, referee: Referee | None = None) -> list[Rollout]:
     """Play `cfg.games_per_step` games of `model` against `opponent` (None: against itself) in
-    lockstep and return the policy's rollouts (two per self-play game)."""
+    lockstep and return the policy's rollouts (two per self-play game). A `referee` ends games at its
+    verdict (give it a rule with playout 0)."""
     seats: dict[str, Seat] = {POLICY: model}
     if opponent is not None:
         seats[OPPONENT] = opponent
     specs = rollout_specs(cfg.games_per_step, opponent is None, seed)
-    records = run_games(specs, seats, None, batch_size=len(specs), max_plies=cfg.max_plies)
-    return [r for rec in records if rec.decided for r in rollouts_of(rec, model, judge, cfg.eval_nodes)]
+    records = run_games(specs, seats, None, batch_size=len(specs), max_plies=cfg.max_plies, referee=referee)
+    rollouts = [r for rec in records if rec.decided for r in rollouts_of(rec, model, judge, cfg.eval_nodes)]
+    if rater is not None:  # the rater's opinion replaces the result: the policy never sees it
+        rated = rater.scores([(r.moves, r.color) for r in rollouts], cfg.max_plies)
+        rollouts = [dataclasses.replace(r, reward=2.0 * float(x) - 1.0) for r, x in zip(rollouts, rated)]
+    return rollouts
 
 
 def sequence_inputs(rollouts: list[Rollout], policy: ModelPolicy) -> tuple[torch.Tensor, ...]:
@@ -213,25 +227,75 @@ def _judge(cfg: RLConfig) -> Iterator[Any]:
         yield engine
 
 
+@contextlib.contextmanager
+def _referees(cfg: Config) -> Iterator[tuple[Referee | None, Referee | None]]:
+    """(rollout referee, match referee) with the [eval] section's rule when rl.adjudicate is on: the
+    rollouts' stops at every verdict (the reward is the verdict; none under a rater, whose reward
+    never sees the truth), the matches' plays its share out. (None, None) when it is off."""
+    if not cfg.rl.adjudicate:
+        yield None, None
+        return
+    from chessdt.stockfish.engine import find_stockfish
+    from chessdt.stockfish.referee import referee_rule
+
+    rule = referee_rule(dataclasses.replace(cfg.eval, adjudicate=True))
+    assert rule is not None
+    path = find_stockfish(cfg.rl.engine or cfg.eval.engine or None)
+    with contextlib.ExitStack() as stack:
+        rollouts = (None if cfg.rl.reward == "rater"
+                    else stack.enter_context(Referee(path, dataclasses.replace(rule, playout=0.0))))
+        yield rollouts, stack.enter_context(Referee(path, rule))
+
+
+def mean_interval(x: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and its 95% normal interval (nan for fewer than two values)."""
+    a = np.asarray(x, dtype=float)
+    if len(a) < 2:
+        m = float(a.mean()) if len(a) else math.nan
+        return m, math.nan, math.nan
+    m, half = float(a.mean()), 1.96 * float(a.std(ddof=1)) / math.sqrt(len(a))
+    return m, m - half, m + half
+
+
 @torch.no_grad()
-def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: int) -> dict[str, Any]:
-    """A direct match of the policy against the frozen base (paired openings, both colours) and
-    the opening variety of the policy's own self-play: what the log shows every eval_every updates."""
+def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: int, referee: Referee | None = None,
+                         rater: Rater | None = None) -> dict[str, Any]:
+    """A direct match of the policy against the frozen base (paired openings, both colours; with a
+    `referee`, Elo adjudicated and as played), the `rater`'s score of the policy's side in the same
+    games at the rollouts' horizon, and the opening variety of the policy's own self-play: what the
+    log shows every eval_every updates."""
     from chessdt.evals.match import pair_results, pair_specs
     from chessdt.evals.openings import line_stats
     from chessdt.metrics import paired_score
 
     pairs = max(1, cfg.eval_games // 2)
     specs = pair_specs("base", POLICY, range(pairs), opening_lines(2), seed)
-    records = run_games(specs, {"base": base, POLICY: model}, None, batch_size=len(specs), max_plies=cfg.max_plies)
-    s = paired_score(pair_results(records, "base", POLICY))
+    records = run_games(specs, {"base": base, POLICY: model}, None, batch_size=len(specs),
+                        max_plies=cfg.eval_max_plies or cfg.max_plies, referee=referee)
+    s = paired_score(pair_results(records, "base", POLICY, "adjudicated" if referee is not None else "as played"))
+    out: dict[str, Any] = {"games": s.games, "score": s.score, "elo": s.elo, "elo_lo": s.elo_lo, "elo_hi": s.elo_hi}
+    if referee is not None:
+        played = paired_score(pair_results(records, "base", POLICY))
+        out |= {"played_score": played.score, "played_elo": played.elo, "played_elo_lo": played.elo_lo,
+                "played_elo_hi": played.elo_hi}
+    if rater is not None:
+        games = [(list(r.game().mainline_moves()), chess.WHITE if r.white == POLICY else chess.BLACK)
+                 for r in records if r.decided]
+        m, lo, hi = mean_interval(rater.scores(games, cfg.max_plies).tolist())
+        out |= {"rater_score": m, "rater_lo": lo, "rater_hi": hi}
     plies = cfg.opening_plies
     openings = run_games([GameSpec(id=f"v{i}", white=POLICY, black=POLICY, seed=seed) for i in range(cfg.variety_games)],
                          {POLICY: model}, None, batch_size=cfg.variety_games, max_plies=plies)
     lines = line_stats([r.line() for r in openings], plies)
-    return {"games": s.games, "score": s.score, "elo": s.elo, "elo_lo": s.elo_lo, "elo_hi": s.elo_hi,
-            f"lines{plies}_entropy": lines.entropy, f"lines{plies}_distinct": lines.distinct,
-            f"lines{plies}_top_share": lines.top_share}
+    return out | {f"lines{plies}_entropy": lines.entropy, f"lines{plies}_distinct": lines.distinct,
+                  f"lines{plies}_top_share": lines.top_share}
+
+
+def load_rater(cfg: RLConfig, device: str) -> Rater | None:
+    """The learned rater of reward = rater (rl.rater, or the base's own value head), at the rollouts' prompt."""
+    if cfg.reward != "rater":
+        return None
+    return Rater.load(cfg.rater or cfg.base, device, cfg.rating or None)
 
 
 def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool = True) -> Path:
@@ -251,8 +315,9 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
     for prm in base_model.parameters():
         prm.requires_grad_(False)
     policy = ModelPolicy(model, base_policy.vocab, base_policy.cfg, device, model_id=f"rl({base_policy.model_id})")
-    max_plies = min(rc.max_plies, policy.context - policy.prompt_len)
-    rc = dataclasses.replace(rc, max_plies=max_plies)
+    room = policy.context - policy.prompt_len
+    rc = dataclasses.replace(rc, max_plies=min(rc.max_plies, room), eval_max_plies=min(rc.eval_max_plies or room, room))
+    rater = load_rater(rc, device)
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     # The saved config is the base model's (so checkpoints load as usual) with this [rl] section.
@@ -268,16 +333,17 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
     metrics_path = out_dir / "rl.jsonl"
     metrics_path.write_text("")
     t0 = time.perf_counter()
-    with _judge(rc) as judge:
+    with _judge(rc) as judge, _referees(dataclasses.replace(cfg, rl=rc)) as (rollout_referee, match_referee):
         if rc.eval_every > 0:
-            first = {"step": 0, "eval": measure_against_base(base_at, base_at, rc, rc.seed),
+            first = {"step": 0, "eval": measure_against_base(base_at, base_at, rc, rc.seed, match_referee, rater),
                      "time_s": round(time.perf_counter() - t0, 1)}
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(first) + "\n")
         bar = tqdm(range(1, rc.steps + 1), disable=not progress, unit="update", desc="finetune-rl")
         for step in bar:
             model.eval()
-            rollouts = play_rollouts(rollout_at, opponent, rc, seed=rc.seed * 1_000_003 + step, judge=judge)
+            rollouts = play_rollouts(rollout_at, opponent, rc, seed=rc.seed * 1_000_003 + step, judge=judge,
+                                     rater=rater, referee=rollout_referee)
             model.train()
             if len(rollouts) < 2:
                 log.warning("update %d: fewer than two finished games, skipped", step)
@@ -289,9 +355,12 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
                 torch.nn.utils.clip_grad_norm_(model.parameters(), rc.grad_clip)
             optimizer.step()
             results = {res: sum(r.result == res for r in rollouts) for res in (*RESULTS, ABORTED)}
-            score = float(np.mean([(r.reward + 1) / 2 for r in rollouts]))
+            score = float(np.mean([(r.reward + 1) / 2 for r in rollouts]))  # what the policy is paid: a proxy under a rater
+            results_score = float(np.mean([white_score(r.result) if r.color == chess.WHITE else 1 - white_score(r.result)
+                                           for r in rollouts]))  # the games as they ended (cut-offs: draws)
             line: dict[str, Any] = {
-                "step": step, **dataclasses.asdict(stats), "score": score, "opponent": opponent_name,
+                "step": step, **dataclasses.asdict(stats), "score": score, "result_score": results_score,
+                "opponent": opponent_name,
                 "distinct_openings": distinct_openings(rollouts, rc.opening_plies), "games": len(rollouts),
                 "mean_plies": float(np.mean([len(r.moves) for r in rollouts])), "results": results}
             recent = (recent + [score])[-rc.promote_window:]
@@ -303,7 +372,7 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
                 line["promoted"] = opponent_name
             if rc.eval_every > 0 and (step % rc.eval_every == 0 or step == rc.steps):
                 model.eval()
-                line["eval"] = measure_against_base(rollout_at, base_at, rc, rc.seed)
+                line["eval"] = measure_against_base(rollout_at, base_at, rc, rc.seed, match_referee, rater)
             line["time_s"] = round(time.perf_counter() - t0, 1)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(line) + "\n")

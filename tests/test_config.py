@@ -31,7 +31,7 @@ def test_overrides_convert_by_field_type(tmp_path: Path) -> None:
     (["train.compile=maybe"], "expected true or false"),
     (["data.reader=fast"], "data.reader='fast': use 'rust' or 'python-chess'"),
     (["train.precision=fp16"], "train.precision='fp16': use auto, bf16 or fp32"),
-    (["rl.reward=elo"], "rl.reward='elo': use result or engine"),
+    (["rl.reward=elo"], "rl.reward='elo': use result, engine or rater"),
     (["rl.opponent=human"], "rl.opponent 'human': use 'random', 'self', 'skill=N', 'full'"),
     (["rl.opponent=skill=30"], "Skill Level 30 outside 0-20"),
     (["train"], "expected section.key=value"),
