@@ -502,9 +502,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from chessdt.experiment import run_experiment
+    from chessdt.experiment import quick_config, run_experiment
 
     cfg = load_config(args.config, list(args.set or []))
+    if args.quick:
+        cfg = quick_config(cfg)
     with _terminate_like_interrupt() as caught:
         try:
             run = run_experiment(cfg, device=args.device, progress=not args.quiet)
@@ -512,13 +514,15 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             print(f"chessdt: {caught.name()}; run the same command again to continue", file=sys.stderr)
             return caught.exit_code()
     print((run / "frontier.md").read_text())
-    print(f"wrote {run / 'frontier.md'}, {run / 'frontier.png'}, {run / 'frontier.json'}")
+    plots = [run / name for name in ("frontier.png", "overoptimisation.png") if (run / name).is_file()]
+    print(f"wrote {run / 'frontier.md'}, {run / 'frontier.json'}, " + ", ".join(map(str, plots)))
     return 0
 
 
 def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experiment", help="conditioning vs filtered imitation vs RL vs quantilizer: the frontier")
     _experiment_args(p, "experiment TOML, e.g. experiments/conditioning-vs-rl.toml")
+    p.add_argument("--quick", action="store_true", help="a first look at about a third of the cost, in <run_dir>-quick")
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_experiment)

@@ -332,7 +332,11 @@ class ExperimentConfig:
     temperatures: tuple[float, ...] = (0.7, 0.5, 0.3, 0.1)  # temperature arm, at the reference prompt
     filtered_min_elo: int = 2000  # filtered-imitation arm: keep games with both players at/above; 0 = off
     filtered_minutes: float = 0.0  # its training budget in minutes; 0 = the same [train] settings as the base
-    rl_betas: tuple[float, ...] = (0.02, 0.2)  # RL arm: one fine-tuning run per KL coefficient ([rl] for the rest)
+    rungs: tuple[str, ...] = ()  # the data's own players on the frontier: rung specs ('2000:softmax=20,gate=50/150'),
+    # or ["data"] = the softmax rungs named in the base's games (their Event tag); () = none
+    rl_rewards: tuple[str, ...] = ()  # RL arm: one run per reward (result, engine, rater; () = rl.reward) ...
+    rl_betas: tuple[float, ...] = (0.02, 0.2)  # ... per KL coefficient ([rl] for the rest) ...
+    rl_seeds: tuple[int, ...] = (0,)  # ... and per seed (intervals across seeds)
     rl_steps: tuple[int, ...] = ()  # RL checkpoints measured along each run (multiples of rl.save_every); () = last
     quantilizer_k: int = 8  # quantilizer arm: moves drawn from the base model per decision
     quantilizer_q: tuple[float, ...] = (0.5, 0.25, 0.125)  # kept fractions (q = 1/k is best-of-k); () = off
@@ -356,6 +360,9 @@ class ExperimentConfig:
             raise ConfigError(f"experiment.frontier_plies={self.frontier_plies} must be one of variety_plies")
         if min(self.variety_games, self.positions, self.bootstrap, self.batch_size) < 1:
             raise ConfigError("experiment.variety_games, positions, bootstrap and batch_size must be positive")
+        bad = [r for r in self.rl_rewards if r not in typing.get_args(Reward)]
+        if bad or not self.rl_seeds:
+            raise ConfigError(f"experiment.rl_rewards {bad}: use result, engine or rater; rl_seeds must not be empty")
         if any(t < 0 for t in self.temperatures) or any(not 0 < q <= 1 for q in self.quantilizer_q):
             raise ConfigError("experiment.temperatures must be >= 0 and quantilizer_q in (0, 1]")
 

@@ -34,9 +34,8 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,16 +246,6 @@ def _referees(cfg: Config) -> Iterator[tuple[Referee | None, Referee | None]]:
         yield rollouts, stack.enter_context(Referee(path, rule))
 
 
-def mean_interval(x: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and its 95% normal interval (nan for fewer than two values)."""
-    a = np.asarray(x, dtype=float)
-    if len(a) < 2:
-        m = float(a.mean()) if len(a) else math.nan
-        return m, math.nan, math.nan
-    m, half = float(a.mean()), 1.96 * float(a.std(ddof=1)) / math.sqrt(len(a))
-    return m, m - half, m + half
-
-
 @torch.no_grad()
 def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: int, referee: Referee | None = None,
                          rater: Rater | None = None) -> dict[str, Any]:
@@ -266,7 +255,7 @@ def measure_against_base(model: Prompted, base: Prompted, cfg: RLConfig, seed: i
     log shows every eval_every updates."""
     from chessdt.evals.match import pair_results, pair_specs
     from chessdt.evals.openings import line_stats
-    from chessdt.metrics import paired_score
+    from chessdt.metrics import mean_interval, paired_score
 
     pairs = max(1, cfg.eval_games // 2)
     specs = pair_specs("base", POLICY, range(pairs), opening_lines(2), seed)

@@ -14,7 +14,7 @@ from chessdt import cli
 from chessdt.errors import UserError
 from chessdt.play.policy import ModelPolicy
 from chessdt.rater import Rater
-from chessdt.rl import mean_interval, play_rollouts, rollout_model
+from chessdt.rl import play_rollouts, rollout_model
 from chessdt.config import load_config
 from chessdt.stockfish.referee import RefereeRule
 from chessdt.tokenizer import position_inputs
@@ -80,12 +80,6 @@ def test_a_referee_ends_rollouts_at_its_verdict_and_the_verdict_is_the_reward(ti
     # White's score is +9 from ply 4: three plies later (ply 6) the game is adjudicated to White
     assert {len(r.moves) for r in rollouts} == {6}
     assert {(r.color, r.reward, r.result) for r in rollouts} == {(chess.WHITE, 1.0, "1-0"), (chess.BLACK, -1.0, "1-0")}
-
-
-def test_mean_interval():
-    m, lo, hi = mean_interval([0.4, 0.6, 0.5, 0.5])
-    assert m == pytest.approx(0.5) and lo < 0.5 < hi and hi - lo == pytest.approx(2 * 1.96 * 0.0816497 / 2, rel=1e-3)
-    assert np.isnan(mean_interval([0.3])[1])
 
 
 def test_finetune_rl_against_the_rater_logs_proxy_and_true_strength(tiny_value_checkpoint, tmp_path):
