@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from chessdt.config import Config, ConfigError, config_from_dict, to_dict
+from chessdt.config import Config, ConfigError, config_from_dict, to_dict, without_programs
 from chessdt.errors import UserError
 from chessdt.files import durable_rename
 from chessdt.model import GPT
@@ -202,7 +202,8 @@ def _read_meta(path: Path) -> tuple[dict[str, Any], Config]:
             raise ValueError("config.model is not a table")
         # checkpoints from before model.attack_features existed were trained without it
         model.setdefault("attack_features", False)
-        cfg = config_from_dict(meta["config"])
+        # a checkpoint is data: its config never names a program for any command (engines, opponents)
+        cfg = without_programs(config_from_dict(meta["config"]))
         for key, kind in (("step", int), ("tokens_seen", int), ("vocab_hash", str), ("vocab_size", int)):
             if not isinstance(meta.get(key), kind):
                 raise ValueError(f"{key} missing or not {kind.__name__}")

@@ -273,16 +273,16 @@ def _eval_setup(args: argparse.Namespace,
     import dataclasses
 
     from chessdt.checkpoint import resolve_checkpoint
-    from chessdt.config import override, without_programs
+    from chessdt.config import override
     from chessdt.evals.heldout import held_out_games
     from chessdt.evals.results import eval_dir
     from chessdt.evals.subject import use_threads
 
     policy = _load_policy(args.checkpoint, args.device)
     overrides = list(args.set or [])
-    # A checkpoint never chooses a program to run: its own eval.engine and 'uci=' opponents are
-    # dropped; the user names engines on the command line (--engine, --set) or in --config.
-    cfg = load_config(args.config, overrides) if args.config else override(without_programs(policy.cfg), overrides)
+    # A checkpoint never chooses a program to run: its config comes without engines and opponents
+    # (config.without_programs, applied where a checkpoint is read); the user names them on the command line (--engine, --set) or in --config.
+    cfg = load_config(args.config, overrides) if args.config else override(policy.cfg, overrides)
     ev = cfg.eval
     if getattr(args, "engine", None):
         ev = dataclasses.replace(ev, engine=args.engine)

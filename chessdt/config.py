@@ -562,16 +562,47 @@ def override(cfg: Config, overrides: list[str]) -> Config:
     return config_from_dict(_merge(to_dict(cfg), parse_overrides(overrides)))
 
 
+# The text fields a checkpoint's stored config may keep: paths of games and checkpoints (read as data,
+# never run), labels, tags and grammars that cannot name a program. Every other text field (a str, or
+# a tuple holding str) of a config read from a checkpoint takes its default, so a field added later is
+# safe until someone reviews it and lists it here. Numbers, booleans and Literal enums never name a program.
+CHECKPOINT_TEXT = frozenset({
+    "name", "run_dir",
+    "data.inputs", "data.prepared", "data.label", "data.engine_tags", "data.time_controls",
+    "data.drop_terminations", "data.split_salt",
+    "train.device",
+    "rl.base", "rl.rater",
+    "eval.games", "eval.match_plan", "eval.match_extra", "eval.repeat_lines", "eval.fidelity_rungs",
+    "experiment.base", "experiment.reference", "experiment.rungs", "experiment.rl_rewards",
+})
+
+
+def _is_text(tp: Any) -> bool:
+    """A declared field type that holds free text: str, or a tuple with a str member."""
+    return tp is str or (typing.get_origin(tp) is tuple and str in typing.get_args(tp))
+
+
 def without_programs(cfg: Config) -> Config:
-    """`cfg` with nothing that would start a program: eval.engine emptied, 'uci=' ladder opponents and
-    move-matching references dropped (for a config read from a checkpoint someone else made)."""
-    ev = cfg.eval
+    """`cfg` as a checkpoint may supply it: text fields outside CHECKPOINT_TEXT (engines, opponents,
+    move-matching references and any field added later) take their defaults, so a config read from a
+    checkpoint someone else made never names a program to run; the user names engines on the command
+    line or in --config."""
 
-    def safe(specs: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(s for s in specs if not s.lower().startswith("uci="))
+    def clean(section: Any, prefix: str) -> Any:
+        hints = _section_types(type(section))
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if dataclasses.is_dataclass(value):
+                changes[f.name] = clean(value, f"{prefix}{f.name}.")
+            elif _is_text(hints[f.name]) and f"{prefix}{f.name}" not in CHECKPOINT_TEXT:
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                if value != default:
+                    changes[f.name] = default
+        return dataclasses.replace(section, **changes)
 
-    return dataclasses.replace(cfg, eval=dataclasses.replace(ev, engine="", ladder=safe(ev.ladder),
-                                                             matching_references=safe(ev.matching_references)))
+    cleaned: Config = clean(cfg, "")
+    return cleaned
 
 
 def run_path(cfg: Config) -> Path:

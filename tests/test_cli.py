@@ -232,14 +232,23 @@ def test_a_checkpoint_never_chooses_a_program_to_run(tiny_checkpoint: Path, tmp_
     planted.chmod(0o755)
     ckpt = _copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
     meta = json.loads((ckpt / "meta.json").read_text())
-    meta["config"]["eval"].update(engine=str(planted), ladder=[f"uci={planted}", "1350"],
-                                  matching_references=[f"uci={planted}"])
+    # leading whitespace and odd case too: the arena strips and lower-cases a spec before it runs it
+    meta["config"]["eval"].update(engine=str(planted), ladder=[f" uci={planted}@1500", "1350"],
+                                  matching_references=[f"\tUCI={planted}@1500"],
+                                  openings_opponent=f"uci={planted}@1500")
     (ckpt / "meta.json").write_text(json.dumps(meta))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "ev"
+    small = ["--set", "eval.ratings=1200", "--set", "eval.max_plies=20", "--set", "eval.workers=1",
+             "--set", "eval.ladder_nodes=5"]
     assert cli.main(["eval", "strength", str(ckpt), "--games", str(pgn_file), "--out", str(out), "-q",
-                     "--parts", "ladder", "--set", "eval.ratings=1200", "--set", "eval.ladder_games=2",
-                     "--set", "eval.ladder_nodes=5", "--set", "eval.max_plies=20", "--set", "eval.workers=1"]) == 0
+                     "--parts", "ladder", "--set", "eval.ladder_games=2", "--set", "eval.calibration_games=0",
+                     *small]) == 0
     assert not marker.exists()
     ladder = json.loads((out / "strength.json").read_text())["ladder"]
-    assert [o["label"] for o in ladder["opponents"]] == ["sf-1350"] and ladder["games"] == 2
+    # the checkpoint's ladder names a program, so the whole field takes its default
+    assert [o["label"] for o in ladder["opponents"]] == ["random", "sf-skill0", "sf-1350", "sf-1600"]
+    assert cli.main(["eval", "openings", str(ckpt), "--games", str(pgn_file), "--out", str(out),
+                     "--set", "eval.openings_games=2", "--set", "eval.openings_vs_games=2",
+                     "--set", "eval.openings_human_games=5", *small]) == 0
+    assert not marker.exists()

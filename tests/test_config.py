@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chessdt.config import (Config, ConfigError, config_from_dict, load_config, override, prepared_path, run_path,
-                            to_dict)
+from chessdt.config import (CHECKPOINT_TEXT, Config, ConfigError, EvalConfig, config_from_dict, load_config, override,
+                            prepared_path, run_path, to_dict, without_programs)
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -112,3 +114,85 @@ def test_a_config_path_that_is_a_directory_or_binary_is_one_line(tmp_path: Path,
     assert f"{tmp_path} is a directory, not an experiment TOML file" in capsys.readouterr().err
     assert cli.main(["train", str(binary)]) == 2
     assert "model.safetensors: not a text file" in capsys.readouterr().err
+
+
+PLANTED = ("uci=/tmp/x.sh@1500", " uci=/tmp/x.sh@1500", "\tUCI=/tmp/x.sh@1500/1", "Uci= /tmp/x.sh@1500")
+
+
+def _leaves(table: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of every value in a config table that is text or a list (which may hold text)."""
+    out: list[str] = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out += _leaves(value, f"{prefix}{key}.")
+        elif isinstance(value, (str, list)):
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _with(table: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(table)
+    *sections, key = path.split(".")
+    inner = out
+    for s in sections:
+        inner = inner[s]
+    inner[key] = value
+    return out
+
+
+def _can_start_a_program(cfg: Config) -> list[str]:
+    """What in `cfg` would make a command run a program other than the user's own Stockfish."""
+    from chessdt.play.opponents import Opponent
+
+    found = [f"{name}={value!r}" for name, value in (("eval.engine", cfg.eval.engine), ("rl.engine", cfg.rl.engine))
+             if value]
+    specs = [("eval.ladder", s) for s in cfg.eval.ladder] + [("eval.matching_references", s)
+                                                             for s in cfg.eval.matching_references]
+    specs += [("eval.openings_opponent", cfg.eval.openings_opponent), ("rl.opponent", cfg.rl.opponent)]
+    for name, spec in specs:
+        if spec.strip().lower() not in ("base", "self") and Opponent.parse(spec).kind == "uci":
+            found.append(f"{name}={spec!r}")
+    # any other surviving program spec must sit in a field a checkpoint may keep (reviewed: never run)
+    found += [f"{path} holds a program spec" for path in _leaves(to_dict(cfg))
+              if "x.sh" in str(_get(to_dict(cfg), path)) and path not in CHECKPOINT_TEXT]
+    return found
+
+
+def _get(table: dict[str, Any], path: str) -> Any:
+    value: Any = table
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def test_a_checkpoint_config_never_names_a_program_whatever_text_field_holds_one() -> None:
+    """Every text field of a checkpoint's config (and every text inside its lists), set to a UCI program
+    spec in any spelling, is either refused when the config is read or gone after without_programs."""
+    base = to_dict(Config())
+    paths = _leaves(base)
+    assert {"eval.engine", "eval.ladder", "eval.openings_opponent", "rl.engine", "rl.opponent"} <= set(paths)
+    kept = 0
+    for path in paths:
+        for spec in PLANTED:
+            old = _get(base, path)
+            values = [spec] if isinstance(old, str) else [[spec], [spec, spec], ["1350", spec], [*old, spec]]
+            for value in values:
+                try:
+                    cfg = config_from_dict(_with(base, path, value))
+                except ConfigError:
+                    continue  # a checkpoint whose config does not parse is refused as corrupt
+                kept += 1
+                assert _can_start_a_program(without_programs(cfg)) == [], (path, value)
+    assert kept > 50  # most fields accept the text: the property was exercised, not skipped
+
+
+def test_a_checkpoint_keeps_what_describes_its_model_and_data() -> None:
+    cfg = load_config(None, ["eval.ladder=random,1350", "eval.openings_opponent=random", "eval.engine=/opt/sf",
+                             "rl.opponent=random", "data.label=elo+outcome", "model.n_layer=3",
+                             "eval.ratings=1300", "eval.games=/data/g.pgn", "name=mine"])
+    safe = without_programs(cfg)
+    default = EvalConfig()
+    assert (safe.eval.ladder, safe.eval.openings_opponent, safe.eval.engine, safe.rl.opponent) == (
+        default.ladder, default.openings_opponent, "", "base")
+    assert (safe.data, safe.model, safe.name) == (cfg.data, cfg.model, "mine")
+    assert (safe.eval.ratings, safe.eval.games) == ((1300,), "/data/g.pgn")
