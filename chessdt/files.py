@@ -1,4 +1,5 @@
-"""Outputs that survive crashes and concurrent runs: exclusive locks, durable renames, stale partials.
+"""Outputs that survive crashes and concurrent runs: exclusive locks, durable renames, stale partials,
+and the mark that says chessdt made a folder (nothing without it is ever deleted).
 
 Every command that writes a directory of results (a training run, a prepared data set, an eval
 folder) holds :func:`exclusive` on it while it writes, and publishes finished files with
@@ -11,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import glob
 import importlib
+import json
 import logging
 import os
 import re
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Literal, get_args
 
 from chessdt.errors import UserError
 
@@ -95,17 +99,55 @@ def durable_rename(src: Path, dst: Path) -> None:
     _fsync(Path(dst).parent, os.O_RDONLY)
 
 
-_PID_SUFFIX = re.compile(r"\.(?:partial|old)-(\d+)$")
+MARK_NAME = ".chessdt-made.json"  # in a folder chessdt wrote: {"made_by": "chessdt", "kind": ..., owner}
+Made = Literal["prepared", "partial"]  # a finished prepared data set; a folder still being written
+
+
+def mark(directory: Path, kind: Made) -> None:
+    """Record in `directory` that chessdt made it as `kind`; a partial folder also names its owner
+    (process and host), which decides when it is stale. Nothing without this mark is ever deleted."""
+    record: dict[str, Any] = {"made_by": "chessdt", "kind": kind}
+    if kind == "partial":
+        record.update(pid=os.getpid(), host=socket.gethostname())
+    (Path(directory) / MARK_NAME).write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+def made_as(directory: Path) -> dict[str, Any] | None:
+    """The mark chessdt wrote in `directory`, or None: a folder without one may be the user's."""
+    try:
+        record = json.loads((Path(directory) / MARK_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
+        return None
+    if not isinstance(record, dict) or record.get("made_by") != "chessdt" or record.get("kind") not in get_args(Made):
+        return None
+    return record
+
+
+def partial_path(out: Path, stage: Literal["partial", "old"]) -> Path:
+    """Where this process writes `out` before renaming it into place ('partial'), or moves the old `out`
+    while it does ('old'): a hidden name no one would give a folder, owned by this process."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.chessdt-{stage}-{os.getpid()}")
+
+
+_PARTIAL = re.compile(r"\.chessdt-(?:partial|old)-(\d+)$")
 
 
 def remove_stale_partials(out: Path) -> list[Path]:
-    """Delete ``OUT.partial-PID`` / ``OUT.old-PID`` left beside `out` by processes that no longer run
-    (an interrupted prepare); returns what was removed."""
+    """Delete the :func:`partial_path` folders of `out` that chessdt marked and whose process no
+    longer runs (an interrupted prepare); returns what was removed. A folder of that name without
+    chessdt's mark, or marked by a process on another host, is kept."""
     out = Path(out)
     removed = []
-    for path in out.parent.glob(f"{glob.escape(out.name)}.*-*"):
-        m = _PID_SUFFIX.search(path.name)
-        if m is None or path.name != f"{out.name}{m.group(0)}" or _alive(int(m.group(1))):
+    for path in out.parent.glob(f".{glob.escape(out.name)}.chessdt-*-*"):
+        m = _PARTIAL.search(path.name)
+        if m is None or path.name != f".{out.name}{m.group(0)}" or not path.is_dir() or path.is_symlink():
+            continue
+        record, pid = made_as(path), int(m.group(1))
+        if record is None or (record["kind"] == "partial" and (record.get("pid") != pid
+                                                               or record.get("host") != socket.gethostname())):
+            continue
+        if _alive(pid):
             continue
         shutil.rmtree(path, ignore_errors=True)
         log.info("removed %s, left by an interrupted run", path)

@@ -130,7 +130,7 @@ def test_truncated_archive_clear_error_or_keep(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "t.pgn.zst is truncated" in err and "games read" in err and "--keep-truncated" in err
     assert "Traceback" not in err
-    assert not out.exists() and not list(tmp_path.glob("o.partial*"))
+    assert not out.exists() and not list(tmp_path.glob(".o.chessdt-*"))
     assert cli.main(["prepare", str(src), "--out", str(out), "-q", "--keep-truncated"]) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["skipped"]["truncated"] == 1 and 100 < sum(meta["games"].values()) < 500
@@ -153,7 +153,7 @@ def test_interrupted_prepare_leaves_nothing_that_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "parse_moves", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare([str(src)], tmp_path / "o", DataConfig(batch_games=10), progress=False)
-    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.*"))
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".o.chessdt-*"))
     with pytest.raises(UserError, match="no meta.json"):
         PreparedData.open(tmp_path / "o")
 
@@ -249,23 +249,87 @@ def test_prepare_refuses_an_output_another_prepare_is_writing(tmp_path, capsys):
     assert cli.main(["prepare", str(src), "--out", str(out), "-q"]) == 0  # released
 
 
-def test_stale_partials_of_dead_processes_are_removed(tmp_path):
+def _dead_pid() -> int:
     import subprocess
     import sys
 
-    src = write(tmp_path, "g.pgn", random_pgn(10, seed=5))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
-    pid = int(dead.stdout)  # a process that has exited (its pid is free unless reused at once)
-    stale = tmp_path / f"o.partial-{pid}"
+    return int(dead.stdout)  # a process that has exited (its pid is free unless reused at once)
+
+
+def test_stale_partials_of_dead_processes_are_removed(tmp_path):
+    import json as json_
+
+    from chessdt.files import MARK_NAME, mark
+
+    src = write(tmp_path, "g.pgn", random_pgn(10, seed=5))
+    pid = _dead_pid()
+    stale = tmp_path / f".o.chessdt-partial-{pid}"
     stale.mkdir()
     (stale / "train.tokens").write_bytes(b"x" * 100)
-    live = tmp_path / f"o.partial-{os.getppid()}"  # our parent still runs: keep its files
+    mark(stale, "partial")  # marked by "us", then given the dead pid as owner (what a killed prepare leaves)
+    record = json_.loads((stale / MARK_NAME).read_text())
+    (stale / MARK_NAME).write_text(json_.dumps({**record, "pid": pid}))
+    stale_old = tmp_path / f".o.chessdt-old-{pid}"  # a replaced set, killed before it was deleted
+    stale_old.mkdir()
+    mark(stale_old, "prepared")
+    live = tmp_path / f".o.chessdt-partial-{os.getppid()}"  # our parent still runs: keep its files
     live.mkdir()
-    other = tmp_path / f"other.partial-{pid}"  # another output's partial is not ours to judge
+    (live / MARK_NAME).write_text(json_.dumps({**record, "pid": os.getppid()}))
+    elsewhere = tmp_path / f".o.chessdt-partial-{pid + 1}"  # another host's process: its pid is not ours to judge
+    elsewhere.mkdir()
+    (elsewhere / MARK_NAME).write_text(json_.dumps({**record, "pid": pid + 1, "host": "another-host"}))
+    other = tmp_path / f".other.chessdt-partial-{pid}"  # another output's partial is not ours to judge
     other.mkdir()
     prepare([str(src)], tmp_path / "o", DataConfig(), progress=False)
-    assert not stale.exists() and live.exists() and other.exists()
+    assert not stale.exists() and not stale_old.exists()
+    assert live.exists() and other.exists() and elsewhere.exists()
+
+
+def test_a_users_folder_named_like_a_partial_is_never_removed(tmp_path):
+    """Case 3 of issue 24: `mkdir mydata.old-20241201; chessdt prepare X --out mydata` removed it (a number
+    above the highest process id counts as a dead process). Only chessdt's marked partials go."""
+    src = write(tmp_path, "g.pgn", random_pgn(10, seed=5))
+    pid = _dead_pid()
+    names = ["o.old-20241201", f"o.partial-{pid}", f".o.chessdt-partial-{pid}", f".o.chessdt-old-{pid}",
+             "o.old-99999999"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mine.txt").write_text("mine")
+    prepare([str(src)], tmp_path / "o", DataConfig(), progress=False)
+    for name in names:
+        assert (tmp_path / name / "mine.txt").read_text() == "mine", name
+
+
+def test_force_never_deletes_a_checkpoint_or_an_unmarked_set(tmp_path, capsys):
+    """Case 2 of issue 24: any folder with a meta.json counted as a prepared data set, so `prepare --force`
+    deleted a checkpoint. Only a set chessdt marked is replaced; an older unmarked one is refused with advice."""
+    src = write(tmp_path, "g.pgn", random_pgn(10, seed=5))
+    ckpt = tmp_path / "run" / "checkpoints" / "best"
+    ckpt.mkdir(parents=True)
+    (ckpt / "meta.json").write_text(json.dumps({"step": 100, "vocab_hash": "abc", "config": {}}))
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    foreign = tmp_path / "foreign"  # someone else's tool also writes meta.json
+    foreign.mkdir()
+    (foreign / "meta.json").write_text('{"author": "me"}')
+    for target, says in ((ckpt, "is a checkpoint, not a prepared data set"),
+                         (foreign, "is not a prepared data set")):
+        for flags in ([], ["--force"]):
+            assert cli.main(["prepare", str(src), "--out", str(target), "-q", *flags]) == 2
+            err = capsys.readouterr().err
+            assert says in err and err.count("\n") == 1, err
+    assert (ckpt / "model.safetensors").read_bytes() == b"weights" and (foreign / "meta.json").is_file()
+    from chessdt.files import MARK_NAME
+
+    old = tmp_path / "old"  # a set written before the mark existed
+    assert cli.main(["prepare", str(src), "--out", str(old), "-q"]) == 0
+    assert json.loads((old / MARK_NAME).read_text())["kind"] == "prepared"
+    (old / MARK_NAME).unlink()
+    assert cli.main(["prepare", str(src), "--out", str(old), "-q", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "from an older chessdt" in err and "delete it yourself" in err and err.count("\n") == 1
+    assert (old / "meta.json").is_file() and (old / "train.offsets").is_file()
 
 
 def _zst_blocks(blocks: list[str]) -> tuple[bytes, list[int]]:
@@ -316,7 +380,7 @@ def test_a_full_disk_or_a_cwd_output_is_one_line(tmp_path, monkeypatch, capsys):
         assert cli.main(["prepare", str(src), "--out", str(tmp_path / "o"), "-q"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("chessdt: error: No space left on device: ") and err.count("\n") == 1
-    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.partial*"))
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.chessdt-*"))
     work = tmp_path / "work"
     work.mkdir()
     (work / "notes.txt").write_text("mine")

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from chessdt.config import DataConfig, to_dict
 from chessdt.errors import UserError
-from chessdt.files import LOCK_NAME, durable_rename, exclusive, remove_stale_partials
+from chessdt.files import (LOCK_NAME, MARK_NAME, durable_rename, exclusive, made_as, mark, partial_path,
+                           remove_stale_partials)
 from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, text_blocks
 from chessdt.data.pgn import (ParsedBatch, RawGame, condition_tokens, game_identity, header_skip_reason, in_val_split,
                               iter_games, parse_moves, parse_rating, ply_skip_reason)
@@ -131,26 +132,53 @@ class _Pipeline:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename tmp to out, replacing an old out only after the new one is complete (and on disk)."""
-    old = out.with_name(out.name + f".old-{os.getpid()}")
+    """Rename tmp to out, replacing an old out only after the new one is complete (and on disk), and
+    only if the old one is a prepared data set chessdt marked (or an empty folder)."""
+    old = partial_path(out, "old")
     if out.exists():
+        if not _is_marked_set(out) and any(out.iterdir()):
+            raise UserError(f"{out} changed while preparing and is no longer a prepared data set; "
+                            "nothing was replaced; choose another --out")
         out.rename(old)
     durable_rename(tmp, out)
     if old.exists():
         shutil.rmtree(old)
 
 
+def _is_marked_set(out: Path) -> bool:
+    record = made_as(out)
+    return record is not None and record["kind"] == "prepared"
+
+
 def _check_output(out: Path, force: bool) -> None:
     """Refuse an output that is a file, or a prepared data set without `force`; never replace
-    anything else (a folder that is not a prepared data set may hold anything)."""
+    anything chessdt did not mark as a prepared data set (a folder may hold anything, a checkpoint
+    has a meta.json too, and a set from before the mark cannot be told from a copy the user edited)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the prepared data set")
-    if (out / "meta.json").is_file():
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if _is_marked_set(out):
         if not force:
             raise UserError(f"{out} already holds a prepared data set; pass --force to replace it")
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not a prepared data set (no meta.json), so chessdt will not "
-                        "replace it, even with --force; choose another --out")
+        return
+    if (out / "model.safetensors").exists() or (out / "meta.json").is_file() and _meta_says(out, "step"):
+        raise UserError(f"{out} is a checkpoint, not a prepared data set; chessdt never replaces it, even with "
+                        "--force; choose another --out")
+    if (out / "meta.json").is_file() and _meta_says(out, "prefix") and (out / "train.offsets").is_file():
+        raise UserError(f"{out} holds a prepared data set from an older chessdt, without the {MARK_NAME} mark that "
+                        "lets --force replace it; delete it yourself if you mean to, or choose another --out")
+    raise UserError(f"{out} exists and is not a prepared data set (no {MARK_NAME}), so chessdt will not "
+                    "replace it, even with --force; choose another --out")
+
+
+def _meta_says(out: Path, key: str) -> bool:
+    """Whether out/meta.json is a JSON object with `key` (its kind: a checkpoint has 'step')."""
+    try:
+        meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and key in meta
 
 
 def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, force: bool = False,
@@ -161,7 +189,7 @@ def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, for
     without `force`, another prepare writing the same output, or a truncated archive (unless
     cfg.keep_truncated, which keeps the games read before the break).
     """
-    out = Path(out).resolve()  # '.' and 'a/..' have no name to put a '.partial' beside
+    out = Path(out).resolve()  # '.' and 'a/..' have no name to put a partial folder beside
     if out.parent == out:
         raise UserError(f"--out {out}: cannot write a prepared data set over a file system root")
     _check_output(out, force)
@@ -175,10 +203,13 @@ def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, for
     with exclusive(out.with_name(f".{out.name}{LOCK_NAME}"), f"prepare output {out}"):
         _check_output(out, force)  # again: another run may have finished while we waited
         remove_stale_partials(out)
-        tmp = out.with_name(out.name + f".partial-{os.getpid()}")
-        if tmp.exists():
+        tmp = partial_path(out, "partial")
+        if tmp.exists():  # a folder of our own name and pid: a dead process's (ours runs), if it bears the mark
+            if made_as(tmp) is None:
+                raise UserError(f"{tmp} is in the way and chessdt did not write it; move it and run again")
             shutil.rmtree(tmp)
         tmp.mkdir()
+        mark(tmp, "partial")
         try:
             summary = _prepare_into(tmp, paths, skipped_files, cfg, vocab, threads, progress)
             _swap_into_place(tmp, out)
@@ -204,6 +235,7 @@ def _prepare_into(tmp: Path, paths: list[Path], skipped_files: Counter[str], cfg
                         + ", ".join(f"{k}={v}" for k, v in summary.skipped.most_common()))
     meta = _meta(paths, cfg, vocab, summary)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    mark(tmp, "prepared")  # what lets a later --force replace it
     return summary
 
 
