@@ -68,6 +68,13 @@ def exclusive(lock_file: Path, what: str) -> Iterator[None]:
         os.close(fd)  # releases the lock; the file stays (deleting it would race with a new locker)
 
 
+def exclusive_beside(out: Path, what: str) -> contextlib.AbstractContextManager[None]:
+    """:func:`exclusive` on an output that a rename replaces or that is a file (a prepared data set, a
+    games file): the lock is the hidden file ``.OUT.chessdt.lock`` beside it."""
+    out = Path(out)
+    return exclusive(out.with_name(f".{out.name}{LOCK_NAME}"), what)
+
+
 def fsync_tree(path: Path) -> None:
     """Flush a file, or a directory's files and the directory itself, to the disk."""
     path = Path(path)

@@ -173,3 +173,25 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive
+
+
+def test_a_second_run_into_the_same_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Case 5 of issue 24: two `games generate` runs into one --out both exited 0 and the file held every
+    game index twice. The second one now stops at once with a one-line error and writes nothing."""
+    from chessdt.files import exclusive_beside
+
+    out = tmp_path / "l.pgn"
+    engine = fake_uci.script(str(tmp_path))
+    args = ["games", "generate", "--out", str(out), "--games", "2", "--rungs", "1400,1600", "--engine", engine,
+            "--max-plies", "6", "--workers", "1", "-q"]
+    with exclusive_beside(out, "the first run"):  # what the first run holds while it plays
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert f"games output {out} is in use by process {os.getpid()}" in err and err.count("\n") == 1
+        assert not out.exists()
+        src = tmp_path / "in.pgn"
+        src.write_text('[Event "x"]\n[Result "1-0"]\n\n1. e4 e5 1-0\n')
+        assert cli.main(["games", "label", str(src), "--out", str(out), "--engine", engine, "-q"]) == 2
+        assert "is in use by process" in capsys.readouterr().err and not out.exists()
+    assert cli.main(args) == 0  # released
+    assert sorted(int(g.headers["LadderIndex"]) for g in read_games(out)) == [0, 1]

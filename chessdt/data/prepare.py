@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from chessdt.config import DataConfig, to_dict
 from chessdt.errors import UserError
-from chessdt.files import (LOCK_NAME, MARK_NAME, durable_rename, exclusive, made_as, mark, partial_path,
+from chessdt.files import (MARK_NAME, durable_rename, exclusive_beside, made_as, mark, partial_path,
                            remove_stale_partials)
 from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, text_blocks
 from chessdt.data.pgn import (ParsedBatch, RawGame, condition_tokens, game_identity, header_skip_reason, in_val_split,
@@ -200,7 +200,7 @@ def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, for
     vocab = Vocab(rating_bucket=cfg.rating_bucket)
     out.parent.mkdir(parents=True, exist_ok=True)
     # the lock sits beside `out` (hidden), since `out` itself is replaced by a rename
-    with exclusive(out.with_name(f".{out.name}{LOCK_NAME}"), f"prepare output {out}"):
+    with exclusive_beside(out, f"prepare output {out}"):
         _check_output(out, force)  # again: another run may have finished while we waited
         remove_stale_partials(out)
         tmp = partial_path(out, "partial")

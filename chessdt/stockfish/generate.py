@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
+from chessdt.files import exclusive_beside
 from chessdt.rules import UCI_ELO_MIN, Strength, centipawns, game_over, parse_line
 from chessdt.stockfish.framed import FramedWriter, read_whole, repair
 from chessdt.stockfish.softmax import policy_of, sample, score_moves
@@ -381,8 +382,15 @@ class GenerateSummary:
 
 def generate(cfg: LadderConfig, out: Path, engine_path: EngineCommand, *, workers: int = 0,
              flush_every: int = 200, progress: bool = True) -> GenerateSummary:
-    """Play the missing games of a ladder run into `out` (.pgn.zst or .pgn), resuming an earlier run."""
+    """Play the missing games of a ladder run into `out` (.pgn.zst or .pgn), resuming an earlier run;
+    OutputLocked while another run writes `out` (both would play and append the same games)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_beside(out, f"games output {out}"):
+        return _generate(cfg, out, engine_path, workers, flush_every, progress)
+
+
+def _generate(cfg: LadderConfig, out: Path, engine_path: EngineCommand, workers: int, flush_every: int,
+              progress: bool) -> GenerateSummary:
     done = existing_indices(out, cfg)
     todo = [i for i in range(cfg.games) if i not in done]
     workers = workers or os.cpu_count() or 1

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
+from chessdt.files import exclusive_beside
 from chessdt.rules import clipped_cp, final_cp
 from chessdt.stockfish.framed import FramedWriter, repair
 from chessdt.data.archives import open_text
@@ -348,6 +349,12 @@ def label(path: Path, out: Path, engine_path: EngineCommand, cfg: LabelConfig, *
         raise UserError(f"calibration {calibration} was fitted at {cal.nodes} nodes/position; "
                         f"label with --nodes {cal.nodes} (or fit a new one)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_beside(out, f"games output {out}"):  # two runs would label and append the same games
+        return _label(path, out, engine_path, cfg, cal, workers, flush_every, progress)
+
+
+def _label(path: Path, out: Path, engine_path: EngineCommand, cfg: LabelConfig, cal: Calibration | None,
+           workers: int, flush_every: int, progress: bool) -> LabelSummary:
     done = {int(i) for i in _INDEX_RE.findall(repair(out))}
     summary = LabelSummary(total=len(done), out=str(out))
     writer = FramedWriter(out)
