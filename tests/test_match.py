@@ -12,6 +12,7 @@ import pytest
 from tiny_policy import tiny_policy
 
 from chessdt import cli
+from chessdt.config import EvalConfig
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import Prompted
 from chessdt.errors import UserError
@@ -193,7 +194,8 @@ def test_cli_match_between_two_checkpoints(tiny_checkpoint: Path, tmp_path: Path
 
 
 def test_a_checkpoint_never_chooses_a_program(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """eval.engine and 'uci=' opponents in a checkpoint's own config are ignored; the user's are kept."""
+    """A checkpoint's own eval.engine and opponent lists are ignored (a list that names a program takes its
+    default whole); the user's, given on the command line, are kept."""
     import argparse
     import shutil
 
@@ -206,7 +208,7 @@ def test_a_checkpoint_never_chooses_a_program(tiny_checkpoint: Path, tmp_path: P
     args = argparse.Namespace(checkpoint=str(ckpt), device="cpu", set=[], config=None, engine=None, games=None,
                               out=str(tmp_path / "out"))
     _, ev, _, _ = cli._eval_setup(args, lambda ev: 1)
-    assert ev.engine == "" and ev.ladder == ("random", "1350")
+    assert ev.engine == "" and ev.ladder == EvalConfig().ladder
     args.set = ["eval.engine=/usr/games/stockfish", "eval.ladder=random,uci=lc0@1500"]
     _, ev, _, _ = cli._eval_setup(args, lambda ev: 1)
     assert ev.engine == "/usr/games/stockfish" and ev.ladder == ("random", "uci=lc0@1500")
