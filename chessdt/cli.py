@@ -141,7 +141,7 @@ def _load_policy(checkpoint: str, device: str) -> ModelPolicy:
 
 
 def _check_prompt_args(args: argparse.Namespace) -> None:
-    from chessdt.play.policy import check_temperature
+    from chessdt.config import check_guidance, check_temperature, check_top_p
     from chessdt.tokenizer import check_rating
 
     for flag, value in (("--rating", args.rating), ("--opponent-rating", args.opponent_rating)):
@@ -150,12 +150,12 @@ def _check_prompt_args(args: argparse.Namespace) -> None:
                 check_rating(value)
         except ValueError as e:
             raise UserError(f"{flag} {value}: rating {e}") from None
-    try:
-        check_temperature(args.temperature)
-    except ValueError as e:
-        raise UserError(f"--temperature {args.temperature}: {e}") from None
-    if not 0 < args.top_p <= 1:
-        raise UserError(f"--top-p {args.top_p}: must be in (0, 1]")
+    for flag, check, value in (("--temperature", check_temperature, args.temperature),
+                               ("--top-p", check_top_p, args.top_p), ("--guidance", check_guidance, args.guidance)):
+        try:
+            check(value)
+        except ValueError as e:
+            raise UserError(f"{flag} {value}: {e}") from None
 
 
 def _prompted(args: argparse.Namespace) -> Prompted:
@@ -582,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "device", None):  # every command that takes --device: refuse one this machine lacks now
+            from chessdt.train import pick_device
+
+            pick_device(args.device)
         return int(args.func(args) or 0)
     except (UserError, ConfigError) as e:
         print(f"chessdt: error: {e}", file=sys.stderr)

@@ -30,6 +30,61 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message says how."""
 
 
+MIN_TEMPERATURE = 0.01  # below this (but above 0) logits / T overflow float32 and sampling fails
+MAX_TEMPERATURE = 100.0  # above this every move is about equally likely anyway
+MAX_GUIDANCE = 100.0  # |w| beyond this the guided logits are the conditioning difference alone, blown up
+
+
+def check_temperature(t: float) -> float:
+    """A temperature sampling works at: 0 (the most likely move) or MIN..MAX_TEMPERATURE; ValueError
+    otherwise. With check_top_p and check_guidance, the one range check of sampling settings (config
+    sections, match settings, the CLI and the UCI options).
+
+    >>> check_temperature(0.5)
+    0.5
+    """
+    if not (t == 0 or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):  # also refuses nan
+        raise ValueError(f"must be 0 (most likely move) or a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE:g}]")
+    return t
+
+
+def check_top_p(p: float) -> float:
+    """A nucleus mass sampling works at, in (0, 1]; ValueError otherwise (nan included)."""
+    if not 0 < p <= 1:
+        raise ValueError("must be in (0, 1]")
+    return p
+
+
+def check_guidance(w: float) -> float:
+    """A classifier-free guidance weight in [-MAX_GUIDANCE, MAX_GUIDANCE]; ValueError otherwise (nan included)."""
+    if not -MAX_GUIDANCE <= w <= MAX_GUIDANCE:
+        raise ValueError(f"must be a number in [{-MAX_GUIDANCE:g}, {MAX_GUIDANCE:g}] (0 = off)")
+    return w
+
+
+def _check_values(where: str, check: Any, *values: Any) -> None:
+    """ConfigError naming `where` and the first of `values` that `check` refuses."""
+    for v in values:
+        try:
+            check(v)
+        except ValueError as e:
+            raise ConfigError(f"{where}={v!r}: {e}" if isinstance(v, str) else f"{where}={v}: {e}") from None
+
+
+def check_device(name: str) -> str:
+    """'auto' or a device string torch understands ('cpu', 'cuda:1', 'mps'); ValueError otherwise.
+    Whether this machine has the device is train.pick_device's question."""
+    if name == "auto":
+        return name
+    import torch  # only here: most configs never name a device
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError("use auto, cpu, cuda, cuda:N or mps") from None
+    return name
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Which games to read, how to filter them and how to label them."""
@@ -142,6 +197,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in typing.get_args(Precision):
             raise ConfigError(f"train.precision={self.precision!r}: use auto, bf16 or fp32")
+        _check_values("train.device", check_device, self.device)
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"train.cond_dropout={self.cond_dropout} must be in [0, 1]")
         if min(self.batch_tokens, self.grad_accum, self.max_steps, self.eval_every, self.save_every,
@@ -215,6 +271,7 @@ class RLConfig:
             raise ConfigError("rl.eval_max_plies must be >= 0 (0 = the model's context)")
         if self.games_per_step < 2:
             raise ConfigError("rl.games_per_step must be at least 2 (the baseline is the others' mean)")
+        _check_values("rl.temperature", check_temperature, self.temperature)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,8 +367,9 @@ class EvalConfig:
                               "referee_from_ply >= 0")
         if not 0.0 <= self.referee_playout <= 1.0:
             raise ConfigError(f"eval.referee_playout={self.referee_playout} is a share, from 0 to 1")
-        if not 0.0 < self.top_p <= 1.0 or self.temperature < 0:
-            raise ConfigError("eval.top_p must be in (0, 1] and eval.temperature >= 0")
+        _check_values("eval.temperature", check_temperature, self.temperature)
+        _check_values("eval.top_p", check_top_p, self.top_p)
+        _check_values("eval.guidance", check_guidance, self.guidance)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -363,8 +421,10 @@ class ExperimentConfig:
         bad = [r for r in self.rl_rewards if r not in typing.get_args(Reward)]
         if bad or not self.rl_seeds:
             raise ConfigError(f"experiment.rl_rewards {bad}: use result, engine or rater; rl_seeds must not be empty")
-        if any(t < 0 for t in self.temperatures) or any(not 0 < q <= 1 for q in self.quantilizer_q):
-            raise ConfigError("experiment.temperatures must be >= 0 and quantilizer_q in (0, 1]")
+        if any(not 0 < q <= 1 for q in self.quantilizer_q):
+            raise ConfigError("experiment.quantilizer_q must be in (0, 1]")
+        _check_values("experiment.temperatures", check_temperature, *self.temperatures)
+        _check_values("experiment.guidance", check_guidance, *self.guidance)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -381,6 +441,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        from chessdt.tokenizer import condition_slots  # the one place that knows the prefix's length
+
+        prefix = 1 + len(condition_slots(self.data.label_parts))  # <bos> and the condition slots
+        if self.model.context <= prefix:
+            raise ConfigError(f"model.context={self.model.context} leaves no room for moves after the {prefix}-token "
+                              f"prefix of data.label={self.data.label!r}; use at least {prefix + 1}")
         if self.model.value_head and "outcome" in self.data.label_parts:
             # The prompt would hold the answer: the value head would learn to read the result slot,
             # and in play (where the slot says "I win") report a win in every position.

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from chessdt import checkpoint as ckpt_io
-from chessdt.config import Config, prepared_path, run_path, to_dict
+from chessdt.config import Config, check_device, prepared_path, run_path, to_dict
 from chessdt.data.batches import IGNORE, Batch, Batcher
 from chessdt.errors import UserError
 from chessdt.files import LOCK_NAME, exclusive
@@ -48,9 +48,21 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu for 'auto'; otherwise the named device."""
+    """cuda, then mps, then cpu for 'auto'; otherwise the named device, or a UserError when it is not a
+    device or this machine does not have it."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            dev = torch.device(check_device(name))
+        except ValueError as e:
+            raise UserError(f"device {name!r}: {e}") from None
+        mps = getattr(torch.backends, "mps", None)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {name!r}: torch sees no CUDA GPU on this machine; use cpu (or auto)")
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if dev.type == "mps" and not (mps is not None and mps.is_available()):
+            raise UserError(f"device {name!r}: torch sees no Apple GPU (MPS) on this machine; use cpu (or auto)")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

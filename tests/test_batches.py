@@ -113,3 +113,12 @@ def test_position_inputs_match_training_batches(data: PreparedData) -> None:
     assert tokens.tolist() == batch.tokens[0, :n].tolist()
     assert (boards == batch.boards[0, :n].numpy()).all()
     assert plies.tolist() == batch.plies[0, :n].tolist()
+
+
+def test_a_context_that_is_not_a_multiple_of_eight_is_never_exceeded(data: PreparedData) -> None:
+    """Issue 24, case 8: batch widths were rounded up to a multiple of 8 past the context (12 -> 16), and
+    the model refused the batch with a traceback; model.context=4..7 failed the same way."""
+    for context in (4, 12):
+        b = Batcher(data, "train", context=context, batch_tokens=256, boards=True)
+        widths = {b.batch(ids).tokens.shape[1] for ids in b.epoch_plan(0)}
+        assert max(widths) == context, widths

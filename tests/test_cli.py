@@ -252,3 +252,32 @@ def test_a_checkpoint_never_chooses_a_program_to_run(tiny_checkpoint: Path, tmp_
                      "--set", "eval.openings_games=2", "--set", "eval.openings_vs_games=2",
                      "--set", "eval.openings_human_games=5", *small]) == 0
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["play", "CKPT", "--guidance", "nan"], "--guidance nan: must be a number in [-100, 100]"),
+    (["uci", "CKPT", "--top-p", "nan"], "--top-p nan: must be in (0, 1]"),
+    (["eval", "match", "CKPT", "rating=1200,guidance=nan", "rating=1600"], "guidance must be a number in [-100"),
+    (["eval", "match", "CKPT", "rating=1200,t=1e-300", "rating=1600"], "temperature must be 0 (most likely move)"),
+    (["eval", "match", "CKPT", "1200", "1600", "--games", "2", "--batch-size", "0"], "batch size 0: games advanced"),
+    (["eval", "legality", "CKPT", "--set", "eval.temperature=1e-300"], "eval.temperature=1e-300: must be 0"),
+    (["games", "generate", "--out", "OUT/l.pgn", "--games", "2", "--hash-mb", "0"], "hash_mb and max_plies >= 1"),
+    (["play", "CKPT", "--device", "cuda"], "device 'cuda': torch sees no CUDA GPU on this machine; use cpu"),
+    (["eval", "match", "CKPT", "1200", "1600", "--device", "quantum"], "device 'quantum': use auto, cpu, cuda"),
+    (["train", str(TINY), "--set", "train.device=cuda:0"], "device 'cuda:0': torch sees no CUDA GPU"),
+    (["train", str(TINY), "--set", "model.context=3"], "model.context=3 leaves no room for moves after the 3-token"),
+])
+def test_values_that_crashed_later_are_one_line_errors_at_once(tiny_checkpoint: Path, tmp_path: Path, argv: list[str],
+                                                               says: str, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, cases 8 and 9: each of these was a traceback (or, for play, a game that started and then
+    aborted on the model's first move); now a one-line error, exit 2, before any game or output."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    monkeypatch.chdir(tmp_path)
+    argv = [str(tiny_checkpoint) if a == "CKPT" else a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("chessdt: error: ") and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("*.pgn")) and not (tmp_path / "runs").exists()

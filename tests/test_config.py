@@ -37,6 +37,14 @@ def test_overrides_convert_by_field_type(tmp_path: Path) -> None:
     (["rl.opponent=human"], "rl.opponent 'human': use 'random', 'self', 'skill=N', 'full'"),
     (["rl.opponent=skill=30"], "Skill Level 30 outside 0-20"),
     (["train"], "expected section.key=value"),
+    # issue 24, case 8: each was a traceback, later (in the model, the sampler or torch)
+    (["model.context=3"], "model.context=3 leaves no room for moves after the 3-token prefix of data.label='elo'"),
+    (["train.device=quantum"], "train.device='quantum': use auto, cpu, cuda, cuda:N or mps"),
+    (["eval.temperature=1e-300"], "eval.temperature=1e-300: must be 0 (most likely move) or a number in [0.01"),
+    (["eval.guidance=nan"], "eval.guidance=nan: must be a number in [-100, 100]"),
+    (["eval.top_p=nan"], "eval.top_p=nan: must be in (0, 1]"),
+    (["rl.temperature=inf"], "rl.temperature=inf: must be 0 (most likely move)"),
+    (["experiment.guidance=1,nan"], "experiment.guidance=nan: must be a number"),
 ])
 def test_bad_values_are_one_line_config_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -99,6 +99,11 @@ class Batcher:
         self._plans: dict[int, list[np.ndarray]] = {}
 
     # -- planning --------------------------------------------------------------------------
+    def width(self, longest: int) -> int:
+        """Padded width of a batch whose longest segment has `longest` inputs: rounded up to
+        PAD_MULTIPLE, but never past the context (the model has no position beyond it)."""
+        return min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, self.context)
+
     def _cut(self, order: np.ndarray) -> list[np.ndarray]:
         """Cut segment ids, sorted by length, into batches of at most batch_tokens padded positions."""
         lengths = self.segs[order, 2]
@@ -106,8 +111,7 @@ class Batcher:
         while i < len(order):
             j = i + 1
             while j < len(order):
-                width = -(-int(lengths[j]) // PAD_MULTIPLE) * PAD_MULTIPLE
-                if (j - i + 1) * width > self.batch_tokens:
+                if (j - i + 1) * self.width(int(lengths[j])) > self.batch_tokens:
                     break
                 j += 1
             batches.append(order[i:j])
@@ -136,7 +140,7 @@ class Batcher:
         """Assemble the batch of the given segments; dropout_key seeds condition dropout."""
         segs = self.segs[seg_ids]
         P = self.prefix_len
-        width = -(-int(segs[:, 2].max()) // PAD_MULTIPLE) * PAD_MULTIPLE
+        width = self.width(int(segs[:, 2].max()))
         B = len(segs)
         seq = np.full((B, width + 1), self.vocab.pad, dtype=np.int64)
         plies = np.zeros((B, width), dtype=np.int64)
@@ -195,6 +199,6 @@ def packing_efficiency(batcher: Batcher, epoch: int = 0) -> float:
     for ids in batcher.epoch_plan(epoch):
         lengths = batcher.segs[ids, 2]
         real += int(lengths.sum())
-        padded += len(ids) * (-(-int(lengths.max()) // PAD_MULTIPLE) * PAD_MULTIPLE)
+        padded += len(ids) * batcher.width(int(lengths.max()))
     return real / padded
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import chess
 import numpy as np
 
+from chessdt.config import check_guidance, check_temperature, check_top_p
 from chessdt.errors import UserError
 from chessdt.evals.results import JsonResult, fmt, jsonable
 from chessdt.metrics import PairedScore, fit_elo, paired_score, sprt_bounds, sprt_llr, wilson_interval
@@ -94,8 +95,11 @@ class Setting:
         except ValueError:
             raise UserError(f"bad setting {spec!r}: use e.g. 'rating=2000,temperature=0.5' "
                             f"(keys: {', '.join(SETTING_KEYS.values())})") from None
-        if values["temperature"] < 0 or not 0 < values["top_p"] <= 1:
-            raise UserError(f"setting {spec!r}: temperature must be >= 0 and top_p in (0, 1]")
+        for key, check in (("temperature", check_temperature), ("top_p", check_top_p), ("guidance", check_guidance)):
+            try:
+                check(values[key])
+            except ValueError as e:
+                raise UserError(f"setting {spec!r}: {key} {e}") from None
         return cls(rating, opponent, Sampling(**values), checkpoint)
 
     @property
@@ -418,6 +422,8 @@ def play_match(policy: ModelPolicy, settings: Sequence[Setting], out: Path | Non
         raise UserError(f"settings must differ: {labels}")
     if games < 2 or games % 2:
         raise UserError(f"games per pair must be even and at least 2, got {games}")
+    if batch_size < 1:
+        raise UserError(f"batch size {batch_size}: games advanced together must be at least 1")
     if sprt is not None and len(settings) != 2:
         raise UserError("the SPRT compares exactly two settings")
     others = others or {}

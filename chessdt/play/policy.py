@@ -26,22 +26,6 @@ from chessdt.model import GPT
 from chessdt.tokenizer import Vocab, board_array, condition_prefix, game_inputs, position_inputs, unconditional
 
 
-MIN_TEMPERATURE = 0.01  # below this (but above 0) logits / T overflow float32 and sampling fails
-MAX_TEMPERATURE = 100.0  # above this every move is about equally likely anyway
-
-
-def check_temperature(t: float) -> float:
-    """A temperature sampling works at: 0 (the most likely move) or MIN..MAX_TEMPERATURE; ValueError
-    otherwise (the one range check of the CLI and the UCI option).
-
-    >>> check_temperature(0.5)
-    0.5
-    """
-    if not (t == 0 or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):  # also refuses nan
-        raise ValueError(f"must be 0 (most likely move) or a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE:g}]")
-    return t
-
-
 @dataclass(frozen=True, kw_only=True)
 class Sampling:
     """How a model picks its move from its distribution."""

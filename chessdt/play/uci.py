@@ -44,8 +44,9 @@ from typing import Callable, TextIO
 import chess
 import torch
 
+from chessdt.config import check_guidance, check_temperature, check_top_p
 from chessdt.play.players import GreedyPlayer, ModelPlayer
-from chessdt.play.policy import Prompted, Sampling, check_temperature
+from chessdt.play.policy import Prompted, Sampling
 from chessdt.rules import wdl_score, score_cp
 from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
@@ -79,15 +80,6 @@ def _rating(v: str) -> int:
     return check_rating(int(v))
 
 
-def _float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], float]:
-    def parse(v: str) -> float:
-        x = float(v)
-        if not math.isfinite(x) or x < lo or x > hi or (lo_open and x == lo):
-            raise ValueError(f"must be a number in {'(' if lo_open else '['}{lo}, {hi}]")
-        return x
-    return parse
-
-
 def _check(v: str) -> int:
     if v.lower() not in ("true", "false"):
         raise ValueError("must be true or false")
@@ -101,8 +93,8 @@ OPTIONS: dict[str, tuple[str, Callable[[str], int | float], str]] = {
     "OpponentRating": ("opponent_rating", _int_in(0, RATING_MAX - 1),  # 0 = the same as Rating
                        f"type spin default 0 min 0 max {RATING_MAX - 1}"),
     "Temperature": ("temperature", lambda v: check_temperature(float(v)), f"type string default {Sampling().temperature}"),
-    "TopP": ("top_p", _float_in(0.0, 1.0, lo_open=True), f"type string default {Sampling().top_p}"),
-    "Guidance": ("guidance", _float_in(-100.0, 100.0), f"type string default {Sampling().guidance}"),
+    "TopP": ("top_p", lambda v: check_top_p(float(v)), f"type string default {Sampling().top_p}"),
+    "Guidance": ("guidance", lambda v: check_guidance(float(v)), f"type string default {Sampling().guidance}"),
     "Seed": ("seed", _int_in(0, SEED_MAX), f"type spin default 0 min 0 max {SEED_MAX}"),
     # The conventional options (lichess-bot sends the first three by default).
     "Threads": ("threads", _int_in(1, 256), "type spin default 1 min 1 max 256"),  # torch threads

@@ -182,8 +182,9 @@ class LadderConfig:
         unlimited = [str(r) for r in self.rungs if r.deterministic]
         if len(unlimited) > 1:  # no randomness on either side: every meeting would be the same game
             raise UserError(f"at most one unlimited rung (they play deterministically): {', '.join(unlimited)}")
-        if self.games < 0 or self.nodes < 1 or self.max_plies < 1:
-            raise UserError("games must be >= 0, nodes and max_plies >= 1")
+        if self.games < 0 or self.nodes < 1 or self.max_plies < 1 or self.hash_mb < 1:
+            raise UserError(f"games must be >= 0 (got {self.games}), nodes, hash_mb and max_plies >= 1 (got "
+                            f"{self.nodes}, {self.hash_mb}, {self.max_plies})")
 
     def event(self) -> str:
         """The Event tag: identifies the run settings, so a resume cannot mix two different runs."""
