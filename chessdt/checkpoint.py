@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from chessdt.config import Config, ConfigError, config_from_dict, to_dict, without_programs
 from chessdt.errors import UserError
-from chessdt.files import durable_rename
+from chessdt.files import as_umask_allows, durable_rename
 from chessdt.model import GPT
 from chessdt.tokenizer import Vocab
 
@@ -123,6 +123,7 @@ def _write_files(tmp: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: int,
     """The files of a checkpoint, written into the (partial) directory `tmp`."""
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))
+    as_umask_allows(tmp / "model.safetensors")  # safetensors writes 0600: others who may read the run could not
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "step": step,
@@ -142,6 +143,7 @@ def _write_files(tmp: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: int,
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         save_file(tensors, str(tmp / "train.safetensors"))
+        as_umask_allows(tmp / "train.safetensors")
         meta["optimizer"] = info
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
 

@@ -75,6 +75,26 @@ def exclusive_beside(out: Path, what: str) -> contextlib.AbstractContextManager[
     return exclusive(out.with_name(f".{out.name}{LOCK_NAME}"), what)
 
 
+def as_umask_allows(path: Path) -> None:
+    """Give a file the mode a plain open() would (0o666 less the umask): some writers (safetensors)
+    create theirs 0600, and another user of a shared checkpoint is then told it is missing."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux), else by a swap."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def fsync_tree(path: Path) -> None:
     """Flush a file, or a directory's files and the directory itself, to the disk."""
     path = Path(path)

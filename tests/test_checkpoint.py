@@ -80,3 +80,20 @@ def test_checkpoint_from_before_attack_features_loads_without_them(tmp_path: Pat
     (path / "meta.json").write_text(json.dumps(meta))
     loaded, cfg, _ = load_model(path)
     assert cfg.model.attack_features is False and not hasattr(loaded, "geometry")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoint_files_are_as_readable_as_the_umask_allows(tmp_path: Path, umask: int) -> None:
+    """Issue 24, case 7: the weights were written 0600 (safetensors' own mode) whatever the umask, and
+    another user was told 'model.safetensors is missing: the checkpoint is incomplete'."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        model = GPT(CFG.model, Vocab().size)
+        opt = torch.optim.AdamW(model.parameters())
+        path = save_checkpoint(tmp_path / "c", model, CFG, Vocab(), step=1, tokens_seen=1, optimizer=opt)
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "train.safetensors", "meta.json"):
+        assert oct((path / name).stat().st_mode & 0o777) == oct(0o666 & ~umask), name
