@@ -209,9 +209,9 @@ def _read_meta(path: Path) -> tuple[dict[str, Any], Config]:
         for key, kind in (("step", int), ("tokens_seen", int), ("vocab_hash", str), ("vocab_size", int)):
             if not isinstance(meta.get(key), kind):
                 raise ValueError(f"{key} missing or not {kind.__name__}")
-    except (ValueError, UnicodeDecodeError, ConfigError) as e:  # JSONDecodeError is a ValueError
+    except (ValueError, UnicodeDecodeError, ConfigError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise CorruptCheckpoint(f"{path / 'meta.json'} is not a chessdt checkpoint's meta.json: "
-                                f"{' '.join(str(e).split())}") from None
+                                f"{' '.join(str(e).split()) or 'nested too deep'}") from None
     return meta, cfg
 
 

@@ -597,6 +597,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not a text file (an experiment TOML is UTF-8 text)") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        except RecursionError:  # tomllib parses nested arrays and tables recursively
+            raise ConfigError(f"{path}: nested too deep to be an experiment config") from None
     table = _upgrade(_merge(table, parse_overrides(overrides or [])))
     cfg: Config = _build(Config, table, "")
     if path is not None:

@@ -97,3 +97,10 @@ def test_checkpoint_files_are_as_readable_as_the_umask_allows(tmp_path: Path, um
         os.umask(old)
     for name in ("model.safetensors", "train.safetensors", "meta.json"):
         assert oct((path / name).stat().st_mode & 0o777) == oct(0o666 & ~umask), name
+
+
+def test_a_meta_json_nested_beyond_the_parser_is_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    _, path = _saved(tmp_path)
+    (path / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError, match="is not a chessdt checkpoint's meta.json: maximum recursion depth"):
+        read_checkpoint(path)

@@ -204,3 +204,10 @@ def test_a_checkpoint_keeps_what_describes_its_model_and_data() -> None:
         default.ladder, default.openings_opponent, "", "base")
     assert (safe.data, safe.model, safe.name) == (cfg.data, cfg.model, "mine")
     assert (safe.eval.ratings, safe.eval.games) == ((1300,), "/data/g.pgn")
+
+
+def test_a_toml_nested_beyond_the_parser_is_one_line(tmp_path: Path) -> None:
+    """Issue 24, case 8: a TOML nested 100,000 deep was a RecursionError traceback."""
+    deep = _toml(tmp_path, "a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deep to be an experiment config"):
+        load_config(deep)

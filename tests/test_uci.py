@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import chess
@@ -479,3 +480,21 @@ def test_a_late_model_plays_the_quick_fallback_and_times_its_deadline(policy: Mo
     assert len(engine.lateness) == 1 and engine.lateness[0] >= 0.0
     assert engine.search is not None and engine.search.worker is not None
     engine.search.worker.join(60)
+
+
+def test_a_clock_beyond_any_timer_still_answers_without_a_traceback(policy: ModelPolicy,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, case 8: `go wtime 1e20` (as a whole number) sent a bestmove, then the deadline timer's
+    thread died with OverflowError on stderr. The budget is capped at MAX_BUDGET_MS."""
+    from chessdt.play.uci import MAX_BUDGET_MS, Go, budget_ms
+
+    huge = 10**20
+    assert budget_ms(Go(wtime=huge, btime=huge), chess.WHITE, 30) == MAX_BUDGET_MS - 30
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda a: died.append(a.exc_value))
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    lines = _talk(engine, "position startpos", f"go wtime {huge} btime {huge}")
+    assert engine.search is not None and engine.search.timer is not None
+    time.sleep(0.2)  # the timer thread has started waiting (where it died)
+    assert any(ln.startswith("bestmove ") for ln in lines) and died == []
+    engine.search.timer.cancel()

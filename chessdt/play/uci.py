@@ -56,6 +56,8 @@ SEED_MAX = 2**31 - 1
 GO_VALUE_KEYS = ("wtime", "btime", "winc", "binc", "movestogo", "depth", "nodes", "mate", "movetime")
 GO_FLAG_KEYS = ("infinite", "ponder")
 MOVES_TO_GO = 30  # a sudden-death clock is spread as if this many moves were left (Stockfish-like)
+MAX_BUDGET_MS = 7 * 24 * 3600 * 1000  # a longer budget is a week: the timer cannot wait 1e20 ms (the model
+# answers in milliseconds anyway)
 
 DEFAULT_RATING = 1500  # the Rating option's default, as `chessdt play` and `chessdt uci` use
 DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
@@ -203,7 +205,7 @@ def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
         limits.append(min(clock / moves + inc, clock / 2))
     if not limits:
         return None
-    return max(0, min(limits) - overhead_ms)
+    return max(0, min(*limits, MAX_BUDGET_MS) - overhead_ms)
 
 
 def set_option(model: Prompted, field: str, value: int | float) -> Prompted:
