@@ -34,7 +34,7 @@ from chessdt.play.arena import GameSpec, Seat, run_games
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import Prompted
 from chessdt.rater import Rater
-from chessdt.rules import opening_lines
+from chessdt.rules import opening_lines, white_score
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Judged:
     record: GameRecord
     ply: int  # the position judged: after this many plies (the horizon, or the game's end)
     rater: float  # the rater's expected score
-    referee: float  # the referee's expected score (nan when no referee watched)
+    referee: float  # the referee's expected score (the result where the rules ended the game; nan unwatched)
     referee_cp: int | None
 
 
@@ -182,11 +182,15 @@ def horizon_judgements(records: Sequence[GameRecord], label: str, rater: Rater, 
     for r, (moves, color), x in zip(records, games, rated):
         ply = min(len(moves), horizon)
         cp = r.referee[ply - 1] if 0 < ply <= len(r.referee) else None
-        if cp is not None:
+        pov: int | None = None
+        if ply == len(moves) and r.termination not in ("adjudication", "move_limit"):  # the rules ended it: the truth
+            white = white_score(r.result)
+            ref = white if color == chess.WHITE else 1.0 - white
+        elif cp is not None:
             pov = cp if color == chess.WHITE else -cp
             ref = chess.engine.Cp(pov).wdl(model="sf15.1", ply=ply).expectation()
         else:
-            pov, ref = None, math.nan
+            ref = math.nan
         out.append(Judged(r, ply, float(x), float(ref), pov))
     return out
 
