@@ -4,7 +4,7 @@ A checkpoint is a directory::
 
     model.safetensors   weights of the uncompiled model (no pickle: loading never runs code)
     train.safetensors   optimizer moments and RNG states, for an exact --resume
-    meta.json           config, vocabulary hash, step, tokens seen, git revision, metrics
+    meta.json           config, vocabulary hash, weights hash, step, tokens seen, git revision, metrics
 
 It is written under ``<name>.partial``, flushed to disk and renamed into place, so a crash or a
 power cut never leaves a half-written checkpoint. A checkpoint is untrusted input: its files are
@@ -13,10 +13,12 @@ parsed, never executed, and anything unreadable is a :class:`CorruptCheckpoint` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +63,25 @@ class Checkpoint:
     meta: dict[str, Any]
     cfg: Config
     weights: dict[str, torch.Tensor]
+    weights_id: str  # weights_hash of `weights`: what results and game logs are keyed on
 
     @property
     def step(self) -> int:
         return int(self.meta["step"])
+
+
+def weights_hash(state: Mapping[str, torch.Tensor]) -> str:
+    """The identity of a model's weights: sha256 over each tensor's name, dtype, shape and bytes (16 hex digits).
+
+    Game logs and results are keyed on it, not on a checkpoint's name, so a `best` that moved
+    (train --resume) never inherits the games of the weights it replaced.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -121,8 +138,8 @@ def _write_files(tmp: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: int,
                  metrics: dict[str, Any] | None, optimizer: torch.optim.Optimizer | None,
                  extra: dict[str, Any] | None) -> None:
     """The files of a checkpoint, written into the (partial) directory `tmp`."""
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-              str(tmp / "model.safetensors"))
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
     as_umask_allows(tmp / "model.safetensors")  # safetensors writes 0600: others who may read the run could not
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -130,6 +147,7 @@ def _write_files(tmp: Path, model: GPT, cfg: Config, vocab: Vocab, *, step: int,
         "tokens_seen": tokens_seen,
         "vocab_hash": vocab.hash,
         "vocab_size": vocab.size,
+        "weights_hash": weights_hash(weights),
         "num_params": model.num_params(),
         "git_revision": git_revision(),
         "torch_version": torch.__version__,
@@ -190,7 +208,12 @@ def read_checkpoint(path: str | Path, vocab: Vocab | None = None) -> Checkpoint:
                         f"{meta['vocab_size']}, rating_bucket={cfg.data.rating_bucket}) vs expected "
                         f"{vocab.hash} (size {vocab.size}, rating_bucket={vocab.rating_bucket})")
     weights = _load_tensors(path / "model.safetensors")
-    return Checkpoint(path=path, meta=meta, cfg=cfg, weights=weights)
+    # computed from the weights read, so a checkpoint from before weights_hash existed is keyed too
+    weights_id = weights_hash(weights)
+    if meta.get("weights_hash", weights_id) != weights_id:
+        log.warning("%s: model.safetensors changed since it was saved (weights %s, meta.json says %s); "
+                    "results are keyed on the weights read", path, weights_id, meta["weights_hash"])
+    return Checkpoint(path=path, meta=meta, cfg=cfg, weights=weights, weights_id=weights_id)
 
 
 def _read_meta(path: Path) -> tuple[dict[str, Any], Config]:
@@ -228,7 +251,11 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                vocab: Vocab | None = None) -> tuple[GPT, Config, Vocab]:
     """(model in eval mode, its config, its vocabulary) from a checkpoint or run directory."""
-    ckpt = read_checkpoint(path, vocab)
+    return model_of(read_checkpoint(path, vocab), device)
+
+
+def model_of(ckpt: Checkpoint, device: str | torch.device = "cpu") -> tuple[GPT, Config, Vocab]:
+    """(model in eval mode, its config, its vocabulary) of a read checkpoint."""
     model_vocab = Vocab(rating_bucket=ckpt.cfg.data.rating_bucket)
     model = GPT(ckpt.cfg.model, model_vocab.size, model_vocab)
     _load_weights(model, ckpt)

@@ -102,7 +102,9 @@ def test_batched_games_are_legal_and_counted(tmp_path: Path) -> None:
             assert 0 <= r.illegal[color] <= r.model_moves[color]
         assert not r.masked
     meta, logged = read_game_log(tmp_path / "log.jsonl")
-    assert meta == {"run": 1} and sorted(r.id for r in logged) == sorted(s.id for s in specs)  # in finish order
+    # the log names the weights of its model seat (a rerun with other weights does not resume it)
+    assert meta == {"run": 1, "weights": {"model": policy.weights_id}}
+    assert sorted(r.id for r in logged) == sorted(s.id for s in specs)  # in finish order
 
 
 def test_batching_does_not_change_games(tmp_path: Path) -> None:

@@ -104,3 +104,21 @@ def test_a_meta_json_nested_beyond_the_parser_is_a_corrupt_checkpoint(tmp_path: 
     (path / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(UserError, match="is not a chessdt checkpoint's meta.json: maximum recursion depth"):
         read_checkpoint(path)
+
+
+def test_weights_hash_is_recorded_and_computed_for_old_checkpoints(tmp_path: Path) -> None:
+    """Issue 24, case 4: results were keyed on a checkpoint's name; they are keyed on its weights' hash."""
+    from chessdt.checkpoint import weights_hash
+    from chessdt.play.policy import ModelPolicy
+
+    model, path = _saved(tmp_path)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["weights_hash"] == weights_hash(model.state_dict()) == read_checkpoint(path).weights_id
+    assert len(meta["weights_hash"]) == 16
+    del meta["weights_hash"]  # a checkpoint saved before the hash existed: computed from its weights
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert ModelPolicy.from_checkpoint(path).weights_id == weights_hash(model.state_dict())
+    with torch.no_grad():
+        model.move_prior.add_(1e-3)
+    other = save_checkpoint(tmp_path / "checkpoints" / "best", model, CFG, Vocab(), step=6, tokens_seen=1)
+    assert read_checkpoint(other).weights_id != read_checkpoint(path).weights_id

@@ -59,3 +59,27 @@ def test_scores_of_a_record() -> None:
     assert won.decided and won.score_of("model@1500") == 1.0 and won.score_of("random") == 0.0
     assert drawn.white_score == 0.5 and drawn.score_of("random") == 0.5
     assert not aborted.decided
+
+
+def test_games_of_other_weights_are_set_aside_not_resumed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 24, case 4: a log was resumed by a checkpoint name (`tiny@best`) that had moved to other weights."""
+    path = tmp_path / "games.jsonl"
+    GameLog(path, {"nodes": 1, "weights": {"model@1500": "aaaa"}}).add(_record("a"))
+    with caplog.at_level("WARNING"):
+        fresh = GameLog(path, {"nodes": 1, "weights": {"model@1500": "bbbb"}})
+    assert fresh.records == {}  # nothing inherited from the other weights
+    aside = tmp_path / "games.other-weights-1.jsonl"
+    assert read_game_log(aside) == ({"nodes": 1, "weights": {"model@1500": "aaaa"}}, [_record("a")])
+    assert read_game_log(path) == ({"nodes": 1, "weights": {"model@1500": "bbbb"}}, [])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "other weights (aaaa, now bbbb)" in said[0] and aside.name in said[0]
+    # a log written before weights were recorded cannot say who played: set aside too, never reused
+    old = tmp_path / "old.jsonl"
+    GameLog(old, {"nodes": 1}).add(_record("a"))
+    assert GameLog(old, {"nodes": 1, "weights": {"model@1500": "bbbb"}}).records == {}
+    assert (tmp_path / "old.other-weights-1.jsonl").is_file()
+    # the same weights resume; other settings and other weights stay an error (not a silent reset)
+    GameLog(path, {"nodes": 1, "weights": {"model@1500": "bbbb"}}).add(_record("b"))
+    assert list(GameLog(path, {"nodes": 1, "weights": {"model@1500": "bbbb"}}).records) == ["b"]
+    with pytest.raises(UserError, match="differs in nodes, weights"):
+        GameLog(path, {"nodes": 2, "weights": {"model@1500": "cccc"}})

@@ -212,3 +212,44 @@ def test_a_checkpoint_never_chooses_a_program(tiny_checkpoint: Path, tmp_path: P
     args.set = ["eval.engine=/usr/games/stockfish", "eval.ladder=random,uci=lc0@1500"]
     _, ev, _, _ = cli._eval_setup(args, lambda ev: 1)
     assert ev.engine == "/usr/games/stockfish" and ev.ladder == ("random", "uci=lc0@1500")
+
+
+def test_a_match_is_not_resumed_by_other_weights_under_the_same_name(tmp_path: Path, one_thread: None) -> None:
+    """Issue 24, case 4: after train --resume moved `best`, the same match reported the old model's games."""
+    settings = [Setting.parse("r=1200"), Setting.parse("r=2000")]
+    log = tmp_path / "m.jsonl"
+    before = tiny_policy(seed=0, context=128)
+    play_match(before, settings, log, games=2, max_plies=12, batch_size=4)
+    moved = tiny_policy(seed=1, context=128)
+    moved.model_id = before.model_id  # the same name (tiny@best), other weights
+    assert moved.weights_id != before.weights_id
+    res = play_match(moved, settings, log, games=2, max_plies=12, batch_size=4)
+    assert res.games == 2
+    meta = json.loads(log.read_text().splitlines()[0])["meta"]
+    assert set(meta["weights"].values()) == {moved.weights_id}  # the new log holds only the new weights' games
+    aside = json.loads((tmp_path / "m.other-weights-1.jsonl").read_text().splitlines()[0])["meta"]
+    assert set(aside["weights"].values()) == {before.weights_id}
+
+
+def test_cli_match_after_best_moved_plays_afresh_and_says_so(tiny_checkpoint: Path, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 24, case 4 as reported: eval match, then `best` replaced by other weights, then the same
+    eval match reported the old model's games in 0 s."""
+    import torch
+
+    from chessdt.checkpoint import load_model, save_checkpoint
+
+    model, cfg, vocab = load_model(tiny_checkpoint)
+    best = save_checkpoint(tmp_path / "best", model, cfg, vocab, step=4, tokens_seen=0)
+    out = tmp_path / "ev"
+    args = ["eval", "match", str(best), "r=1200", "r=2000", "--games", "2", "--max-plies", "12", "--out", str(out), "-q"]
+    assert cli.main(args) == 0
+    assert not caplog.records
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    save_checkpoint(best, model, cfg, vocab, step=8, tokens_seen=0)  # what train --resume does to best
+    assert cli.main(args) == 0
+    (said,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # one line, on stderr
+    assert "played by other weights" in said and "match_r1200_vs_r2000.other-weights-1.jsonl" in said
+    assert (out / "match_r1200_vs_r2000.other-weights-1.jsonl").is_file()

@@ -11,8 +11,8 @@ engine process each). Finished games leave the batch, so late plies cost only th
 running.
 
 Every finished game is appended to a JSONL file as one :class:`~chessdt.play.gamelog.GameRecord` (PGN included) the
-moment it ends; a rerun with the same file skips the games already there, so an interrupted
-evaluation resumes. An engine that crashes or hangs is restarted by :class:`chessdt.stockfish.engine.Engine`
+moment it ends; a rerun with the same file and the same weights in every model seat skips the games
+already there, so an interrupted evaluation resumes (games of other weights are set aside). An engine that crashes or hangs is restarted by :class:`chessdt.stockfish.engine.Engine`
 (the restarts are counted in the record); one that keeps failing ends its game as ``*`` with
 termination ``engine_failure``, and evaluators leave such games out.
 """
@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from chessdt.stockfish.engine import EngineFailure
 from chessdt.stockfish.referee import Judge, Referee
-from chessdt.play.gamelog import GameLog, GameRecord
+from chessdt.play.gamelog import WEIGHTS, GameLog, GameRecord
 from chessdt.rules import ABORTED, game_over
 from chessdt.play.players import Player
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Session
@@ -431,7 +431,8 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
         for label in (s.white, s.black):
             if label not in seats:
                 raise ValueError(f"game {s.id}: no seat {label!r}")
-    game_log = GameLog(out, meta or {}) if out is not None else None
+    weights = weights_of(specs, seats)
+    game_log = GameLog(out, {**(meta or {}), **({WEIGHTS: weights} if weights else {})}) if out is not None else None
     # a game aborted by an engine failure is played again: a rerun (with a working engine) retries it
     done: dict[str, GameRecord] = ({i: r for i, r in game_log.records.items() if r.decided}
                                    if game_log is not None else {})
@@ -466,6 +467,13 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
         pools.close()
         bar.close()
     return [done[i] for i in ids]
+
+
+def weights_of(specs: Sequence[GameSpec], seats: Mapping[str, Seat]) -> dict[str, str]:
+    """{seat label: weights_id} of the model seats these games use: the key a game log resumes on."""
+    used = {x for s in specs for x in (s.white, s.black)}
+    return {label: seat.policy.weights_id for label, seat in sorted(seats.items())
+            if label in used and isinstance(seat, Prompted)}
 
 
 def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_plies: int,

@@ -2,7 +2,9 @@
 
 A log starts with a line ``{"meta": ...}`` naming the settings of its run; a rerun with the same
 settings resumes it (the games already there are skipped), one with other settings is refused, and
-a line torn by a crash is dropped.
+a line torn by a crash is dropped. Under the key ``weights`` the meta names the weights that played
+(:func:`chessdt.checkpoint.weights_hash` per model seat); a rerun with other weights and the same
+settings sets the old log aside (renamed, never deleted) and starts a new one, saying so.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from chessdt.errors import UserError
 from chessdt.rules import RESULTS, white_score
 
 log = logging.getLogger(__name__)
+WEIGHTS = "weights"  # meta key: {seat label: weights_hash} of the models that played the log's games
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class GameLog:
             raise UserError(f"{self.path}: not a chessdt game log (first line has no meta)") from None
         if head != self.meta:
             diff = sorted(k for k in set(head) | set(self.meta) if head.get(k) != self.meta.get(k))
+            if diff == [WEIGHTS]:
+                self._set_aside(head.get(WEIGHTS))
+                return
             raise UserError(f"{self.path} holds games of other settings (differs in {', '.join(diff)}); "
                             "delete it or write to another directory")
         for line in lines[1:]:
@@ -134,12 +140,32 @@ class GameLog:
                 continue
             self.records[rec.id] = rec
 
+    def _set_aside(self, theirs: Any) -> None:
+        """The log holds games of other weights (or of weights never recorded): rename it, start afresh."""
+        n = 1
+        while (aside := self.path.with_name(f"{self.path.stem}.other-weights-{n}{self.path.suffix}")).exists():
+            n += 1
+        os.replace(self.path, aside)
+        with open(self.path, "w") as f:
+            f.write(json.dumps({"meta": self.meta}) + "\n")
+        log.warning("%s: its games were played by other weights (%s, now %s); set aside as %s, playing afresh",
+                    self.path, _short(theirs), _short(self.meta.get(WEIGHTS)), aside.name)
+
     def add(self, record: GameRecord) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record.to_json()) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.records[record.id] = record
+
+
+def _short(weights: Any) -> str:
+    """Weights ids of a log's meta in a few words: 'a1b2c3d4e5f60718', or 'not recorded'."""
+    if not weights:
+        return "not recorded"
+    if isinstance(weights, dict):
+        return ", ".join(sorted({str(v) for v in weights.values()}))
+    return str(weights)
 
 
 def read_game_log(path: Path) -> tuple[dict[str, Any], list[GameRecord]]:

@@ -53,23 +53,35 @@ class ModelPolicy:
     """A trained GPT with its vocabulary and config: prompts in, move distributions out."""
 
     def __init__(self, model: GPT, vocab: Vocab, cfg: Config, device: str | torch.device = "cpu",
-                 model_id: str = "model") -> None:
+                 model_id: str = "model", weights_id: str | None = None) -> None:
         self.model = model.eval()
         self.vocab = vocab
         self.cfg = cfg
         self.device = torch.device(device)
-        self.model_id = model_id
+        self.model_id = model_id  # a name for people (e.g. 'tiny@best'): a name can move to other weights
+        self._weights_id = weights_id  # the checkpoint's weights_hash; None: hashed from the live weights
         self.label_parts = cfg.data.label_parts
         self.context = cfg.model.context
         self.has_value = cfg.model.value_head  # the model also predicts win/draw/loss (a UCI score)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "ModelPolicy":
-        from chessdt.checkpoint import load_model, resolve_checkpoint
+        from chessdt.checkpoint import model_of, read_checkpoint
 
-        model, cfg, vocab = load_model(path, device=device)
-        resolved = resolve_checkpoint(path)
-        return cls(model, vocab, cfg, device, model_id=f"{cfg.name}@{resolved.name}")
+        ckpt = read_checkpoint(path)
+        model, cfg, vocab = model_of(ckpt, device=device)
+        return cls(model, vocab, cfg, device, model_id=f"{cfg.name}@{ckpt.path.name}", weights_id=ckpt.weights_id)
+
+    @property
+    def weights_id(self) -> str:
+        """The identity of the weights that play (checkpoint.weights_hash): game logs are keyed on it.
+
+        A policy built in memory (RL, tests) is hashed from its weights as they are now."""
+        if self._weights_id is not None:
+            return self._weights_id
+        from chessdt.checkpoint import weights_hash
+
+        return weights_hash(self.model.state_dict())
 
     # -- prompts -----------------------------------------------------------------------------
     def prompt(self, white: int | None, black: int | None, result: str | None = None) -> list[int]:
