@@ -243,14 +243,16 @@ def _add_play_parsers(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from chessdt.train import read_metrics, train
+    from chessdt.train import Interrupted, read_metrics, train
 
     cfg = load_config(args.config, list(args.set or []))
     with _terminate_like_interrupt() as caught:
         try:
             run_dir = train(cfg, resume=args.resume, device=args.device, progress=not args.quiet)
-        except KeyboardInterrupt:
-            print(f"chessdt: {caught.name()}; a checkpoint was saved (continue with --resume)", file=sys.stderr)
+        except KeyboardInterrupt as e:  # only a checkpoint actually written is announced
+            saved = e.saved if isinstance(e, Interrupted) else None
+            print(f"chessdt: {caught.name()}; " + (f"checkpoint {saved} saved (continue with --resume)" if saved
+                                                   else "no checkpoint was written by this run"), file=sys.stderr)
             return caught.exit_code()
     if os.environ.get("RANK", "0") != "0":
         return 0

@@ -33,6 +33,7 @@ O(length) instead of re-running the whole prefix.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Literal, overload
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chessdt.config import ModelConfig
+from chessdt.config import ConfigError, ModelConfig
 from chessdt.features import MOVE_FACTS, SQUARE_FEATURES, Geometry, code_facts
 from chessdt.tokenizer import NUM_MOVES, RATING_MAX, RATING_MIN, Vocab, all_moves
 
@@ -210,6 +211,48 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def param_count(cfg: ModelConfig, vocab_size: int) -> int:
+    """Parameters of ``GPT(cfg, vocab_size)``, counted without building it (exact: tests/test_model.py)."""
+    d = cfg.d_model
+    block = 2 * d + (4 + 2 * cfg.mlp_ratio) * d * d  # two LayerNorms, qkv + proj, fc + proj
+    n = vocab_size * d + cfg.context * d + cfg.n_layer * block + d  # token and position tables, blocks, ln_f
+    if cfg.rating_continuous:
+        n += (len(RATING_ANCHORS) + 1) * d
+    if cfg.rating_every:
+        n += 2 * d * d
+    if cfg.move_features:
+        n += (65 + 65 + 6) * d
+    if cfg.board_input:
+        n += (1 + 64 * N_PIECE_CODES) * d + 2 * d
+    if cfg.board_head:
+        n += 2 * 2 * (1 + N_PIECE_CODES) * NUM_MOVES
+    if cfg.attack_features:
+        n += 64 * len(SQUARE_FEATURES) * d + 2 * d + (len(MOVE_FACTS) if cfg.board_head else 0)
+    if cfg.value_head:
+        n += 3 * d + 3
+    return n
+
+
+def machine_memory() -> int | None:
+    """Bytes of RAM of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits(cfg: ModelConfig, vocab_size: int, copies: int, purpose: str) -> None:
+    """ConfigError, before anything is allocated, when `copies` float32 copies of the model's
+    parameters exceed this machine's memory (1 to hold the weights; 4 to train: weights, gradients
+    and Adam's two moments). A huge model.n_layer or d_model would otherwise grow until killed."""
+    params = param_count(cfg, vocab_size)
+    need, have = params * 4 * copies, machine_memory()
+    if have is not None and need > have:
+        raise ConfigError(f"a model of {params:,} parameters (model.n_layer={cfg.n_layer}, d_model={cfg.d_model}, "
+                          f"context={cfg.context}) needs about {need / 2**30:,.1f} GiB to {purpose}, more than this "
+                          f"machine's {have / 2**30:,.1f} GiB of memory: make the model smaller")
+
+
 class GPT(nn.Module):
     """Decoder-only transformer over a :class:`~chessdt.tokenizer.Vocab`; see the module doc."""
 
@@ -219,6 +262,7 @@ class GPT(nn.Module):
     token_rating: torch.Tensor
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, vocab: Vocab | None = None) -> None:
+        check_fits(cfg, vocab_size, 1, "hold its weights")  # a config or a checkpoint's meta.json may ask for any size
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size

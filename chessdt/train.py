@@ -40,7 +40,7 @@ from chessdt.config import Config, check_device, prepared_path, run_path, to_dic
 from chessdt.data.batches import IGNORE, Batch, Batcher
 from chessdt.errors import UserError
 from chessdt.files import LOCK_NAME, exclusive
-from chessdt.model import GPT
+from chessdt.model import GPT, check_fits
 from chessdt.data.shards import PreparedData
 from chessdt.tokenizer import NUM_MOVES, Vocab
 
@@ -238,6 +238,16 @@ class _Progress:
     best: float = math.inf  # lowest validation loss so far (the `best` checkpoint)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C or a signal after its loop began; `saved` is the checkpoint then
+    written (None on ranks other than 0). An interrupt before the loop is a plain KeyboardInterrupt:
+    nothing was saved."""
+
+    def __init__(self, saved: Path | None) -> None:
+        super().__init__()
+        self.saved = saved
+
+
 @dataclass(frozen=True)
 class _Ranks:
     """Where this process sits in a torchrun job (a single process is rank 0 of 1)."""
@@ -373,20 +383,22 @@ class _Trainer:
                  f" value_loss {m['val_value_loss']:.4f}" if "val_value_loss" in m else "")
         self.metrics = m
 
-    def save(self) -> None:
-        """A step checkpoint (optimizer included), `best` when validation improved, old ones pruned."""
+    def save(self) -> Path:
+        """A step checkpoint (optimizer included), `best` when validation improved, old ones pruned;
+        returns the step checkpoint."""
         d, tc, ckpt_dir = self.done, self.tc, self.run_dir / "checkpoints"
         val = self.metrics.get("val_loss", math.inf)
         extra = {"micro_batches": d.step * tc.grad_accum * self.ranks.world, "world_size": self.ranks.world,
                  "train_seconds": round(self.seconds(), 1), "best_val_loss": min(d.best, val)}
-        ckpt_io.save_checkpoint(ckpt_dir / f"{ckpt_io.STEP_PREFIX}{d.step:07d}", self.model, self.cfg, self.vocab,
-                                step=d.step, tokens_seen=d.tokens_seen, metrics=self.metrics,
-                                optimizer=self.optimizer, extra=extra)
+        saved = ckpt_io.save_checkpoint(ckpt_dir / f"{ckpt_io.STEP_PREFIX}{d.step:07d}", self.model, self.cfg,
+                                        self.vocab, step=d.step, tokens_seen=d.tokens_seen, metrics=self.metrics,
+                                        optimizer=self.optimizer, extra=extra)
         if val < d.best:
             d.best = val
             ckpt_io.save_checkpoint(ckpt_dir / "best", self.model, self.cfg, self.vocab, step=d.step,
                                     tokens_seen=d.tokens_seen, metrics=self.metrics, extra=extra)
         ckpt_io.prune(ckpt_dir, tc.keep_last)
+        return saved
 
     def learning_rate(self) -> float:
         """This step's learning rate: warmup by steps, then cosine by steps or by the clock."""
@@ -464,6 +476,7 @@ class _Trainer:
         by_clock = tc.schedule_by_time and tc.max_minutes > 0
         self.model.train()
         interrupted = False
+        saved: Path | None = None
         try:
             while d.step < min(last, tc.max_steps):
                 lr = self.learning_rate()
@@ -493,11 +506,11 @@ class _Trainer:
             interrupted = True
             if master:
                 log.warning("interrupted at step %d: saving a checkpoint", d.step)
-                self.save()
+                saved = self.save()
         finally:
             bar.close()
         if interrupted:
-            raise KeyboardInterrupt
+            raise Interrupted(saved)
 
     def divergence_message(self, loss: float) -> str:
         """What to tell the user when the loss stopped being finite (nothing is saved from now on)."""
@@ -531,6 +544,8 @@ def train(cfg: Config, *, resume: bool = False, device: str | None = None, progr
         stop_at: stop (and checkpoint) after this optimizer step, without changing the schedule.
     """
     tc = cfg.train
+    # before any data is prepared or memory taken: weights, gradients and Adam's two moments must fit
+    check_fits(cfg.model, Vocab(rating_bucket=cfg.data.rating_bucket).size, 4, "train")
     ranks, dev = _start_ranks(device or tc.device)
     if tc.threads:
         torch.set_num_threads(tc.threads)

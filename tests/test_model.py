@@ -242,3 +242,29 @@ def test_continuous_rating_interpolates_between_anchors() -> None:
     torch.testing.assert_close(vec[2], model.rating_emb[0].detach() * 0.75 + model.rating_emb[1].detach() * 0.25)
     with pytest.raises(ValueError, match="need the vocabulary"):
         GPT(RATED, VOCAB.size)
+
+
+@pytest.mark.parametrize("features", [
+    {}, {"board_input": False, "board_head": False, "attack_features": False, "move_features": False},
+    {"attack_features": False}, {"board_head": False}, {"rating_every": True, "rating_continuous": True},
+    {"value_head": True, "mlp_ratio": 3}])
+def test_param_count_is_exact_without_building(features: dict[str, object]) -> None:
+    """The size check before allocating (issue 24, case 6) counts exactly what GPT builds."""
+    from chessdt.model import param_count
+
+    cfg = ModelConfig(n_layer=2, n_head=2, d_model=24, context=40, **features)  # type: ignore[arg-type]
+    assert param_count(cfg, VOCAB.size) == GPT(cfg, VOCAB.size, VOCAB).num_params()
+
+
+def test_a_model_too_big_for_memory_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24, case 6: model.n_layer=10**16 grew memory until the process was killed."""
+    from chessdt import model as model_mod
+    from chessdt.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"needs about .* GiB to hold its weights, more than this machine's"):
+        GPT(ModelConfig(n_layer=10**16, n_head=2, d_model=32, context=48), VOCAB.size)
+    weights = model_mod.param_count(TINY, VOCAB.size) * 4
+    monkeypatch.setattr(model_mod, "machine_memory", lambda: 3 * weights)  # holds the weights, not training's 4x
+    assert GPT(TINY, VOCAB.size).num_params() * 4 == weights
+    with pytest.raises(ConfigError, match="to train"):
+        model_mod.check_fits(TINY, VOCAB.size, 4, "train")

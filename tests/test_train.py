@@ -194,8 +194,37 @@ def test_sigterm_and_sighup_save_a_checkpoint_like_ctrl_c(data_dir: Path, tmp_pa
     finally:
         signal.signal(signum, before)
     assert code == 128 + signum and not got
-    assert f"chessdt: {signame}; a checkpoint was saved" in capsys.readouterr().err
+    saved = tmp_path / "run" / "checkpoints" / "step_0000003"
+    assert f"chessdt: {signame}; checkpoint {saved} saved (continue with --resume)" in capsys.readouterr().err
     assert [p.name for p in step_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_0000003"]
+
+
+def test_a_signal_before_training_began_says_no_checkpoint_was_written(data_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, case 6: SIGTERM before step 0 said 'a checkpoint was saved' when none existed."""
+    import signal
+
+    def killed(*a: object, **kw: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # while the data is being opened, before any step
+
+    monkeypatch.setattr(train_mod, "open_data", killed)
+    code = cli.main(_cli_args(tmp_path, data_dir, tmp_path / "run", "train.max_steps=20"))
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM and "saved" not in err
+    assert err.strip() == "chessdt: SIGTERM; no checkpoint was written by this run"
+    assert not step_checkpoints(tmp_path / "run" / "checkpoints")
+
+
+def test_a_model_too_big_for_memory_is_one_line_before_anything_is_written(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, case 6: --set model.n_layer=<huge> grew memory until the process was killed."""
+    run = tmp_path / "run"
+    code = cli.main(_cli_args(tmp_path, tmp_path / "data", run, "model.n_layer=10000000000000000"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "GiB to train, more than this machine's" in err and "model.n_layer=10000000000000000" in err
+    assert not run.exists() and not (tmp_path / "data").exists()
 
 
 def test_a_second_training_into_the_same_run_directory_is_refused(data_dir: Path, tmp_path: Path,
