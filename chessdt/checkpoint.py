@@ -208,6 +208,10 @@ def read_checkpoint(path: str | Path, vocab: Vocab | None = None) -> Checkpoint:
                         f"{meta['vocab_size']}, rating_bucket={cfg.data.rating_bucket}) vs expected "
                         f"{vocab.hash} (size {vocab.size}, rating_bucket={vocab.rating_bucket})")
     weights = _load_tensors(path / "model.safetensors")
+    broken = sorted(name for name, t in weights.items() if t.is_floating_point() and not bool(t.isfinite().all()))
+    if broken:  # a model with NaN weights samples from NaN probabilities: every command would fail later
+        raise CorruptCheckpoint(f"{path}: the weights hold NaN or infinite values ({', '.join(broken[:3])}"
+                                f"{', ...' if len(broken) > 3 else ''}); use an earlier checkpoint")
     # computed from the weights read, so a checkpoint from before weights_hash existed is keyed too
     weights_id = weights_hash(weights)
     if meta.get("weights_hash", weights_id) != weights_id:

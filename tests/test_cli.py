@@ -139,6 +139,7 @@ def test_sigterm_during_play_saves_the_game(tiny_checkpoint: Path, tmp_path: Pat
     ("meta_list", "is not a chessdt checkpoint's meta.json"),
     ("meta_model", "is not a chessdt checkpoint's meta.json"),
     ("meta_step", "step missing or not int"),
+    ("nan", "the weights hold NaN or infinite values (blocks.0.attn.qkv.weight)"),  # issue 24, case 8
 ])
 def test_a_damaged_checkpoint_is_one_line_everywhere(tiny_checkpoint: Path, tmp_path: Path, damage: str,
                                                       message: str, pgn_file: Path, monkeypatch: pytest.MonkeyPatch,
@@ -158,12 +159,19 @@ def test_a_damaged_checkpoint_is_one_line_everywhere(tiny_checkpoint: Path, tmp_
     elif damage == "meta_model":
         meta["config"]["model"] = 7
         meta_path.write_text(json.dumps(meta))
+    elif damage == "nan":
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(weights))
+        tensors["blocks.0.attn.qkv.weight"][0, 0] = float("nan")
+        save_file(tensors, str(weights))
     else:
         meta["step"] = "many"
         meta_path.write_text(json.dumps(meta))
     monkeypatch.setattr(sys, "stdin", io.StringIO("uci\nquit\n"))
     for argv in (["play", str(ckpt), "--pgn", str(tmp_path / "g.pgn")], ["uci", str(ckpt)],
-                 ["eval", "legality", str(ckpt), "--games", str(pgn_file), "--out", str(tmp_path / "ev")]):
+                 ["eval", "legality", str(ckpt), "--games", str(pgn_file), "--out", str(tmp_path / "ev")],
+                 ["eval", "match", str(ckpt), "r=1200", "r=2000", "--games", "2", "--out", str(tmp_path / "ev")]):
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and err.startswith("chessdt: error: "), argv
