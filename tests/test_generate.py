@@ -195,3 +195,29 @@ def test_a_second_run_into_the_same_out_is_refused(tmp_path: Path, capsys: pytes
         assert "is in use by process" in capsys.readouterr().err and not out.exists()
     assert cli.main(args) == 0  # released
     assert sorted(int(g.headers["LadderIndex"]) for g in read_games(out)) == [0, 1]
+
+
+def test_a_book_that_is_not_polyglot_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, case 8: `games generate --book` on a text file was a traceback (or, at a size divisible by 16,
+    silently no book at all); a real Polyglot book still opens every game."""
+    import struct
+
+    import chess
+    import chess.polyglot
+
+    out = tmp_path / "l.pgn"
+    engine = fake_uci.script(str(tmp_path))
+    args = ["games", "generate", "--out", str(out), "--games", "2", "--rungs", "1400,1600", "--engine", engine,
+            "--max-plies", "6", "--workers", "1", "-q", "--book-plies", "1", "--book"]
+    for name, text in (("notes.txt", "an opening book, honest\n"), ("sixteen.txt", "Sicilian Najdorf, Ruy Lopez, French and Caro-Kann.\n" + "-" * 13),
+                       ("empty.bin", "")):
+        (tmp_path / name).write_text(text)
+        assert cli.main(args + [str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name} is not a Polyglot opening book" in err and err.count("\n") == 1, err
+        assert not out.exists()
+    e4 = 4 | 3 << 3 | 4 << 6 | 1 << 9  # Polyglot move: to file, to row, from file, from row
+    book = tmp_path / "book.bin"
+    book.write_bytes(struct.pack(">QHHI", chess.polyglot.zobrist_hash(chess.Board()), e4, 1, 0))
+    assert cli.main(args + [str(book)]) == 0
+    assert [next(iter(g.mainline_moves())).uci() for g in read_games(out)] == ["e2e4", "e2e4"]

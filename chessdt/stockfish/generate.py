@@ -35,6 +35,7 @@ import chess
 import chess.engine
 import chess.pgn
 import chess.polyglot
+import numpy as np
 from tqdm import tqdm
 
 from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
@@ -237,6 +238,23 @@ def load_start_lines(path: Path) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def check_book(path: Path) -> None:
+    """UserError unless `path` is a Polyglot opening book: 16-byte entries sorted by position key.
+
+    python-chess reads any file whose size is a multiple of 16 as a book (a text file then gives no
+    moves, silently) and fails mid-run on the others; this says so once, before any game."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UserError(f"book {path}: {e.strerror or e}") from None
+    if data and len(data) % 16 == 0:
+        keys = np.frombuffer(data, dtype=">u8")[::2]  # each entry: key, move, weight, learn (big-endian)
+        if bool(np.all(keys[1:] >= keys[:-1])):
+            return
+    raise UserError(f"{path} is not a Polyglot opening book (a non-empty file of 16-byte entries sorted by "
+                    f"position key; this one has {len(data):,} bytes)")
+
+
 # -- playing one game ---------------------------------------------------------------------------
 def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, engine_name: str) -> chess.pgn.Game:
     """Play one ladder game between two engines already set to the pairing's strengths."""
@@ -385,6 +403,8 @@ def generate(cfg: LadderConfig, out: Path, engine_path: EngineCommand, *, worker
              flush_every: int = 200, progress: bool = True) -> GenerateSummary:
     """Play the missing games of a ladder run into `out` (.pgn.zst or .pgn), resuming an earlier run;
     OutputLocked while another run writes `out` (both would play and append the same games)."""
+    if cfg.book is not None:
+        check_book(cfg.book)
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_beside(out, f"games output {out}"):
         return _generate(cfg, out, engine_path, workers, flush_every, progress)
