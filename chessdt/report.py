@@ -13,9 +13,11 @@ Reads ``RUN_DIR/eval/{legality,strength,openings}.json`` (whichever exist) and t
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import matplotlib
 
@@ -23,7 +25,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from chessdt.errors import UserError  # noqa: E402
-from chessdt.evals.results import RESULT_FILES  # noqa: E402
+from chessdt.evals.results import RESULT_FILES, JsonResult  # noqa: E402
 from chessdt.evals.legality import LegalityResult  # noqa: E402
 from chessdt.evals.openings import OpeningsResult  # noqa: E402
 from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402
@@ -32,6 +34,8 @@ from chessdt.evals.value import ValueResult  # noqa: E402
 from chessdt.train import read_metrics  # noqa: E402
 
 DPI = 120
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=JsonResult)
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,16 @@ def training_table(rows: list[dict], max_rows: int = 12) -> str:
     return "\n".join(out)
 
 
+def read_result(cls: type[R], path: Path) -> R | None:
+    """A result file, or None, said in one logged line, when it is torn or not such a result."""
+    try:
+        return cls.load(path)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:  # JSON errors are ValueErrors
+        log.warning("%s is torn or not a %s (%s); its section is left out of the report", path, cls.__name__,
+                    " ".join(str(e).split())[:200] or type(e).__name__)
+        return None
+
+
 def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
     """Write RUN_DIR/report.md and RUN_DIR/report/*.png from the evaluation results found."""
     run_dir = Path(run_dir)
@@ -235,40 +249,53 @@ def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
             plots.append(p)
             md.extend([f"![{alt}]({p.relative_to(run_dir).as_posix()})", ""])
 
+    def missing(kind: str, heading: str) -> None:
+        """The section of an evaluation not run, or whose file could not be read."""
+        why = (f"Left out: `{found[kind].name}` is torn or not a result file (rerun `chessdt eval {kind}`)."
+               if kind in found else f"Not run: `chessdt eval {kind} CKPT`.")
+        md.extend([heading, "", why, ""])
+
+    leg = read_result(LegalityResult, found["legality"]) if "legality" in found else None
+    st = read_result(StrengthResult, found["strength"]) if "strength" in found else None
+    op = read_result(OpeningsResult, found["openings"]) if "openings" in found else None
+    fi = read_result(FidelityResult, found["fidelity"]) if "fidelity" in found else None
+    va = read_result(ValueResult, found["value"]) if "value" in found else None
+    read = {k for k, r in (("legality", leg), ("strength", st), ("openings", op), ("fidelity", fi), ("value", va))
+            if r is not None}
     if curve:
         md += ["## Training", "", "Held-out evaluations from `metrics.jsonl`:", "", training_table(curve), ""]
         image(plot_training(curve, plot_dir / "training.png", f"{run_dir.name}: held-out split"), "training curve")
 
-    if "legality" in found:
-        leg = LegalityResult.load(found["legality"])
+    if leg is not None:
         md += ["## Move legality", "", leg.format(), ""]
         image(plot_legality(leg, plot_dir / "legality.png"), "legality by ply")
     else:
-        md += ["## Move legality", "", "Not run: `chessdt eval legality CKPT`.", ""]
-    if "strength" in found:
-        st = StrengthResult.load(found["strength"])
+        missing("legality", "## Move legality")
+    if st is not None:
         md += ["## Strength by prompted rating", "", st.format(), ""]
         if st.ladder is not None:
             image(plot_elo(st.ladder, plot_dir / "elo.png"), "measured vs prompted Elo")
         if st.matching is not None:
             image(plot_matching(st.matching, plot_dir / "matching.png"), "move matching heat map")
     else:
-        md += ["## Strength by prompted rating", "", "Not run: `chessdt eval strength CKPT`.", ""]
-    if "openings" in found:
-        op = OpeningsResult.load(found["openings"])
+        missing("strength", "## Strength by prompted rating")
+    if op is not None:
         md += ["## Opening variety", "", op.format(), ""]
         image(plot_openings(op, plot_dir / "openings.png"), "opening entropy vs rating")
     else:
-        md += ["## Opening variety", "", "Not run: `chessdt eval openings CKPT`.", ""]
-    if "fidelity" in found:
-        fi = FidelityResult.load(found["fidelity"])
-        md += ["## Fidelity to the data's policy at each prompted rung", "",
+        missing("openings", "## Opening variety")
+    fidelity = "## Fidelity to the data's policy at each prompted rung"
+    if fi is not None:
+        md += [fidelity, "",
                "The model prompted with a rung's rating against that rung's exact move distribution "
                "(the data is a softmax ladder, so the policy behind every move is known).", "", fi.format(), ""]
-    if "value" in found:
-        va = ValueResult.load(found["value"])
+    elif "fidelity" in found:
+        missing("fidelity", fidelity)
+    if va is not None:
         md += ["## Value head calibration", "", va.format(), ""]
         image(plot_value(va, plot_dir / "value.png"), "value head reliability")
+    elif "value" in found:
+        missing("value", "## Value head calibration")
     path = run_dir / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n")
-    return Report(path=path, plots=tuple(plots), sections=tuple(found))
+    return Report(path=path, plots=tuple(plots), sections=tuple(k for k in found if k in read))

@@ -99,3 +99,22 @@ def test_results_round_trip_through_json(tmp_path: Path) -> None:
     for result in (legality(), strength(), openings()):
         path = result.save(tmp_path / "r.json")
         assert type(result).load(path).format() == result.format()
+
+
+def test_a_torn_or_foreign_result_file_leaves_its_section_out(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24, case 8: a torn eval JSON made `chessdt report` a traceback."""
+    run = tmp_path / "run"
+    legality().save(run / "eval" / "legality.json")
+    whole = strength().save(run / "eval" / "strength.json").read_text()
+    (run / "eval" / "strength.json").write_text(whole[: len(whole) // 2])  # torn by a crash
+    (run / "eval" / "openings.json").write_text("[1, 2, 3]\n")  # JSON, but not a result
+    assert cli.main(["report", str(run)]) == 0
+    assert "(legality; " in capsys.readouterr().out  # the readable section only
+    text = (run / "report.md").read_text()
+    assert "98.70%" in text
+    assert "Left out: `strength.json` is torn or not a result file (rerun `chessdt eval strength`)" in text
+    assert "Left out: `openings.json` is torn or not a result file" in text
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 2 and all("its section is left out of the report" in m and "\n" not in m for m in said)
+    assert "strength.json is torn or not a StrengthResult" in said[0]
