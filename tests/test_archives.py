@@ -78,3 +78,21 @@ def test_expand_inputs_dirs_globs_and_non_pgn(tmp_path):
     assert [p.name for p in paths] == ["a.pgn"]  # a file named twice is read once
     with pytest.raises(UserError, match="no such file"):
         expand_inputs([str(tmp_path / "missing.pgn")])
+
+
+def test_a_fifo_given_to_prepare_is_named_as_such(tmp_path, capsys):
+    """Issue 24, case 9: a FIFO given to prepare was reported as 'no such file'."""
+    import os
+
+    from chessdt import cli
+
+    fifo = tmp_path / "games.pgn"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match=r"games.pgn is a FIFO \(named pipe\), not a regular file"):
+        expand_inputs([str(fifo)])
+    with pytest.raises(UserError, match=r"matches only a FIFO \(named pipe\)"):
+        expand_inputs([str(tmp_path / "*.pgn")])
+    assert cli.main(["prepare", str(fifo), "--out", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "is a FIFO (named pipe), not a regular file" in err and "no such file" not in err
+    assert err.count("\n") == 1 and not (tmp_path / "data").exists()

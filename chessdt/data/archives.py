@@ -12,6 +12,7 @@ import codecs
 import glob
 import gzip
 import io
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,6 +41,16 @@ def is_pgn_path(path: Path) -> bool:
     return path.name.lower().endswith(PGN_SUFFIXES)
 
 
+def _kind(path: Path) -> str:
+    """What a path that is neither a file nor a folder is, in words."""
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], Counter[str]]:
     """Files, directories (searched recursively) and globs -> PGN files, plus skipped-file counts.
 
@@ -58,9 +69,14 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], Counter[str]]:
                     skipped["not_pgn_file"] += 1
         elif p.is_file():
             paths.append(p)
+        elif p.exists():  # a FIFO, socket or device: it exists, so "no such file" would mislead
+            raise UserError(f"{item} is {_kind(p)}, not a regular file: give PGN files, folders or globs")
         else:
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             files = [m for m in matches if m.is_file()]
+            special = [m for m in matches if m.exists() and not m.is_file() and not m.is_dir()]
+            if not files and special:
+                raise UserError(f"{item} matches only {_kind(special[0])} ({special[0]}), not a regular file")
             if not files:
                 raise UserError(f"no such file, directory or glob match: {item}")
             for f in files:
