@@ -1,8 +1,9 @@
 """A tiny UCI engine for plumbing tests: plays the first legal move (sorted UCI), scores the best
 material balance reachable in one ply.
 
-Usage: python fake_uci.py [--crash-at N] [--hang-at N] [--once FILE]
+Usage: python fake_uci.py [--crash-at N] [--hang-at N] [--crash-on-uci] [--once FILE]
   --crash-at N  exit on the N-th `go` of this process; --hang-at N  stop answering on it.
+  --crash-on-uci  exit on `uci`, during the handshake.
   --once FILE   misbehave only if FILE does not exist yet (it is created when this process misbehaves),
                 so a restart then works.
   --short-below N  a multi-PV search of fewer than N nodes reports one line less (as Stockfish does when
@@ -50,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--crash-at", type=int, default=0)
     ap.add_argument("--hang-at", type=int, default=0)
+    ap.add_argument("--crash-on-uci", action="store_true")
     ap.add_argument("--once")
     ap.add_argument("--short-below", type=int, default=0)
     args = ap.parse_args()
@@ -67,6 +69,9 @@ def main() -> None:
         if not cmd:
             continue
         if cmd[0] == "uci":
+            if misbehave and args.crash_on_uci:
+                misbehaving()
+                sys.exit(3)
             out.write("id name FakeFish 1.0\nid author tests\n")
             out.write("option name Threads type spin default 1 min 1 max 8\n")
             out.write("option name Hash type spin default 16 min 1 max 1024\n")

@@ -76,6 +76,21 @@ def test_restart_after_hang(tmp_path: Path) -> None:
         assert e.restarts == 1
 
 
+def test_a_crash_during_the_handshake_is_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 24, case 9: an engine that crashed once during its handshake stopped the whole eval."""
+    from chessdt.stockfish.engine import check_engine, open_engine
+
+    with Engine(fake_uci.command("--crash-on-uci", "--once", str(tmp_path / "a")), timeout_s=5) as e:
+        assert e.play(chess.Board(), NODES).move == chess.Move.from_uci("a2a3")
+    check_engine(fake_uci.command("--crash-on-uci", "--once", str(tmp_path / "b")))  # the pre-flight check too
+    with open_engine(fake_uci.command("--crash-on-uci", "--once", str(tmp_path / "c"))) as raw:
+        assert raw.play(chess.Board(), NODES).move == chess.Move.from_uci("a2a3")
+    said = [r.getMessage() for r in caplog.records if "exited during the UCI handshake" in r.getMessage()]
+    assert len(said) == 3 and all("starting it again" in m for m in said)
+    with pytest.raises(EngineFailure, match=r"exited during the UCI handshake .*2 tries"):  # always: given up
+        Engine(fake_uci.command("--crash-on-uci"), timeout_s=5, retries=1).start()
+
+
 def test_gives_up_after_retries() -> None:
     with Engine(fake_uci.command("--crash-at", "1"), timeout_s=5, retries=1) as e:
         with pytest.raises(EngineFailure):

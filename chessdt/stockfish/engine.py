@@ -84,18 +84,23 @@ def _configure(engine: chess.engine.SimpleEngine, options: Mapping[str, Any]) ->
     engine.configure({k: v for k, v in options.items() if k in known})
 
 
-def _popen(path: EngineCommand, timeout_s: float) -> chess.engine.SimpleEngine:
+def _popen(path: EngineCommand, timeout_s: float, tries: int = 3) -> chess.engine.SimpleEngine:
     """Start a UCI engine and complete its handshake; EngineFailure saying why when it cannot be
-    started, exits or is killed during the handshake, or does not answer `uci` within `timeout_s`."""
-    try:
-        return chess.engine.SimpleEngine.popen_uci(_command(path), timeout=timeout_s)
-    except (asyncio.TimeoutError, TimeoutError, concurrent.futures.TimeoutError):
-        raise EngineFailure(f"engine {path} did not answer the UCI handshake within {timeout_s:g} s "
-                            "(is it a UCI engine?)") from None
-    except chess.engine.EngineTerminatedError as e:
-        raise EngineFailure(f"engine {path} exited during the UCI handshake ({e})") from None
-    except (chess.engine.EngineError, OSError, RuntimeError, ValueError) as e:
-        raise EngineFailure(f"engine {path} could not be started ({type(e).__name__}: {e})") from None
+    started, exits or is killed during the handshake `tries` times running (a crash there is retried
+    like a crash mid-game), or does not answer `uci` within `timeout_s`."""
+    for attempt in range(1, tries + 1):
+        try:
+            return chess.engine.SimpleEngine.popen_uci(_command(path), timeout=timeout_s)
+        except (asyncio.TimeoutError, TimeoutError, concurrent.futures.TimeoutError):
+            raise EngineFailure(f"engine {path} did not answer the UCI handshake within {timeout_s:g} s "
+                                "(is it a UCI engine?)") from None
+        except chess.engine.EngineTerminatedError as e:
+            if attempt >= tries:
+                raise EngineFailure(f"engine {path} exited during the UCI handshake ({e}; {tries} tries)") from None
+            log.warning("engine %s exited during the UCI handshake (%s); starting it again", path, e)
+        except (chess.engine.EngineError, OSError, RuntimeError, ValueError) as e:
+            raise EngineFailure(f"engine {path} could not be started ({type(e).__name__}: {e})") from None
+    raise EngineFailure(f"engine {path}: no start tried (tries={tries})")
 
 
 STARTUP_TIMEOUT_S = 10.0  # a process start and handshake (an interpreter, a network file) may take this long
@@ -178,7 +183,7 @@ class Engine:
     def start(self) -> None:
         """Start (or restart) the engine process with the configured options."""
         self.close()
-        engine = _popen(self.path, max(self.timeout_s, STARTUP_TIMEOUT_S))
+        engine = _popen(self.path, max(self.timeout_s, STARTUP_TIMEOUT_S), tries=self.retries + 1)
         try:
             _configure(engine, _engine_options(self.strength, self.threads, self.hash_mb, self.extra_options))
         except BaseException:
