@@ -163,12 +163,13 @@ class UpdateStats:
 
 
 def rl_loss(policy_model: GPT, base_model: GPT, rollouts: list[Rollout], policy: ModelPolicy,
-            beta: float) -> tuple[torch.Tensor, UpdateStats]:
-    """REINFORCE with a leave-one-out baseline + beta * KL(pi || pi_base), over legal moves."""
+            beta: float, temperature: float = 1.0) -> tuple[torch.Tensor, UpdateStats]:
+    """REINFORCE with a leave-one-out baseline + beta * KL(pi || pi_base), over legal moves, both
+    policies at the `temperature` the rollouts were sampled at (so the gradient is on-policy)."""
     tokens, boards, plies = sequence_inputs(rollouts, policy)
-    logits = GPT.move_logits(policy_model(tokens, boards, plies)).float()  # (B, T, 1968)
+    logits = GPT.move_logits(policy_model(tokens, boards, plies)).float() / temperature  # (B, T, 1968)
     with torch.no_grad():
-        base_logits = GPT.move_logits(base_model(tokens, boards, plies)).float()
+        base_logits = GPT.move_logits(base_model(tokens, boards, plies)).float() / temperature
     rewards = torch.tensor([r.reward for r in rollouts], device=logits.device)
     n = len(rollouts)
     advantages = rewards - (rewards.sum() - rewards) / (n - 1)
@@ -337,7 +338,7 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
             if len(rollouts) < 2:
                 log.warning("update %d: fewer than two finished games, skipped", step)
                 continue
-            loss, stats = rl_loss(model, base_model, rollouts, policy, rc.beta)
+            loss, stats = rl_loss(model, base_model, rollouts, policy, rc.beta, rc.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if rc.grad_clip > 0:

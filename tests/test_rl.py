@@ -84,6 +84,16 @@ def test_kl_is_zero_at_the_base_and_reinforce_moves_logp_with_the_advantage(base
     assert after.kl > 0
 
 
+def test_the_loss_scores_moves_at_the_rollouts_temperature(base_ckpt):
+    policy = ModelPolicy.from_checkpoint(base_ckpt)
+    cfg = dataclasses.replace(load_config(None, SMALL).rl, max_plies=10, games_per_step=2, temperature=0.5)
+    rollouts = play_rollouts(rollout_model(policy, cfg), None, cfg, seed=1)
+    _, at_half = rl_loss(policy.model, policy.model, rollouts, policy, beta=0.0, temperature=0.5)
+    _, at_one = rl_loss(policy.model, policy.model, rollouts, policy, beta=0.0)
+    assert at_half.logp != pytest.approx(at_one.logp)  # sharper scoring: a different log-probability
+    assert at_half.entropy < at_one.entropy  # and a sharper distribution
+
+
 def test_finetune_rl_cli_writes_metrics_and_loadable_checkpoints(base_ckpt, tmp_path, capsys):
     cfg = tmp_path / "rl.toml"
     cfg.write_text(f'name = "rl-test"\n[rl]\nbase = "{base_ckpt}"\nsteps = 2\ngames_per_step = 4\n'
