@@ -1,4 +1,4 @@
-"""Pure math for the evaluators: Elo from game results, rank correlation, entropy, divergence.
+"""Pure math for the evaluators: Elo from game results, rank correlation, entropy, divergence, the bootstrap.
 
 No chess, no model, no I/O: every function takes numbers (or counts) and returns numbers, so each
 can be checked against a hand computation.
@@ -11,11 +11,11 @@ half wins). Entropies and divergences are in bits.
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -367,14 +367,77 @@ def bootstrap_ratio(num: Sequence[float] | np.ndarray, den: Sequence[float] | np
     if len(n_arr) == 0 or d_arr.sum() == 0:
         return math.nan, math.nan, math.nan
     est = float(n_arr.sum() / d_arr.sum())
-    draws = np.random.default_rng(seed).integers(0, len(n_arr), size=(resamples, len(n_arr)))
+    draws = resample(len(n_arr), resamples, seed)
     d_boot = d_arr[draws].sum(1)
     ok = d_boot != 0
-    boot = n_arr[draws].sum(1)[ok] / d_boot[ok]
-    if len(boot) == 0:
-        return est, math.nan, math.nan
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    return est, float(lo), float(hi)
+    lo, hi = percentile_interval(n_arr[draws].sum(1)[ok] / d_boot[ok])
+    return est, lo, hi
+
+
+# -- the bootstrap ---------------------------------------------------------------------------------------
+# Resample the independent units (games, game pairs, positions), recompute the statistic on each
+# resample, and read the interval off the spread of those draws. The evaluators compute their own
+# statistic per resample; the drawing of resamples and the reading of intervals live here.
+def resample(n: int, samples: int, seed: int) -> np.ndarray:
+    """(samples, n) indices: each row is one bootstrap resample of n units, drawn with replacement.
+
+    Row i is what the i-th call ``rng.integers(0, n, n)`` on ``np.random.default_rng(seed)`` gives,
+    so a statistic computed row by row sees the same resamples as one computed in a loop.
+
+    >>> resample(3, 2, seed=0).shape
+    (2, 3)
+    """
+    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+
+
+def resample_strata(sizes: Sequence[int], samples: int, seed: int) -> list[list[list[int]]]:
+    """For each of `samples` resamples, indices into every stratum, drawn with replacement within it:
+    a stratified bootstrap that keeps the size of every stratum (e.g. the game pairs of each pairing
+    of a match, so every pairing stays in every resample).
+
+    Drawn with Python's generator (one ``randrange(size)`` per unit, stratum after stratum): the
+    match ratings' intervals have always come from it, and a seed still gives the same intervals.
+
+    >>> [[len(s) for s in draw] for draw in resample_strata([2, 3], 2, seed=0)]
+    [[2, 3], [2, 3]]
+    """
+    rng = random.Random(seed)
+    return [[[rng.randrange(k) for _ in range(k)] for k in sizes] for _ in range(samples)]
+
+
+QuantileMethod = Literal["linear", "inverted_cdf"]  # numpy's interpolated quantile, or an observed draw
+
+
+def percentile_interval(draws: np.ndarray, *, method: QuantileMethod = "linear") -> tuple[float, float]:
+    """The 95% percentile interval (2.5% and 97.5% quantiles) of bootstrap draws; (nan, nan) for none.
+
+    A nan draw makes both ends nan (filter them first where an undefined resample should not count);
+    ``method="inverted_cdf"`` takes observed draws as the ends, which keeps an infinite draw meaningful.
+
+    >>> percentile_interval(np.arange(101.0))
+    (2.5, 97.5)
+    >>> percentile_interval(np.array([]))
+    (nan, nan)
+    """
+    if len(draws) == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(draws, [0.025, 0.975], method=method)
+    return float(lo), float(hi)
+
+
+def normal_interval(value: float, draws: np.ndarray) -> tuple[float, float]:
+    """value +- 1.96 bootstrap standard errors (the draws' sample standard deviation); (nan, nan) for
+    fewer than two draws. For plug-in statistics that resampling biases (an entropy of lines: a
+    resample repeats some games and loses rare ones, so a percentile interval can miss the estimate;
+    the spread of the resamples still measures the sampling error).
+
+    >>> normal_interval(0.0, np.array([-1.0, 1.0]))[1] == Z95 * math.sqrt(2)
+    True
+    """
+    if len(draws) < 2:
+        return math.nan, math.nan
+    half = Z95 * float(draws.std(ddof=1))
+    return float(value - half), float(value + half)
 
 
 # -- information ----------------------------------------------------------------------------------------
@@ -445,14 +508,6 @@ class PairedScore:
         return self.draws / self.games if self.games else math.nan
 
 
-def _clipped_elo(score: float) -> float:
-    if score <= 0.0:
-        return -math.inf
-    if score >= 1.0:
-        return math.inf
-    return elo_difference(score)
-
-
 def paired_score(pairs: Sequence[Sequence[float]]) -> PairedScore:
     """A's score from its results per pair, e.g. [[1, 0.5], [0, 0], ...] (each 0, 0.5 or 1).
 
@@ -479,8 +534,8 @@ def paired_score(pairs: Sequence[Sequence[float]]) -> PairedScore:
     half = Z95 * (sd if sd > 0 else 0.5) / math.sqrt(n)
     lo, hi = max(0.0, score - half), min(1.0, score + half)
     return PairedScore(pairs=n, games=len(results), wins=wins, draws=draws, losses=len(results) - wins - draws,
-                       score=score, lo=lo, hi=hi, elo=_clipped_elo(score), elo_lo=_clipped_elo(lo),
-                       elo_hi=_clipped_elo(hi), pentanomial=(penta[0], penta[1], penta[2], penta[3], penta[4]))
+                       score=score, lo=lo, hi=hi, elo=elo_difference(score), elo_lo=elo_difference(lo),
+                       elo_hi=elo_difference(hi), pentanomial=(penta[0], penta[1], penta[2], penta[3], penta[4]))
 
 
 def sprt_llr(pairs: Sequence[Sequence[float]], elo0: float, elo1: float) -> float:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
-from chessdt.metrics import (Z95, elo_difference, entropy_bits, expected_score, fit_elo, js_divergence,
-                             mean_interval, pearson, ranks, slope, spearman, wilson_interval)
+from chessdt.metrics import (Z95, bootstrap_ratio, elo_difference, entropy_bits, expected_score, fit_elo, js_divergence,
+                             mean_interval, normal_interval, paired_score, pearson, percentile_interval, ranks,
+                             resample, resample_strata, slope, spearman, wilson_interval)
 
 K = math.log(10) / 400
 
@@ -139,3 +141,44 @@ def test_intervals() -> None:
     assert wilson_interval(0, 10)[0] == 0.0
     m, lo, hi = mean_interval([1.0, 2.0, 3.0])
     assert m == 2.0 and hi - m == pytest.approx(Z95 * 1.0 / math.sqrt(3))
+
+
+def test_resample_rows_are_the_draws_of_a_loop() -> None:
+    # The evaluators drew their resamples one row per call (variety) or all at once (value); both are
+    # these rows, so moving them onto resample() left every interval unchanged for a seed.
+    for n, samples, seed in ((1, 3, 0), (7, 5, 3), (101, 33, 9)):
+        rng = np.random.default_rng(seed)
+        rows = resample(n, samples, seed)
+        assert rows.shape == (samples, n) and rows.min() >= 0 and rows.max() < n
+        assert np.array_equal(rows, np.array([rng.integers(0, n, n) for _ in range(samples)]))
+
+
+def test_resample_strata_draws_as_the_match_bootstrap_did() -> None:
+    # bradley_terry drew rng.choice(stratum) unit by unit, stratum after stratum, on random.Random(seed)
+    strata = [list("ab"), list("cde"), list("f")]
+    rng = random.Random(4)
+    before = [[[rng.choice(s) for _ in s] for s in strata] for _ in range(20)]
+    after = [[[s[i] for i in rows] for s, rows in zip(strata, picks)]
+             for picks in resample_strata([len(s) for s in strata], 20, 4)]
+    assert after == before
+
+
+def test_percentile_and_normal_intervals() -> None:
+    draws = np.arange(1.0, 1001.0)
+    assert percentile_interval(draws) == (pytest.approx(25.975), pytest.approx(975.025))
+    assert percentile_interval(draws, method="inverted_cdf") == (25.0, 975.0)  # observed draws
+    assert percentile_interval(np.array([1.0, 2.0, math.inf]), method="inverted_cdf")[1] == math.inf
+    assert all(math.isnan(v) for v in percentile_interval(np.array([])))
+    assert all(math.isnan(v) for v in percentile_interval(np.array([1.0, math.nan])))
+    lo, hi = normal_interval(10.0, np.array([1.0, 2.0, 3.0]))
+    assert (lo, hi) == (pytest.approx(10.0 - Z95), pytest.approx(10.0 + Z95))  # sd 1
+    assert all(math.isnan(v) for v in normal_interval(1.0, np.array([5.0])))
+    est, lo, hi = bootstrap_ratio([1.0, 3.0, 2.0, 6.0], [1, 1, 1, 1], resamples=400, seed=2)
+    assert est == 3.0 and 1.0 <= lo < est < hi <= 6.0
+
+
+def test_paired_score_elo_is_elo_difference_including_the_ends() -> None:
+    for pairs in ([[1, 0.5], [0.5, 0.5], [1, 1], [0, 0.5]], [[1, 1]] * 4, [[0, 0]] * 4):
+        p = paired_score(pairs)
+        assert (p.elo, p.elo_lo, p.elo_hi) == (elo_difference(p.score), elo_difference(p.lo), elo_difference(p.hi))
+    assert paired_score([[1, 1]] * 4).elo == math.inf and paired_score([[0, 0]] * 4).elo == -math.inf

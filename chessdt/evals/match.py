@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,8 @@ import numpy as np
 from chessdt.config import check_guidance, check_temperature, check_top_p
 from chessdt.errors import UserError
 from chessdt.evals.results import JsonResult, fmt, jsonable
-from chessdt.metrics import PairedScore, fit_elo, paired_score, sprt_bounds, sprt_llr, wilson_interval
+from chessdt.metrics import (PairedScore, fit_elo, paired_score, percentile_interval, resample_strata, sprt_bounds,
+                             sprt_llr, wilson_interval)
 from chessdt.play.arena import GameSpec, Seat, run_games
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
@@ -383,19 +383,18 @@ def bradley_terry(records: Sequence[GameRecord], labels: Sequence[str], *, sampl
     if not everything:
         return [RatingRow(x, math.nan, math.nan, math.nan, 0, math.nan) for x in labels]
     point = fit(everything)
-    rng = random.Random(seed)
+    groups = list(strata.values())
     draws: dict[str, list[float]] = {x: [] for x in labels}
-    for _ in range(samples):
-        sample = [u for s in strata.values() for u in (rng.choice(s) for _ in s)]
+    for picks in resample_strata([len(s) for s in groups], samples, seed):
+        sample = [s[i] for s, rows in zip(groups, picks) for i in rows]
         for x, v in fit(sample).items():
             draws[x].append(v)
     rows = []
     for x in labels:
         played = [g for u in everything for g in u if x in (g.white, g.black)]
         score = sum(g.score_of(x) for g in played) / len(played) if played else math.nan
-        d = np.array(draws[x])
-        lo, hi = (np.quantile(d, [0.025, 0.975], method="inverted_cdf") if x != labels[0] else (0.0, 0.0))
-        rows.append(RatingRow(x, point[x], float(lo), float(hi), len(played), score))
+        lo, hi = percentile_interval(np.array(draws[x]), method="inverted_cdf") if x != labels[0] else (0.0, 0.0)
+        rows.append(RatingRow(x, point[x], lo, hi, len(played), score))
     return rows
 
 

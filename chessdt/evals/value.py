@@ -31,6 +31,7 @@ import torch
 from chessdt.config import EvalConfig
 from chessdt.evals.heldout import HeldOutGame, teacher_forced
 from chessdt.evals.results import JsonResult, fmt
+from chessdt.metrics import percentile_interval, resample
 from chessdt.play.policy import ModelPolicy
 from chessdt.rules import result_class
 
@@ -194,18 +195,13 @@ def evaluate_value(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: EvalC
     n_games = len(games)
     count = np.bincount(game_idx, minlength=n_games).astype(np.float64)
     sums = {k: np.bincount(game_idx, weights=b, minlength=n_games) for k, b in briers.items()}
-    rng = np.random.default_rng(cfg.seed)
-    draws = rng.integers(0, n_games, size=(cfg.value_bootstrap, n_games))
+    draws = resample(n_games, cfg.value_bootstrap, cfg.seed)
     boot_n = count[draws].sum(1)
     boot = {k: s[draws].sum(1) / boot_n for k, s in sums.items()}
 
-    def interval(x: np.ndarray) -> tuple[float, float]:
-        lo, hi = np.quantile(x, [0.025, 0.975])
-        return float(lo), float(hi)
-
     def score(name: str) -> Score:
-        lo, hi = interval(boot[name])
-        d_lo, d_hi = (math.nan, math.nan) if name == "model" else interval(boot[name] - boot["model"])
+        lo, hi = percentile_interval(boot[name])
+        d_lo, d_hi = (math.nan, math.nan) if name == "model" else percentile_interval(boot[name] - boot["model"])
         return Score(name=name, brier=float(briers[name].mean()), brier_lo=lo, brier_hi=hi,
                      log_loss=float(_log_loss(scored[name], y).mean()), minus_model_lo=d_lo, minus_model_hi=d_hi)
 

@@ -30,6 +30,7 @@ import torch
 
 from chessdt.evals.heldout import HeldOutGame
 from chessdt.evals.openings import Line, entropy_rows, line_stats, played_distribution
+from chessdt.metrics import normal_interval, percentile_interval, resample
 from chessdt.play.policy import Prompted
 from chessdt.rules import CP_CAP, centipawns
 from chessdt.stockfish.engine import Engine
@@ -46,38 +47,27 @@ class Estimate:
 
     @classmethod
     def of(cls, value: float, draws: np.ndarray) -> Estimate:
-        """The percentile interval of bootstrap draws (for means and Elo differences)."""
-        finite = draws[np.isfinite(draws)]
-        if not len(finite):
-            return cls(value, math.nan, math.nan)
-        lo, hi = np.quantile(finite, [0.025, 0.975])
-        return cls(float(value), float(lo), float(hi))
+        """The percentile interval of the finite bootstrap draws (for means and Elo differences)."""
+        return cls(float(value), *percentile_interval(draws[np.isfinite(draws)]))
 
     @classmethod
     def normal(cls, value: float, draws: np.ndarray) -> Estimate:
-        """value +- 1.96 bootstrap standard errors: for plug-in statistics that resampling biases,
-        such as the entropy and the distinct count of lines (a resample repeats some games and loses
-        rare lines, so its entropy is lower and a percentile interval can miss the estimate; the
-        spread of the resamples still measures the sampling error)."""
-        finite = draws[np.isfinite(draws)]
-        if len(finite) < 2:
-            return cls(value, math.nan, math.nan)
-        half = 1.959964 * float(finite.std(ddof=1))
-        return cls(float(value), float(value - half), float(value + half))
+        """value +- 1.96 standard errors of the finite draws: for plug-in statistics that resampling
+        biases, such as the entropy and the distinct count of lines (see metrics.normal_interval)."""
+        return cls(float(value), *normal_interval(value, draws[np.isfinite(draws)]))
 
 
 # -- opening lines ---------------------------------------------------------------------------------------
 def line_bootstrap(lines: Sequence[Line], k: int, samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap draws (entropy bits, distinct count) of first-k-ply lines, resampling whole games."""
-    rng = np.random.default_rng(seed)
     keyed = [tuple(x[:k]) for x in lines if len(x) >= k]
     if not keyed:
         return np.full(samples, np.nan), np.full(samples, np.nan)
     index = {line: i for i, line in enumerate(dict.fromkeys(keyed))}
     codes = np.array([index[x] for x in keyed])
     entropy, distinct = np.empty(samples), np.empty(samples)
-    for s in range(samples):
-        counts = np.bincount(codes[rng.integers(0, len(codes), len(codes))])
+    for s, rows in enumerate(resample(len(codes), samples, seed)):
+        counts = np.bincount(codes[rows])
         p = counts[counts > 0] / len(codes)
         entropy[s], distinct[s] = float(-(p * np.log2(p)).sum()), len(p)
     return entropy, distinct
@@ -209,9 +199,8 @@ def position_values(dists: Sequence[dict[chess.Move, float]], positions: Sequenc
 def position_variety(values: np.ndarray, positions: Sequence[ScoredPosition], good_cp: float, samples: int,
                      seed: int = 0) -> tuple[PositionVariety, np.ndarray]:
     """Means over positions with bootstrap intervals (resampling positions); also the (samples, 4) draws."""
-    rng = np.random.default_rng(seed)
     n = len(values)
-    draws = np.array([values[rng.integers(0, n, n)].mean(0) for _ in range(samples)]) if n else np.full((samples, 4), np.nan)
+    draws = np.array([values[rows].mean(0) for rows in resample(n, samples, seed)]) if n else np.full((samples, 4), np.nan)
     mean = values.mean(0) if n else np.full(4, np.nan)
     est = [Estimate.of(float(mean[j]), draws[:, j]) for j in range(4)]
     good = float(np.mean([len(p.good(good_cp)) for p in positions])) if positions else math.nan
