@@ -14,18 +14,21 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from chessdt.cli_games import add_games_parsers
 from chessdt.config import ConfigError, load_config, run_path
 from chessdt.errors import UserError
+from chessdt.evals.needs import EVALUATORS, EvalName
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from chessdt.config import EvalConfig
     from chessdt.evals.heldout import HeldOutGame
     from chessdt.play.policy import ModelPolicy, Prompted
+
+T = TypeVar("T")
 
 
 def _print_counts(title: str, counts: dict[str, int], total: int | None = None) -> None:
@@ -266,11 +269,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval / report ---------------------------------------------------------------------------------
 def _eval_setup(args: argparse.Namespace,
-                n_games: Callable[[EvalConfig], int]) -> tuple[ModelPolicy, EvalConfig, Path, list[HeldOutGame]]:
-    """(policy, eval config, output folder, held-out games) for an `eval` command.
+                name: EvalName) -> tuple[ModelPolicy, EvalConfig, Path, list[HeldOutGame]]:
+    """(policy, eval config, output folder, held-out games) for `eval NAME`, after checking what it needs.
 
     The eval settings are the checkpoint's own [eval] section, or that of --config, with --set
-    overrides; n_games(cfg) says how many held-out games the command reads.
+    overrides; evals.needs says how many held-out games the command reads.
     """
     import dataclasses
 
@@ -290,7 +293,10 @@ def _eval_setup(args: argparse.Namespace,
         ev = dataclasses.replace(ev, engine=args.engine)
     use_threads(ev)
     ckpt = resolve_checkpoint(args.checkpoint)
-    games = held_out_games(cfg, ckpt, n_games(ev), args.games) or []
+    needs = EVALUATORS[name]
+    n_games = needs.games(ev)
+    games = (held_out_games(cfg, ckpt, n_games, args.games) or []) if n_games else []
+    needs.check(name, args.checkpoint, len(games), policy.has_value)
     out = Path(args.out) if args.out else eval_dir(ckpt)
     return policy, ev, out, games
 
@@ -307,9 +313,7 @@ def _eval_output(out: Path) -> contextlib.AbstractContextManager[None]:
 def _cmd_eval_legality(args: argparse.Namespace) -> int:
     from chessdt.evals.legality import evaluate_legality
 
-    policy, ev, out, games = _eval_setup(args, lambda ev: ev.legality_games)
-    if not games:
-        raise UserError("eval legality needs held-out games: pass --games (prepared data dir or PGN file)")
+    policy, ev, out, games = _eval_setup(args, "legality")
     with _eval_output(out):
         result = evaluate_legality(policy, games, ev, out / "legality.json")
     print(result.format())
@@ -321,7 +325,7 @@ def _cmd_eval_strength(args: argparse.Namespace) -> int:
     from chessdt.evals.subject import model_subjects
     from chessdt.evals.strength import evaluate_strength
 
-    policy, ev, out, games = _eval_setup(args, lambda ev: max(ev.matching_games, 2 * ev.cpl_positions))
+    policy, ev, out, games = _eval_setup(args, "strength")
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     with _eval_output(out):
         result = evaluate_strength(model_subjects(policy, ev), games, ev, out, parts=parts, progress=not args.quiet)
@@ -334,7 +338,7 @@ def _cmd_eval_openings(args: argparse.Namespace) -> int:
     from chessdt.evals.subject import model_subjects
     from chessdt.evals.openings import evaluate_openings
 
-    policy, ev, out, games = _eval_setup(args, lambda ev: ev.openings_human_games)
+    policy, ev, out, games = _eval_setup(args, "openings")
     with _eval_output(out):
         result = evaluate_openings(model_subjects(policy, ev), games, ev, out)
     print(result.format())
@@ -347,11 +351,7 @@ def _cmd_eval_value(args: argparse.Namespace) -> int:
     from chessdt.evals.heldout import default_source
     from chessdt.evals.value import evaluate_value, prepared_base_rates
 
-    policy, ev, out, games = _eval_setup(args, lambda ev: ev.value_games)
-    if not policy.has_value:
-        raise UserError(f"{args.checkpoint}: this model has no value head (train with model.value_head = true)")
-    if not games:
-        raise UserError("eval value needs held-out games: pass --games (prepared data dir or PGN file)")
+    policy, ev, out, games = _eval_setup(args, "value")
     ckpt = resolve_checkpoint(args.checkpoint)
     src = Path(args.games) if args.games else Path(ev.games) if ev.games else default_source(policy.cfg, ckpt)
     rates = prepared_base_rates(src, policy.context - policy.prompt_len + 1) if src is not None else None
@@ -365,9 +365,7 @@ def _cmd_eval_value(args: argparse.Namespace) -> int:
 def _cmd_eval_fidelity(args: argparse.Namespace) -> int:
     from chessdt.evals.fidelity import evaluate_fidelity, rungs_of
 
-    policy, ev, out, games = _eval_setup(args, lambda ev: ev.fidelity_games)
-    if not games:
-        raise UserError("eval fidelity needs held-out games: pass --games (prepared data dir or PGN file)")
+    policy, ev, out, games = _eval_setup(args, "fidelity")
     rungs = rungs_of(ev, policy.cfg.data.inputs)
     with _eval_output(out):
         result = evaluate_fidelity(policy, games, rungs, ev, out / "fidelity.json", progress=True)
@@ -376,16 +374,19 @@ def _cmd_eval_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(flag: T | None, default: T) -> T:
+    """A flag's value, or the config's where the flag was not given."""
+    return default if flag is None else flag
+
+
 def _cmd_eval_match(args: argparse.Namespace) -> int:
     import torch
 
-    from chessdt.checkpoint import resolve_checkpoint
-    from chessdt.evals.results import eval_dir
     from chessdt.evals.match import Setting, play_match
     from chessdt.stockfish.engine import find_stockfish
     from chessdt.stockfish.referee import Referee, RefereeRule
 
-    policy = _load_policy(args.checkpoint, args.device)
+    policy, ev, out, _ = _eval_setup(args, "match")
     settings = [Setting.parse(s) for s in args.settings]
     others = {c: _load_policy(c, args.device) for c in sorted({s.checkpoint for s in settings if s.checkpoint})}
     sprt = None
@@ -395,16 +396,17 @@ def _cmd_eval_match(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--sprt {args.sprt!r}: give ELO0,ELO1, e.g. 0,20") from None
         sprt = (elo0, elo1)
-    torch.set_num_threads(max(1, args.threads))
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     rule = RefereeRule.parse(args.referee) if args.referee is not None else None
-    out = Path(args.out) if args.out else eval_dir(resolve_checkpoint(args.checkpoint))
     name = "match_" + "_vs_".join(re.sub(r"[^A-Za-z0-9_.@=-]+", "-", s.label) for s in settings)
-    referee = Referee(find_stockfish(args.engine), rule) if rule is not None else contextlib.nullcontext()
+    referee = Referee(find_stockfish(ev.engine or None), rule) if rule is not None else contextlib.nullcontext()
     with _eval_output(out), referee as ref:
-        result = play_match(policy, settings, out / f"{name}.jsonl", games=args.games, plan=args.plan,
-                            opening_plies=args.opening_plies, seed=args.seed, batch_size=args.batch_size,
-                            max_plies=args.max_plies, sprt=sprt, progress=not args.quiet, others=others,
-                            referee=ref)
+        result = play_match(policy, settings, out / f"{name}.jsonl", games=_given(args.games, ev.match_games),
+                            plan=_given(args.plan, ev.match_plan), opening_plies=_given(args.opening_plies, ev.opening_plies),
+                            seed=_given(args.seed, ev.seed), batch_size=_given(args.batch_size, ev.batch_size),
+                            max_plies=_given(args.max_plies, ev.max_plies), sprt=sprt, progress=not args.quiet,
+                            others=others, referee=ref)
         result.save(out / f"{name}.json")
     print(result.format())
     print(f"wrote {out / (name + '.json')} (games in {out / (name + '.jsonl')}; {result.seconds:,.0f} s)")
@@ -420,60 +422,56 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings, value head, direct matches")
-    esub = ev.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
-    helps = {"legality": "legality of raw predictions on held-out games, illegal attempts in self-play",
-             "strength": "Stockfish-ladder Elo per prompted rating, human move matching, centipawn loss",
-             "openings": "opening variety per prompted rating next to human games of that band",
-             "value": "calibration of the value head on held-out games: Brier score vs base rates, reliability",
-             "fidelity": "softmax-ladder data: the prompted model against each rung's exact policy (KL, entropy ratio)"}
-    funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings,
-             "value": _cmd_eval_value, "fidelity": _cmd_eval_fidelity}
-    for name, help_text in helps.items():
-        p = esub.add_parser(name, help=help_text)
-        p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
-        p.add_argument("--games", help="held-out games: prepared data dir (val split) or PGN file "
-                                       "(default: eval.games, else the model's prepared data)")
-        p.add_argument("--out", help="output folder (default: <run_dir>/eval)")
-        p.add_argument("--config", help="take the [eval] settings from this experiment TOML "
-                                        "(default: the checkpoint's own)")
-        p.add_argument("--set", action="append", metavar="eval.KEY=VALUE",
-                       help="override an eval setting, e.g. --set eval.ratings=1200,1800 (repeatable)")
-        p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-        if name not in ("legality", "value"):
-            p.add_argument("--engine", help="Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
-        if name == "strength":
-            p.add_argument("--parts", default="ladder,match,matching,cpl",
-                           help="which parts to run (default all four: ladder, match, matching, cpl)")
-            p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-        p.set_defaults(func=funcs[name])
-
-    p = esub.add_parser("match", help="direct matches between settings of one model (paired openings, "
-                                      "Elo differences to about +-20 in 400 games, optional SPRT)")
-    p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
+def _add_match_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `eval match`; where one is not given, the [eval] section's value is played."""
     p.add_argument("settings", nargs="+", metavar="SETTING",
                    help="two or more settings, e.g. 'rating=1000' 'rating=2000' 'rating=2000,temperature=0.3' "
                         "(keys: rating, opponent, temperature, top_p, guidance, mask, checkpoint: another model)")
-    p.add_argument("--games", type=int, default=400, help="games per pair of settings (even; default 400)")
-    p.add_argument("--plan", default="adjacent", choices=("adjacent", "all"),
-                   help="which settings meet: neighbours in the list plus first vs last (default), or all pairs")
+    p.add_argument("--games", type=int, help="games per pair of settings (even; default eval.match_games, 200)")
+    p.add_argument("--plan", choices=("adjacent", "all"), help="which settings meet: neighbours in the list plus "
+                                                              "first vs last, or all pairs (default eval.match_plan, adjacent)")
     p.add_argument("--sprt", metavar="ELO0,ELO1", help="two settings: stop once 'B - A >= ELO1' or "
                                                       "'B - A <= ELO0' is decided (alpha = beta = 0.05)")
     p.add_argument("--referee", nargs="?", const="", metavar="RULE",
                    help="adjudicate with a fixed-node Stockfish referee; RULE overrides the defaults, e.g. "
                         "'cp=400,plies=8,from=20,nodes=1000,playout=1' (playout < 1 stops that share of "
                         "adjudicated games at the verdict: faster, adjudicated Elo only)")
-    p.add_argument("--engine", help="referee's Stockfish binary (default: stockfish on PATH, then /usr/games/stockfish)")
-    p.add_argument("--opening-plies", type=int, default=4, help="plies of the paired opening lines (default 4)")
-    p.add_argument("--batch-size", type=int, default=128, help="games advanced together through the KV cache")
-    p.add_argument("--max-plies", type=int, default=300, help="a game still running is a draw after this")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sampling of every game")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for small batches)")
-    p.add_argument("--out", help="output folder (default: <run_dir>/eval)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--opening-plies", type=int, help="plies of the paired opening lines (default eval.opening_plies, 4)")
+    p.add_argument("--batch-size", type=int, help="games advanced together through the KV cache "
+                                                  "(default eval.batch_size, 64)")
+    p.add_argument("--max-plies", type=int, help="a game still running is a draw after this (default eval.max_plies, 300)")
+    p.add_argument("--seed", type=int, help="seeds the sampling of every game (default eval.seed, 0)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default eval.threads, 1: fastest for small batches)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_eval_match)
+
+
+def _add_eval_parsers(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings, value head, direct matches")
+    esub = ev.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
+    funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings,
+             "value": _cmd_eval_value, "fidelity": _cmd_eval_fidelity, "match": _cmd_eval_match}
+    for name, needs in EVALUATORS.items():
+        p = esub.add_parser(name, help=needs.summary)
+        p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
+        if name == "match":
+            _add_match_args(p)
+        else:
+            p.add_argument("--games", help="held-out games: prepared data dir (val split) or PGN file "
+                                           "(default: eval.games, else the model's prepared data)")
+        p.add_argument("--out", help="output folder (default: <run_dir>/eval)")
+        p.add_argument("--config", help="take the [eval] settings from this experiment TOML "
+                                        "(default: the checkpoint's own)")
+        p.add_argument("--set", action="append", metavar="eval.KEY=VALUE",
+                       help="override an eval setting, e.g. --set eval.ratings=1200,1800 (repeatable)")
+        p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+        if needs.engine:
+            p.add_argument("--engine", help=("referee's " if name == "match" else "") +
+                           "Stockfish binary (default: eval.engine, else stockfish on PATH, then /usr/games/stockfish)")
+        if name == "strength":
+            p.add_argument("--parts", default="ladder,match,matching,cpl",
+                           help="which parts to run (default all four: ladder, match, matching, cpl)")
+            p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=funcs[name])
 
     p = sub.add_parser("report", help="report.md with plots from a run's evaluation results")
     p.add_argument("run_dir", help="run directory (reads RUN_DIR/eval/*.json)")

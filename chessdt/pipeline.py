@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from chessdt.config import Config, prepared_path, run_path, to_dict
 from chessdt.errors import UserError
+from chessdt.evals.needs import EVALUATORS, EvalName
 
 if TYPE_CHECKING:
     from chessdt.evals.heldout import HeldOutGame
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# value: with a value head; fidelity: on a softmax ladder (rungs with a known policy)
-STEPS = ("prepare", "train", "legality", "strength", "openings", "fidelity", "value", "report")
+# value: with a value head; fidelity: on a softmax ladder (rungs with a known policy); what each
+# evaluator needs is in chessdt.evals.needs
+EVAL_STEPS: tuple[EvalName, ...] = ("legality", "strength", "openings", "fidelity", "value")
+STEPS = ("prepare", "train", *EVAL_STEPS, "report")
 
 
 @dataclass
@@ -82,8 +85,8 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
 
         _timed(result, "train", do_train)
 
-    evals = [s for s in ("legality", "strength", "openings", "fidelity", "value") if s in only
-             and (s != "value" or cfg.model.value_head) and (s != "fidelity" or has_softmax_rungs(cfg))]
+    evals = [s for s in EVAL_STEPS if s in only and (cfg.model.value_head or not EVALUATORS[s].value_head)
+             and (s != "fidelity" or has_softmax_rungs(cfg))]
     out = run / "eval"
     pending = [s for s in evals if not (out / f"{s}.json").is_file()]
     result.skipped += [s for s in evals if s not in pending]
@@ -92,9 +95,10 @@ def run_pipeline(cfg: Config, *, device: str | None = None, progress: bool = Tru
             raise UserError(f"{run}: training is not complete, cannot evaluate")
         use_threads(cfg.eval)
         policy = ModelPolicy.from_checkpoint(run, device or "cpu")
-        ev = cfg.eval
-        need = max(ev.legality_games, ev.matching_games, 2 * ev.cpl_positions, ev.openings_human_games,
-                   ev.value_games if "value" in pending else 0, ev.fidelity_games if "fidelity" in pending else 0)
+        # One read of held-out games serves every pending step. Legality, strength and openings count
+        # whether pending or not, so strength's centipawn-loss positions (sampled from every game it is
+        # given) stay the same when it runs alone; value and fidelity count only when they run.
+        need = max(EVALUATORS[s].games(cfg.eval) for s in {"legality", "strength", "openings", *pending})
         games = held_out_games(cfg, run, need)
         if games is None:
             raise UserError(f"no held-out games for evaluation: set eval.games (looked next to {run})")
@@ -159,7 +163,7 @@ def preflight(cfg: Config, run: Path, only: tuple[str, ...]) -> None:
         files, _ = expand_inputs(cfg.data.inputs)
         if not files:
             raise UserError(f"no PGN files in data.inputs {list(cfg.data.inputs)}")
-    pending = tuple(s for s in ("strength", "openings", "fidelity") if s in only
+    pending = tuple(s for s in EVAL_STEPS if s in only and EVALUATORS[s].engine
                     and (s != "fidelity" or has_softmax_rungs(cfg)) and not (run / "eval" / f"{s}.json").is_file())
     if engine_needed(cfg, pending):
         from chessdt.stockfish.engine import find_stockfish
@@ -175,7 +179,7 @@ def _evaluate(step: str, policy: ModelPolicy, games: list[HeldOutGame], cfg: Con
     if step == "legality":
         from chessdt.evals.legality import evaluate_legality
 
-        evaluate_legality(policy, games[: ev.legality_games], ev, out / "legality.json")
+        evaluate_legality(policy, games[: EVALUATORS["legality"].games(ev)], ev, out / "legality.json")
     elif step == "strength":
         from chessdt.evals.strength import evaluate_strength
 
@@ -183,11 +187,11 @@ def _evaluate(step: str, policy: ModelPolicy, games: list[HeldOutGame], cfg: Con
     elif step == "openings":
         from chessdt.evals.openings import evaluate_openings
 
-        evaluate_openings(model_subjects(policy, ev), games[: ev.openings_human_games], ev, out)
+        evaluate_openings(model_subjects(policy, ev), games[: EVALUATORS["openings"].games(ev)], ev, out)
     elif step == "fidelity":
         from chessdt.evals.fidelity import evaluate_fidelity, rungs_of
 
-        evaluate_fidelity(policy, games[: ev.fidelity_games], rungs_of(ev, cfg.data.inputs), ev,
+        evaluate_fidelity(policy, games[: EVALUATORS["fidelity"].games(ev)], rungs_of(ev, cfg.data.inputs), ev,
                           out / "fidelity.json", progress=progress)
     elif step == "value":
         from chessdt.evals.value import evaluate_value, prepared_base_rates

@@ -165,6 +165,21 @@ def test_cli_match(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.Capture
     assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "r=2000", "--sprt", "x", "--out", str(out)]) == 2
 
 
+def test_cli_match_defaults_come_from_the_eval_section(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Issue 20: `eval match` plays the [eval] section's match settings where no flag is given."""
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "r=2000", "--set", "eval.match_games=2",
+                     "--set", "eval.max_plies=6", "--set", "eval.opening_plies=2", "--out", str(out), "-q"]) == 0
+    records = [json.loads(line) for line in (out / "match_r1400_vs_r2000.jsonl").read_text().splitlines()]
+    games = [r for r in records if "white" in r]
+    assert len(games) == 2 and all(g["plies"] <= 6 for g in games)
+    assert json.loads((out / "match_r1400_vs_r2000.json").read_text())["games"] == 2
+    # a flag still wins over the section
+    assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "r=2000", "--set", "eval.match_games=2",
+                     "--games", "4", "--max-plies", "6", "--out", str(tmp_path / "ev4"), "-q"]) == 0
+    assert json.loads((tmp_path / "ev4" / "match_r1400_vs_r2000.json").read_text())["games"] == 4
+
+
 def test_cli_match_between_two_checkpoints(tiny_checkpoint: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     """A setting may name another checkpoint: one checkpoint's model against another's, e.g. an RL
@@ -207,10 +222,10 @@ def test_a_checkpoint_never_chooses_a_program(tiny_checkpoint: Path, tmp_path: P
     (ckpt / "meta.json").write_text(json.dumps(meta))
     args = argparse.Namespace(checkpoint=str(ckpt), device="cpu", set=[], config=None, engine=None, games=None,
                               out=str(tmp_path / "out"))
-    _, ev, _, _ = cli._eval_setup(args, lambda ev: 1)
+    _, ev, _, _ = cli._eval_setup(args, "match")
     assert ev.engine == "" and ev.ladder == EvalConfig().ladder
     args.set = ["eval.engine=/usr/games/stockfish", "eval.ladder=random,uci=lc0@1500"]
-    _, ev, _, _ = cli._eval_setup(args, lambda ev: 1)
+    _, ev, _, _ = cli._eval_setup(args, "match")
     assert ev.engine == "/usr/games/stockfish" and ev.ladder == ("random", "uci=lc0@1500")
 
 
