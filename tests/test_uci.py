@@ -130,7 +130,7 @@ def test_every_go_ends_in_a_legal_bestmove(policy: ModelPolicy, failure: str,
 
 
 def test_time_budget() -> None:
-    from chessdt.play.uci import Go, budget_ms, parse_go
+    from chessdt.play.uci_time import Go, budget_ms, parse_go
 
     go, complaints = parse_go("wtime 10000 btime 20000 winc 100 binc 200 movestogo 5".split(), chess.Board())
     assert complaints == [] and go == Go(wtime=10000, btime=20000, winc=100, binc=200, movestogo=5)
@@ -456,7 +456,7 @@ def test_value_head_score_through_python_chess(tiny_value_checkpoint: Path) -> N
 
 
 def test_the_deadline_margin_follows_the_recent_lateness(policy: ModelPolicy) -> None:
-    from chessdt.play.uci import LATENESS_FACTOR, MAX_MARGIN_SHARE, MIN_MARGIN_MS
+    from chessdt.play.uci_time import LATENESS_FACTOR, MAX_MARGIN_SHARE, MIN_MARGIN_MS
 
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     assert engine.deadline_margin(70) == MIN_MARGIN_MS  # nothing seen yet
@@ -486,7 +486,7 @@ def test_a_clock_beyond_any_timer_still_answers_without_a_traceback(policy: Mode
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 24, case 8: `go wtime 1e20` (as a whole number) sent a bestmove, then the deadline timer's
     thread died with OverflowError on stderr. The budget is capped at MAX_BUDGET_MS."""
-    from chessdt.play.uci import MAX_BUDGET_MS, Go, budget_ms
+    from chessdt.play.uci_time import MAX_BUDGET_MS, Go, budget_ms
 
     huge = 10**20
     assert budget_ms(Go(wtime=huge, btime=huge), chess.WHITE, 30) == MAX_BUDGET_MS - 30

@@ -44,73 +44,14 @@ from typing import Callable, TextIO
 import chess
 import torch
 
-from chessdt.config import check_guidance, check_temperature, check_top_p
 from chessdt.play.players import GreedyPlayer, ModelPlayer
-from chessdt.play.policy import Prompted, Sampling
+from chessdt.play.policy import Prompted
+from chessdt.play.uci_options import DEFAULT_RATING, OPTIONS, VALUE_OPTIONS, set_option
+from chessdt.play.uci_time import (DEFAULT_MOVE_OVERHEAD, LATENESS_WINDOW, Go, budget_ms, deadline_margin,
+                                   parse_go)
 from chessdt.rules import wdl_score, score_cp
-from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
 
 log = logging.getLogger(__name__)
-
-SEED_MAX = 2**31 - 1
-GO_VALUE_KEYS = ("wtime", "btime", "winc", "binc", "movestogo", "depth", "nodes", "mate", "movetime")
-GO_FLAG_KEYS = ("infinite", "ponder")
-MOVES_TO_GO = 30  # a sudden-death clock is spread as if this many moves were left (Stockfish-like)
-MAX_BUDGET_MS = 7 * 24 * 3600 * 1000  # a longer budget is a week: the timer cannot wait 1e20 ms (the model
-# answers in milliseconds anyway)
-
-DEFAULT_RATING = 1500  # the Rating option's default, as `chessdt play` and `chessdt uci` use
-DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
-MIN_MARGIN_MS = 5.0  # the deadline fires at least this long before the budget ends
-LATENESS_WINDOW = 32  # deadlines remembered for the margin (their worst lateness)
-# The margin is this many times that worst lateness: what we measure is only our side of the delay
-# (timer wake-up, the GIL, the write); the GUI's process wakes up on the same busy cores.
-LATENESS_FACTOR = 2.0
-MAX_MARGIN_SHARE = 0.8  # the margin never takes more than this share of a budget
-
-
-def _int_in(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(v: str) -> int:
-        x = int(v)
-        if not lo <= x <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return x
-    return parse
-
-
-def _rating(v: str) -> int:
-    return check_rating(int(v))
-
-
-def _check(v: str) -> int:
-    if v.lower() not in ("true", "false"):
-        raise ValueError("must be true or false")
-    return int(v.lower() == "true")
-
-
-# UCI name -> (what it sets: a Prompted field, a Sampling field or an engine setting; parser; the
-# `option` line's type and range). UCI has no float type: floats are strings, as in Lc0.
-OPTIONS: dict[str, tuple[str, Callable[[str], int | float], str]] = {
-    "Rating": ("rating", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
-    "OpponentRating": ("opponent_rating", _int_in(0, RATING_MAX - 1),  # 0 = the same as Rating
-                       f"type spin default 0 min 0 max {RATING_MAX - 1}"),
-    "Temperature": ("temperature", lambda v: check_temperature(float(v)), f"type string default {Sampling().temperature}"),
-    "TopP": ("top_p", lambda v: check_top_p(float(v)), f"type string default {Sampling().top_p}"),
-    "Guidance": ("guidance", lambda v: check_guidance(float(v)), f"type string default {Sampling().guidance}"),
-    "Seed": ("seed", _int_in(0, SEED_MAX), f"type spin default 0 min 0 max {SEED_MAX}"),
-    # The conventional options (lichess-bot sends the first three by default).
-    "Threads": ("threads", _int_in(1, 256), "type spin default 1 min 1 max 256"),  # torch threads
-    "Hash": ("hash", _int_in(1, 1 << 20), "type spin default 16 min 1 max 1048576"),  # no-op: no search tree
-    "Move Overhead": ("move_overhead", _int_in(0, 10_000),
-                      f"type spin default {DEFAULT_MOVE_OVERHEAD} min 0 max 10000"),
-    "Ponder": ("ponder", _check, "type check default false"),  # tells GUIs we answer `go ponder`
-    # UCI_Elo is the prompted rating while UCI_LimitStrength is on; Rating is, while it is off.
-    "UCI_LimitStrength": ("limit_strength", _check, "type check default false"),
-    "UCI_Elo": ("uci_elo", _rating, f"type spin default {DEFAULT_RATING} min {RATING_MIN} max {RATING_MAX - 1}"),
-    # Listed only by a checkpoint with a value head (the one that sends a score).
-    "UCI_ShowWDL": ("show_wdl", _check, "type check default true"),
-}
-VALUE_OPTIONS = ("UCI_ShowWDL",)  # options of a model with a value head only
 
 
 def wdl_permille(wdl: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -133,95 +74,6 @@ def score_words(wdl: tuple[float, float, float], show_wdl: bool) -> str:
     w, d, loss = wdl_permille(wdl)
     cp = score_cp(wdl_score((w / 1000, d / 1000, loss / 1000)))
     return f"score cp {cp}" + (f" wdl {w} {d} {loss}" if show_wdl else "")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Go:
-    """One parsed `go` command (times in milliseconds, as UCI sends them)."""
-
-    wtime: int | None = None
-    btime: int | None = None
-    winc: int = 0
-    binc: int = 0
-    movestogo: int | None = None
-    movetime: int | None = None
-    hold: bool = False  # infinite or ponder: the bestmove waits for stop / ponderhit
-    searchmoves: tuple[chess.Move, ...] = ()
-
-
-def parse_go(args: list[str], board: chess.Board | None) -> tuple[Go, list[str]]:
-    """The `go` command's settings and a complaint for each part ignored."""
-    values: dict[str, int] = {}
-    hold = False
-    searchmoves: list[chess.Move] = []
-    complaints: list[str] = []
-    i = 0
-    while i < len(args):
-        key = args[i]
-        if key in GO_FLAG_KEYS:
-            hold = True
-        elif key in GO_VALUE_KEYS:
-            value = args[i + 1] if i + 1 < len(args) else None
-            if value is None or not value.lstrip("-").isdigit():
-                complaints.append(f"go: {key} needs a whole number; ignored")
-            else:
-                values[key] = int(value)
-            if value is not None and value not in GO_VALUE_KEYS + GO_FLAG_KEYS + ("searchmoves",):
-                i += 1
-        elif key == "searchmoves":
-            while i + 1 < len(args) and args[i + 1] not in GO_VALUE_KEYS + GO_FLAG_KEYS:
-                i += 1
-                try:
-                    if board is None:
-                        raise ValueError("no position")
-                    searchmoves.append(board.parse_uci(args[i]))
-                except ValueError:
-                    complaints.append(f"go: searchmoves {args[i]!r} is not legal here; ignored")
-        else:
-            complaints.append(f"go: {key!r} ignored")
-        i += 1
-    go = Go(wtime=values.get("wtime"), btime=values.get("btime"), winc=max(0, values.get("winc", 0)),
-            binc=max(0, values.get("binc", 0)), movestogo=values.get("movestogo"),
-            movetime=values.get("movetime"), hold=hold, searchmoves=tuple(searchmoves))
-    return go, complaints
-
-
-def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
-    """Milliseconds the answer may take: the movetime or this move's share of the clock, less the
-    overhead (never below 0); None when nothing limits it (depth, nodes, infinite or a bare go).
-
-    >>> budget_ms(Go(movetime=100), chess.WHITE, 30)
-    70
-    >>> budget_ms(Go(wtime=60_000, btime=1, winc=1000), chess.WHITE, 30)
-    2970.0
-    """
-    limits: list[float] = []
-    if go.movetime is not None:
-        limits.append(go.movetime)
-    clock, inc = (go.wtime, go.winc) if turn == chess.WHITE else (go.btime, go.binc)
-    if clock is not None:
-        moves = go.movestogo if go.movestogo and go.movestogo > 0 else MOVES_TO_GO
-        # This move's share, but never more than half of what is left (the increment comes after).
-        limits.append(min(clock / moves + inc, clock / 2))
-    if not limits:
-        return None
-    return max(0, min(*limits, MAX_BUDGET_MS) - overhead_ms)
-
-
-def set_option(model: Prompted, field: str, value: int | float) -> Prompted:
-    """The prompted model with one of its UCI options changed (the rating is the engine's: see UciEngine._apply)."""
-    if field == "opponent_rating":
-        return dataclasses.replace(model, opponent_rating=int(value) or None)
-    s = model.sampling
-    if field == "temperature":
-        s = dataclasses.replace(s, temperature=float(value))
-    elif field == "top_p":
-        s = dataclasses.replace(s, top_p=float(value))
-    elif field == "guidance":
-        s = dataclasses.replace(s, guidance=float(value))
-    else:
-        raise ValueError(f"no option sets {field!r}")
-    return dataclasses.replace(model, sampling=s)
 
 
 @dataclass
@@ -495,11 +347,8 @@ class UciEngine:
         self._arm(search)
 
     def deadline_margin(self, budget_ms: float) -> float:
-        """Milliseconds before the budget's end at which the deadline fires: LATENESS_FACTOR times
-        the worst lateness of the recent timed answers (how long after its time the deadline's
-        bestmove went out), plus MIN_MARGIN_MS, at most MAX_MARGIN_SHARE of the budget."""
-        worst = max(self.lateness, default=0.0)
-        return min(MIN_MARGIN_MS + LATENESS_FACTOR * max(0.0, worst), MAX_MARGIN_SHARE * budget_ms)
+        """Milliseconds before the budget's end at which the deadline fires (uci_time.deadline_margin)."""
+        return deadline_margin(self.lateness, budget_ms)
 
     def _arm(self, search: Search) -> None:
         """Answer the search when its budget (less the margin) runs out, whatever the worker has by then."""

@@ -1,0 +1,110 @@
+"""Time management of the UCI front end: the `go` command, the move's budget, the deadline's margin.
+
+The model answers in one forward pass, so there is no search to stop early: the clock only decides
+when the deadline fires and the fallback move goes out instead (:mod:`chessdt.play.uci`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import chess
+
+GO_VALUE_KEYS = ("wtime", "btime", "winc", "binc", "movestogo", "depth", "nodes", "mate", "movetime")
+GO_FLAG_KEYS = ("infinite", "ponder")
+MOVES_TO_GO = 30  # a sudden-death clock is spread as if this many moves were left (Stockfish-like)
+MAX_BUDGET_MS = 7 * 24 * 3600 * 1000  # a longer budget is a week: the timer cannot wait 1e20 ms (the model
+# answers in milliseconds anyway)
+DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
+MIN_MARGIN_MS = 5.0  # the deadline fires at least this long before the budget ends
+LATENESS_WINDOW = 32  # deadlines remembered for the margin (their worst lateness)
+# The margin is this many times that worst lateness: what we measure is only our side of the delay
+# (timer wake-up, the GIL, the write); the GUI's process wakes up on the same busy cores.
+LATENESS_FACTOR = 2.0
+MAX_MARGIN_SHARE = 0.8  # the margin never takes more than this share of a budget
+
+
+@dataclass(frozen=True, kw_only=True)
+class Go:
+    """One parsed `go` command (times in milliseconds, as UCI sends them)."""
+
+    wtime: int | None = None
+    btime: int | None = None
+    winc: int = 0
+    binc: int = 0
+    movestogo: int | None = None
+    movetime: int | None = None
+    hold: bool = False  # infinite or ponder: the bestmove waits for stop / ponderhit
+    searchmoves: tuple[chess.Move, ...] = ()
+
+
+def parse_go(args: list[str], board: chess.Board | None) -> tuple[Go, list[str]]:
+    """The `go` command's settings and a complaint for each part ignored."""
+    values: dict[str, int] = {}
+    hold = False
+    searchmoves: list[chess.Move] = []
+    complaints: list[str] = []
+    i = 0
+    while i < len(args):
+        key = args[i]
+        if key in GO_FLAG_KEYS:
+            hold = True
+        elif key in GO_VALUE_KEYS:
+            value = args[i + 1] if i + 1 < len(args) else None
+            if value is None or not value.lstrip("-").isdigit():
+                complaints.append(f"go: {key} needs a whole number; ignored")
+            else:
+                values[key] = int(value)
+            if value is not None and value not in GO_VALUE_KEYS + GO_FLAG_KEYS + ("searchmoves",):
+                i += 1
+        elif key == "searchmoves":
+            while i + 1 < len(args) and args[i + 1] not in GO_VALUE_KEYS + GO_FLAG_KEYS:
+                i += 1
+                try:
+                    if board is None:
+                        raise ValueError("no position")
+                    searchmoves.append(board.parse_uci(args[i]))
+                except ValueError:
+                    complaints.append(f"go: searchmoves {args[i]!r} is not legal here; ignored")
+        else:
+            complaints.append(f"go: {key!r} ignored")
+        i += 1
+    go = Go(wtime=values.get("wtime"), btime=values.get("btime"), winc=max(0, values.get("winc", 0)),
+            binc=max(0, values.get("binc", 0)), movestogo=values.get("movestogo"),
+            movetime=values.get("movetime"), hold=hold, searchmoves=tuple(searchmoves))
+    return go, complaints
+
+
+def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
+    """Milliseconds the answer may take: the movetime or this move's share of the clock, less the
+    overhead (never below 0); None when nothing limits it (depth, nodes, infinite or a bare go).
+
+    >>> budget_ms(Go(movetime=100), chess.WHITE, 30)
+    70
+    >>> budget_ms(Go(wtime=60_000, btime=1, winc=1000), chess.WHITE, 30)
+    2970.0
+    """
+    limits: list[float] = []
+    if go.movetime is not None:
+        limits.append(go.movetime)
+    clock, inc = (go.wtime, go.winc) if turn == chess.WHITE else (go.btime, go.binc)
+    if clock is not None:
+        moves = go.movestogo if go.movestogo and go.movestogo > 0 else MOVES_TO_GO
+        # This move's share, but never more than half of what is left (the increment comes after).
+        limits.append(min(clock / moves + inc, clock / 2))
+    if not limits:
+        return None
+    return max(0, min(*limits, MAX_BUDGET_MS) - overhead_ms)
+
+
+def deadline_margin(lateness_ms: Iterable[float], budget_ms: float) -> float:
+    """Milliseconds before the budget's end at which the deadline fires: LATENESS_FACTOR times
+    the worst lateness of the recent timed answers (how long after its time the deadline's
+    bestmove went out), plus MIN_MARGIN_MS, at most MAX_MARGIN_SHARE of the budget.
+
+    >>> deadline_margin([], 1000.0), deadline_margin([3.0, 10.0], 1000.0), deadline_margin([900.0], 100.0)
+    (5.0, 25.0, 80.0)
+    """
+    worst = max(lateness_ms, default=0.0)
+    return min(MIN_MARGIN_MS + LATENESS_FACTOR * max(0.0, worst), MAX_MARGIN_SHARE * budget_ms)
