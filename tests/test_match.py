@@ -11,7 +11,7 @@ import chess.pgn
 import pytest
 from tiny_policy import tiny_policy
 
-from chessdt import cli
+from chessdt import cli, cli_eval
 from chessdt.config import EvalConfig
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import Prompted
@@ -222,10 +222,10 @@ def test_a_checkpoint_never_chooses_a_program(tiny_checkpoint: Path, tmp_path: P
     (ckpt / "meta.json").write_text(json.dumps(meta))
     args = argparse.Namespace(checkpoint=str(ckpt), device="cpu", set=[], config=None, engine=None, games=None,
                               out=str(tmp_path / "out"))
-    _, ev, _, _ = cli._eval_setup(args, "match")
+    _, ev, _, _ = cli_eval._eval_setup(args, "match")
     assert ev.engine == "" and ev.ladder == EvalConfig().ladder
     args.set = ["eval.engine=/usr/games/stockfish", "eval.ladder=random,uci=lc0@1500"]
-    _, ev, _, _ = cli._eval_setup(args, "match")
+    _, ev, _, _ = cli_eval._eval_setup(args, "match")
     assert ev.engine == "/usr/games/stockfish" and ev.ladder == ("random", "uci=lc0@1500")
 
 
