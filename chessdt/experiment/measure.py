@@ -29,7 +29,7 @@ from chessdt.evals.variety import (Estimate, LineVariety, PositionVariety, Score
                                    model_distribution, position_values, position_variety, quantilizer_distribution,
                                    sample_positions, score_position)
 from chessdt.experiment.arms import ArmSetting
-from chessdt.metrics import elo_difference, js_divergence, mean_interval, paired_score
+from chessdt.metrics import elo_difference, js_divergence, mean_interval, paired_score, resample
 from chessdt.play.arena import GameSpec, Seat, run_games
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import Prompted
@@ -241,18 +241,12 @@ def _elo(score: float) -> float:
 
 def _elo_draws(pairs: Sequence[Sequence[float]], samples: int, seed: int) -> np.ndarray:
     """Bootstrap draws of the Elo difference, resampling game pairs."""
-    rng = np.random.default_rng(seed)
     scores = [float(np.mean(p)) for p in pairs if len(p)]
     weights = [len(p) for p in pairs if len(p)]
     if not scores:
         return np.full(samples, np.nan)
     s, w = np.array(scores), np.array(weights, dtype=float)
-    out = np.empty(samples)
-    n = len(s)
-    for i in range(samples):
-        idx = rng.integers(0, n, n)
-        out[i] = _elo(float((s[idx] * w[idx]).sum() / w[idx].sum()))
-    return out
+    return np.array([_elo(float((s[idx] * w[idx]).sum() / w[idx].sum())) for idx in resample(len(s), samples, seed)])
 
 
 def _scored_positions(cfg: Config, games: Sequence[HeldOutGame], path: Path, engine: Any) -> list[ScoredPosition]:
