@@ -106,6 +106,11 @@ def test_each_setting_is_read_against_the_data_at_its_own_strength():
     assert t["data"] == pytest.approx(3.5) and t["difference"] == pytest.approx(-1.0)
     assert t["kept"] == pytest.approx(2.5 / 3.5) and t["lo"] < -1.0 < t["hi"] and t["defined"] == 1.0
     assert versus_data(points[:2] + points[3:], draws, "position_entropy", 4) == []  # one rung: no curve
+    # on the centipawn-loss axis (all _point settings lose 30 cp) every setting sits at the rungs' own strength
+    for p in points:
+        draws[p.label]["cp_loss"] = np.full(n, 30.0)
+    by_cp = versus_data(points, draws, "position_entropy", 4, axis="cp_loss")
+    assert [r["setting"] for r in by_cp] == ["ref", "T", "far"] and all(r["at"] == 30.0 for r in by_cp)
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ from pathlib import Path
 from chessdt.config import Config, run_path
 from chessdt.errors import UserError
 from chessdt.experiment.arms import ArmSetting, build_arms, filtered_config, rl_dir, train_arm
-from chessdt.experiment.compare import MEASURES, across_seeds, matched, rl_curves, versus_data
+from chessdt.experiment.compare import AXES, MEASURES, across_seeds, matched, rl_curves, versus_data
 from chessdt.experiment.measure import Point, kl_bits, measure
 from chessdt.experiment.output import format_frontier, plot_frontier, plot_overoptimisation
 from chessdt.play.policy import ModelPolicy
@@ -109,7 +109,8 @@ def run_experiment(cfg: Config, *, device: str | None = None, progress: bool = T
     result = {"points": [dataclasses.asdict(p) for p in points],
               "curve_points": [dataclasses.asdict(p) for p in curve_points], "rl_curves": rl_curves(run, runs),
               "matched": {m: matched(curve_points, curve_draws, m, k) for m in MEASURES},
-              "versus_data": {m: versus_data(curve_points, curve_draws, m, k) for m in MEASURES},
+              "versus_data": {axis: {m: versus_data(curve_points, curve_draws, m, k, axis) for m in MEASURES}
+                              for axis in AXES},
               "blind_spots": spots, "horizon": rater.horizon(cfg.rl.max_plies) if rater else cfg.rl.max_plies,
               "reference": ex.reference, "match_games": ex.match_games, "variety_games": ex.variety_games,
               "positions": ex.positions, "good_cp": ex.good_cp, "frontier_k": k,

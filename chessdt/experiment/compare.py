@@ -152,30 +152,42 @@ def across_seeds(points: Sequence[Point], draws: dict[str, dict[str, np.ndarray]
 
 
 # -- against the data ---------------------------------------------------------------------------------------
-def versus_data(points: Sequence[Point], draws: dict[str, dict[str, np.ndarray]], key: str, k: int) -> list[dict[str, Any]]:
-    """Each setting next to the data at its own strength: the rungs' curve (ordered by Elo,
-    interpolated linearly) read at the setting's Elo, and the setting's value minus it (how much of the
-    data's own variety at that strength it keeps). Interval: the bootstrap draws of the setting's
-    Elo and value and of every rung's, together; `defined` is the share of draws in which the setting's
-    Elo lies within the rungs' range."""
+AXES = {"elo": "Elo against the reference (direct matches)",
+        "cp_loss": "expected centipawn loss on the held-out positions"}  # strength axes for versus_data
+
+
+def _strength(p: Point, axis: str) -> float:
+    return p.elo.value if axis == "elo" else p.positions.cp_loss.value
+
+
+def versus_data(points: Sequence[Point], draws: dict[str, dict[str, np.ndarray]], key: str, k: int,
+                axis: str = "elo") -> list[dict[str, Any]]:
+    """Each setting next to the data at its own strength: the rungs' curve (ordered by strength,
+    interpolated linearly) read at the setting's strength, and the setting's value minus it (how much
+    of the data's own variety at that strength it keeps). Strength is the `axis`: Elo against the
+    reference, or the expected centipawn loss on the held-out positions (per position, so it does not
+    saturate where a match score does). Interval: the bootstrap draws of the setting's strength and
+    value and of every rung's, together; `defined` is the share of draws in which the setting's
+    strength lies within the rungs' range."""
     rungs = [p for p in points if p.arm == DATA]
     if len(rungs) < 2:
         return []
-    lo, hi = min(p.elo.value for p in rungs), max(p.elo.value for p in rungs)
+    lo, hi = min(_strength(p, axis) for p in rungs), max(_strength(p, axis) for p in rungs)
     out = []
-    n = len(draws[rungs[0].label]["elo"])
+    n = len(draws[rungs[0].label][axis])
     for p in points:
-        if p.arm == DATA or not lo <= p.elo.value <= hi:
+        x = _strength(p, axis)
+        if p.arm == DATA or not lo <= x <= hi:
             continue
-        data_value = _curve([(r.elo.value, _measure_of(r, key, k)) for r in rungs], p.elo.value)
+        data_value = _curve([(_strength(r, axis), _measure_of(r, key, k)) for r in rungs], x)
         own = _measure_of(p, key, k)
-        diffs = np.array([draws[p.label][key][j] - _curve([(draws[r.label]["elo"][j], draws[r.label][key][j])
-                                                            for r in rungs], draws[p.label]["elo"][j])
+        diffs = np.array([draws[p.label][key][j] - _curve([(draws[r.label][axis][j], draws[r.label][key][j])
+                                                            for r in rungs], draws[p.label][axis][j])
                           for j in range(n)])
         est = Estimate.normal(own - data_value, diffs)
-        out.append({"arm": p.arm, "setting": p.setting, "elo": p.elo.value, "value": own, "data": data_value,
-                    "difference": est.value, "lo": est.lo, "hi": est.hi, "kept": own / data_value if data_value else math.nan,
-                    "defined": float(np.isfinite(diffs).mean())})
+        out.append({"arm": p.arm, "setting": p.setting, "axis": axis, "at": x, "elo": p.elo.value, "value": own,
+                    "data": data_value, "difference": est.value, "lo": est.lo, "hi": est.hi,
+                    "kept": own / data_value if data_value else math.nan, "defined": float(np.isfinite(diffs).mean())})
     return out
 
 

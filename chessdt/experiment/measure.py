@@ -148,7 +148,7 @@ def measure(cfg: Config, reference: Prompted, arms: Sequence[ArmSetting], games:
                             js(rating) if rating is not None else None, js(None), rater=rated, referee=refereed,
                             exploit=exploit, group=a.group or a.setting, seed=a.seed))
         draws[label] = {"elo": elo_draws, "line_entropy": variety[frontier_k][1], "position_entropy": pv_draws[:, 0],
-                        "good_mass": pv_draws[:, 1], "good_entropy": pv_draws[:, 2]}
+                        "good_mass": pv_draws[:, 1], "good_entropy": pv_draws[:, 2], "cp_loss": pv_draws[:, 3]}
         if judged is not None and a.arm.startswith("rl-"):
             spots.extend(blind_spots(judged, label, SPOTS))
     spots.sort(key=lambda x: -x["gap"])

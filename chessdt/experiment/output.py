@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from chessdt.experiment.compare import DATA, MEASURES
+from chessdt.experiment.compare import AXES, DATA, MEASURES
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -28,22 +28,24 @@ def _tri(x: list[float], digits: int = 2) -> str:
 
 
 def _versus_data(result: dict[str, Any]) -> list[str]:
-    rows = result.get("versus_data", {})
-    if not any(rows.values()):
+    by_axis = result.get("versus_data", {})
+    if not any(rows for table in by_axis.values() for rows in table.values()):
         return []
     out = ["", "## Against the data at the same strength", "",
-           "Each setting beside the data's own rungs at its Elo (the rungs' curve, interpolated linearly; every rung's "
-           "per-position distribution is its exact softmax policy); setting - data with a 95% bootstrap interval, "
-           "kept = setting / data.", ""]
-    for key, label in (("position_entropy", MEASURES["position_entropy"]), ("good_entropy", MEASURES["good_entropy"]),
-                       ("line_entropy", f"{MEASURES['line_entropy']}, k={result['frontier_k']}")):
-        if not rows.get(key):
-            continue
-        out += [f"**{label}**", "", "| arm | setting | Elo | setting | data | setting - data | 95% interval | kept |",
-                "|---|---|---:|---:|---:|---:|---|---:|"]
-        out += [f"| {r['arm']} | {r['setting']} | {r['elo']:.0f} | {_f(r['value'])} | {_f(r['data'])} | "
-                f"{_f(r['difference'])} | {_f(r['lo'])} .. {_f(r['hi'])} | {_f(r['kept'])} |" for r in rows[key]]
-        out.append("")
+           "Each setting beside the data's own rungs at its strength (the rungs' curve, interpolated linearly; every "
+           "rung's per-position distribution is its exact softmax policy); setting - data with a 95% bootstrap "
+           "interval, kept = setting / data. Settings outside the rungs' range of strength are not listed.", ""]
+    for axis, table in by_axis.items():
+        for key, label in (("position_entropy", MEASURES["position_entropy"]), ("good_entropy", MEASURES["good_entropy"]),
+                           ("line_entropy", f"{MEASURES['line_entropy']}, k={result['frontier_k']}")):
+            if not table.get(key):
+                continue
+            out += [f"**{label}**, strength = {AXES[axis]}", "",
+                    "| arm | setting | strength | Elo | setting | data | setting - data | 95% interval | kept |",
+                    "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+            out += [f"| {r['arm']} | {r['setting']} | {r['at']:.0f} | {r['elo']:.0f} | {_f(r['value'])} | {_f(r['data'])} | "
+                    f"{_f(r['difference'])} | {_f(r['lo'])} .. {_f(r['hi'])} | {_f(r['kept'])} |" for r in table[key]]
+            out.append("")
     return out
 
 
