@@ -13,11 +13,13 @@ parsed, never executed, and anything unreadable is a :class:`CorruptCheckpoint` 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import shutil
 import subprocess
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from chessdt.config import Config, ConfigError, config_from_dict, to_dict, without_programs
+from chessdt.config import Config, ConfigError, config_from_dict, section_types, to_dict
 from chessdt.errors import UserError
 from chessdt.files import as_umask_allows, durable_rename
 from chessdt.model import GPT
@@ -36,6 +38,49 @@ from chessdt.tokenizer import Vocab
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 STEP_PREFIX = "step_"
+
+
+# The text fields a checkpoint's stored config may keep: paths of games and checkpoints (read as data,
+# never run), labels, tags and grammars that cannot name a program. Every other text field (a str, or
+# a tuple holding str) of a config read from a checkpoint takes its default, so a field added later is
+# safe until someone reviews it and lists it here. Numbers, booleans and Literal enums never name a program.
+CHECKPOINT_TEXT = frozenset({
+    "name", "run_dir",
+    "data.inputs", "data.prepared", "data.label", "data.engine_tags", "data.time_controls",
+    "data.drop_terminations", "data.split_salt",
+    "train.device",
+    "rl.base", "rl.rater",
+    "eval.games", "eval.match_plan", "eval.match_extra", "eval.repeat_lines", "eval.fidelity_rungs",
+    "experiment.base", "experiment.reference", "experiment.rungs", "experiment.rl_rewards",
+})
+
+
+def _is_text(tp: Any) -> bool:
+    """A declared field type that holds free text: str, or a tuple with a str member."""
+    return tp is str or (typing.get_origin(tp) is tuple and str in typing.get_args(tp))
+
+
+def without_programs(cfg: Config) -> Config:
+    """`cfg` as a checkpoint may supply it: text fields outside CHECKPOINT_TEXT (engines, opponents,
+    move-matching references and any field added later) take their defaults, so a config read from a
+    checkpoint someone else made never names a program to run; the user names engines on the command
+    line or in --config."""
+
+    def clean(section: Any, prefix: str) -> Any:
+        hints = section_types(type(section))
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if dataclasses.is_dataclass(value):
+                changes[f.name] = clean(value, f"{prefix}{f.name}.")
+            elif _is_text(hints[f.name]) and f"{prefix}{f.name}" not in CHECKPOINT_TEXT:
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                if value != default:
+                    changes[f.name] = default
+        return dataclasses.replace(section, **changes)
+
+    cleaned: Config = clean(cfg, "")
+    return cleaned
 
 
 def git_revision() -> str:

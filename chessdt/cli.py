@@ -129,7 +129,7 @@ def _add_rl_parsers(sub: argparse._SubParsersAction) -> None:
 
 # -- play / uci (the model against a human, or inside a chess GUI) ----------------------------------
 def _check_prompt_args(args: argparse.Namespace) -> None:
-    from chessdt.config import check_guidance, check_temperature, check_top_p
+    from chessdt.checks import check_guidance, check_temperature, check_top_p
     from chessdt.tokenizer import check_rating
 
     for flag, value in (("--rating", args.rating), ("--opponent-rating", args.opponent_rating)):

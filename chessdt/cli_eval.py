@@ -55,7 +55,7 @@ def _eval_setup(args: argparse.Namespace,
     policy = load_policy(args.checkpoint, args.device)
     overrides = list(args.set or [])
     # A checkpoint never chooses a program to run: its config comes without engines and opponents
-    # (config.without_programs, applied where a checkpoint is read); the user names them on the command line (--engine, --set) or in --config.
+    # (checkpoint.without_programs, applied where a checkpoint is read); the user names them on the command line (--engine, --set) or in --config.
     cfg = load_config(args.config, overrides) if args.config else override(policy.cfg, overrides)
     ev = cfg.eval
     if getattr(args, "engine", None):

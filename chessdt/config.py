@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from chessdt.errors import UserError
+from chessdt.checks import check_device, check_guidance, check_temperature, check_top_p, check_values
+from chessdt.errors import ConfigError, UserError
 from chessdt.rules import parse_opponent
 
 Reader = Literal["rust", "python-chess"]  # data.reader
@@ -24,65 +25,6 @@ Precision = Literal["auto", "bf16", "fp32"]  # train.precision
 Reward = Literal["result", "engine", "rater"]  # rl.reward
 LABELS = ("elo", "outcome", "engine")  # condition kinds; combine with '+', or 'none'
 TIME_CONTROLS = ("ultrabullet", "bullet", "blitz", "rapid", "classical", "correspondence")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema; the message says how."""
-
-
-MIN_TEMPERATURE = 0.01  # below this (but above 0) logits / T overflow float32 and sampling fails
-MAX_TEMPERATURE = 100.0  # above this every move is about equally likely anyway
-MAX_GUIDANCE = 100.0  # |w| beyond this the guided logits are the conditioning difference alone, blown up
-
-
-def check_temperature(t: float) -> float:
-    """A temperature sampling works at: 0 (the most likely move) or MIN..MAX_TEMPERATURE; ValueError
-    otherwise. With check_top_p and check_guidance, the one range check of sampling settings (config
-    sections, match settings, the CLI and the UCI options).
-
-    >>> check_temperature(0.5)
-    0.5
-    """
-    if not (t == 0 or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):  # also refuses nan
-        raise ValueError(f"must be 0 (most likely move) or a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE:g}]")
-    return t
-
-
-def check_top_p(p: float) -> float:
-    """A nucleus mass sampling works at, in (0, 1]; ValueError otherwise (nan included)."""
-    if not 0 < p <= 1:
-        raise ValueError("must be in (0, 1]")
-    return p
-
-
-def check_guidance(w: float) -> float:
-    """A classifier-free guidance weight in [-MAX_GUIDANCE, MAX_GUIDANCE]; ValueError otherwise (nan included)."""
-    if not -MAX_GUIDANCE <= w <= MAX_GUIDANCE:
-        raise ValueError(f"must be a number in [{-MAX_GUIDANCE:g}, {MAX_GUIDANCE:g}] (0 = off)")
-    return w
-
-
-def _check_values(where: str, check: Any, *values: Any) -> None:
-    """ConfigError naming `where` and the first of `values` that `check` refuses."""
-    for v in values:
-        try:
-            check(v)
-        except ValueError as e:
-            raise ConfigError(f"{where}={v!r}: {e}" if isinstance(v, str) else f"{where}={v}: {e}") from None
-
-
-def check_device(name: str) -> str:
-    """'auto' or a device string torch understands ('cpu', 'cuda:1', 'mps'); ValueError otherwise.
-    Whether this machine has the device is train.pick_device's question."""
-    if name == "auto":
-        return name
-    import torch  # only here: most configs never name a device
-
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError("use auto, cpu, cuda, cuda:N or mps") from None
-    return name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,7 +139,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in typing.get_args(Precision):
             raise ConfigError(f"train.precision={self.precision!r}: use auto, bf16 or fp32")
-        _check_values("train.device", check_device, self.device)
+        check_values("train.device", check_device, self.device)
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"train.cond_dropout={self.cond_dropout} must be in [0, 1]")
         if min(self.batch_tokens, self.grad_accum, self.max_steps, self.eval_every, self.save_every,
@@ -271,7 +213,7 @@ class RLConfig:
             raise ConfigError("rl.eval_max_plies must be >= 0 (0 = the model's context)")
         if self.games_per_step < 2:
             raise ConfigError("rl.games_per_step must be at least 2 (the baseline is the others' mean)")
-        _check_values("rl.temperature", check_temperature, self.temperature)
+        check_values("rl.temperature", check_temperature, self.temperature)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -367,9 +309,9 @@ class EvalConfig:
                               "referee_from_ply >= 0")
         if not 0.0 <= self.referee_playout <= 1.0:
             raise ConfigError(f"eval.referee_playout={self.referee_playout} is a share, from 0 to 1")
-        _check_values("eval.temperature", check_temperature, self.temperature)
-        _check_values("eval.top_p", check_top_p, self.top_p)
-        _check_values("eval.guidance", check_guidance, self.guidance)
+        check_values("eval.temperature", check_temperature, self.temperature)
+        check_values("eval.top_p", check_top_p, self.top_p)
+        check_values("eval.guidance", check_guidance, self.guidance)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -423,8 +365,8 @@ class ExperimentConfig:
             raise ConfigError(f"experiment.rl_rewards {bad}: use result, engine or rater; rl_seeds must not be empty")
         if any(not 0 < q <= 1 for q in self.quantilizer_q):
             raise ConfigError("experiment.quantilizer_q must be in (0, 1]")
-        _check_values("experiment.temperatures", check_temperature, *self.temperatures)
-        _check_values("experiment.guidance", check_guidance, *self.guidance)
+        check_values("experiment.temperatures", check_temperature, *self.temperatures)
+        check_values("experiment.guidance", check_guidance, *self.guidance)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -454,7 +396,7 @@ class Config:
                               f"data.label (now {self.data.label!r})")
 
 
-def _section_types(cls: type) -> dict[str, Any]:
+def section_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -501,7 +443,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    hints = _section_types(cls)
+    hints = section_types(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
@@ -628,49 +570,6 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
 def override(cfg: Config, overrides: list[str]) -> Config:
     """`cfg` with `--set section.key=value` overrides applied (converted by each field's type)."""
     return config_from_dict(_merge(to_dict(cfg), parse_overrides(overrides)))
-
-
-# The text fields a checkpoint's stored config may keep: paths of games and checkpoints (read as data,
-# never run), labels, tags and grammars that cannot name a program. Every other text field (a str, or
-# a tuple holding str) of a config read from a checkpoint takes its default, so a field added later is
-# safe until someone reviews it and lists it here. Numbers, booleans and Literal enums never name a program.
-CHECKPOINT_TEXT = frozenset({
-    "name", "run_dir",
-    "data.inputs", "data.prepared", "data.label", "data.engine_tags", "data.time_controls",
-    "data.drop_terminations", "data.split_salt",
-    "train.device",
-    "rl.base", "rl.rater",
-    "eval.games", "eval.match_plan", "eval.match_extra", "eval.repeat_lines", "eval.fidelity_rungs",
-    "experiment.base", "experiment.reference", "experiment.rungs", "experiment.rl_rewards",
-})
-
-
-def _is_text(tp: Any) -> bool:
-    """A declared field type that holds free text: str, or a tuple with a str member."""
-    return tp is str or (typing.get_origin(tp) is tuple and str in typing.get_args(tp))
-
-
-def without_programs(cfg: Config) -> Config:
-    """`cfg` as a checkpoint may supply it: text fields outside CHECKPOINT_TEXT (engines, opponents,
-    move-matching references and any field added later) take their defaults, so a config read from a
-    checkpoint someone else made never names a program to run; the user names engines on the command
-    line or in --config."""
-
-    def clean(section: Any, prefix: str) -> Any:
-        hints = _section_types(type(section))
-        changes: dict[str, Any] = {}
-        for f in dataclasses.fields(section):
-            value = getattr(section, f.name)
-            if dataclasses.is_dataclass(value):
-                changes[f.name] = clean(value, f"{prefix}{f.name}.")
-            elif _is_text(hints[f.name]) and f"{prefix}{f.name}" not in CHECKPOINT_TEXT:
-                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-                if value != default:
-                    changes[f.name] = default
-        return dataclasses.replace(section, **changes)
-
-    cleaned: Config = clean(cfg, "")
-    return cleaned
 
 
 def run_path(cfg: Config) -> Path:

@@ -36,7 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from chessdt import checkpoint as ckpt_io
-from chessdt.config import Config, check_device, prepared_path, run_path, to_dict
+from chessdt.checks import check_device
+from chessdt.config import Config, prepared_path, run_path, to_dict
 from chessdt.data.batches import IGNORE, Batch, Batcher
 from chessdt.errors import UserError
 from chessdt.files import LOCK_NAME, exclusive

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from chessdt.config import (CHECKPOINT_TEXT, Config, ConfigError, EvalConfig, config_from_dict, load_config, override,
-                            prepared_path, run_path, to_dict, without_programs)
+from chessdt.checkpoint import CHECKPOINT_TEXT, without_programs
+from chessdt.config import (Config, ConfigError, EvalConfig, config_from_dict, load_config, override, prepared_path,
+                            run_path, to_dict)
 
 
 def _toml(tmp_path: Path, text: str) -> Path:

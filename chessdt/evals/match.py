@@ -27,7 +27,7 @@ from typing import Any, Literal
 import chess
 import numpy as np
 
-from chessdt.config import check_guidance, check_temperature, check_top_p
+from chessdt.checks import check_guidance, check_temperature, check_top_p
 from chessdt.errors import UserError
 from chessdt.evals.results import JsonResult, fmt, jsonable
 from chessdt.metrics import (PairedScore, fit_elo, paired_score, percentile_interval, resample_strata, sprt_bounds,

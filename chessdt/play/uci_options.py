@@ -1,7 +1,7 @@
 """The UCI options of the model engine: names, parsers, the `option` lines, and what each one sets.
 
 UCI has no float type: floats are strings, as in Lc0. Sampling values are checked by the one
-home of those checks (:func:`chessdt.config.check_temperature` and friends).
+home of those checks (:func:`chessdt.checks.check_temperature` and friends).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from chessdt.config import check_guidance, check_temperature, check_top_p
+from chessdt.checks import check_guidance, check_temperature, check_top_p
 from chessdt.play.policy import Prompted, Sampling
 from chessdt.play.uci_time import DEFAULT_MOVE_OVERHEAD
 from chessdt.tokenizer import RATING_MAX, RATING_MIN, check_rating
