@@ -44,7 +44,6 @@ import chess
 import chess.engine
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from chessdt import checkpoint as ckpt_io
@@ -163,13 +162,15 @@ class UpdateStats:
 
 
 def rl_loss(policy_model: GPT, base_model: GPT, rollouts: list[Rollout], policy: ModelPolicy,
-            beta: float, temperature: float = 1.0) -> tuple[torch.Tensor, UpdateStats]:
+            beta: float, sampling: Sampling = Sampling(mask_illegal=True)) -> tuple[torch.Tensor, UpdateStats]:
     """REINFORCE with a leave-one-out baseline + beta * KL(pi || pi_base), over legal moves, both
-    policies at the `temperature` the rollouts were sampled at (so the gradient is on-policy)."""
+    policies scored with the `sampling` the rollouts were drawn with (so the gradient is on-policy)."""
+    if not sampling.mask_illegal:
+        raise ValueError("RL rollouts sample among legal moves only (mask_illegal)")
     tokens, boards, plies = sequence_inputs(rollouts, policy)
-    logits = GPT.move_logits(policy_model(tokens, boards, plies)).float() / temperature  # (B, T, 1968)
+    logits = GPT.move_logits(policy_model(tokens, boards, plies))  # (B, T, 1968)
     with torch.no_grad():
-        base_logits = GPT.move_logits(base_model(tokens, boards, plies)).float() / temperature
+        base_logits = GPT.move_logits(base_model(tokens, boards, plies))
     rewards = torch.tensor([r.reward for r in rollouts], device=logits.device)
     n = len(rollouts)
     advantages = rewards - (rewards.sum() - rewards) / (n - 1)
@@ -186,9 +187,8 @@ def rl_loss(policy_model: GPT, base_model: GPT, rollouts: list[Rollout], policy:
     idx_r = torch.tensor(rows, device=logits.device)
     idx_c = torch.tensor(cols, device=logits.device)
     legal = torch.stack(masks).to(logits.device)  # (N, 1968)
-    # A large finite negative (not -inf) keeps 0 * log 0 terms, and their gradients, at zero.
-    lp = F.log_softmax(logits[idx_r, idx_c].masked_fill(~legal, -1e9), dim=-1)
-    lp_base = F.log_softmax(base_logits[idx_r, idx_c].masked_fill(~legal, -1e9), dim=-1)
+    lp = sampling.log_probabilities(logits[idx_r, idx_c], legal)
+    lp_base = sampling.log_probabilities(base_logits[idx_r, idx_c], legal)
     p = lp.exp()
     kl = torch.where(legal, p * (lp - lp_base), torch.zeros_like(p)).sum(-1)  # (N,)
     entropy = -torch.where(legal, p * lp, torch.zeros_like(p)).sum(-1)
@@ -338,7 +338,7 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
             if len(rollouts) < 2:
                 log.warning("update %d: fewer than two finished games, skipped", step)
                 continue
-            loss, stats = rl_loss(model, base_model, rollouts, policy, rc.beta, rc.temperature)
+            loss, stats = rl_loss(model, base_model, rollouts, policy, rc.beta, rollout_at.sampling)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if rc.grad_clip > 0:

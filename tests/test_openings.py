@@ -12,7 +12,7 @@ import torch
 
 from chessdt.evals.subject import Subject, model_subjects
 from chessdt.evals.heldout import HeldOutGame
-from chessdt.evals.openings import (OpeningsResult, evaluate_openings, line_stats, played_distribution,
+from chessdt.evals.openings import (OpeningsResult, evaluate_openings, line_stats,
                                     repeated_prompt)
 from chessdt.play.players import RandomPlayer
 from chessdt.play.policy import MoveStats, Sampling
@@ -34,7 +34,7 @@ def test_line_stats_by_hand() -> None:
     assert line_stats(lines, 1).entropy == pytest.approx(-(0.6 * math.log2(0.6) + 0.4 * math.log2(0.4)))
 
 
-def test_played_distribution_matches_choose() -> None:
+def test_sampling_played_matches_choose() -> None:
     policy = tiny_policy(context=256)
     board = chess.Board()
     logits = policy.logits_full(board, policy.prompt(1500, 1500))[None] * 30  # sharpen: some legal mass
@@ -42,7 +42,7 @@ def test_played_distribution_matches_choose() -> None:
     legal[0, [policy.vocab.encode_move(m) for m in board.legal_moves]] = True
     for sampling in (Sampling(), Sampling(temperature=0.7, top_p=0.9), Sampling(mask_illegal=True),
                      Sampling(temperature=0.0)):
-        probs = played_distribution(logits, legal, sampling)[0]
+        probs = sampling.played(logits, legal)[0]
         assert probs.sum().item() == pytest.approx(1.0, abs=1e-5) and probs[~legal[0]].sum() == 0
         gen = torch.Generator().manual_seed(1)
         n = 3000

@@ -11,7 +11,7 @@ from chessdt.checkpoint import save_checkpoint
 from chessdt.config import load_config
 from chessdt.model import GPT
 from chessdt.play.opponents import Opponent
-from chessdt.play.policy import ModelPolicy
+from chessdt.play.policy import ModelPolicy, Sampling
 from chessdt.rl import Rollout, distinct_openings, opponent_seat, play_rollouts, rl_loss, rollout_model
 from chessdt.tokenizer import Vocab
 
@@ -88,10 +88,13 @@ def test_the_loss_scores_moves_at_the_rollouts_temperature(base_ckpt):
     policy = ModelPolicy.from_checkpoint(base_ckpt)
     cfg = dataclasses.replace(load_config(None, SMALL).rl, max_plies=10, games_per_step=2, temperature=0.5)
     rollouts = play_rollouts(rollout_model(policy, cfg), None, cfg, seed=1)
-    _, at_half = rl_loss(policy.model, policy.model, rollouts, policy, beta=0.0, temperature=0.5)
+    _, at_half = rl_loss(policy.model, policy.model, rollouts, policy, beta=0.0,
+                         sampling=rollout_model(policy, cfg).sampling)
     _, at_one = rl_loss(policy.model, policy.model, rollouts, policy, beta=0.0)
     assert at_half.logp != pytest.approx(at_one.logp)  # sharper scoring: a different log-probability
     assert at_half.entropy < at_one.entropy  # and a sharper distribution
+    with pytest.raises(ValueError, match="legal moves only"):  # rollouts are drawn among legal moves
+        rl_loss(policy.model, policy.model, rollouts, policy, beta=0.0, sampling=Sampling(temperature=0.5))
 
 
 def test_finetune_rl_cli_writes_metrics_and_loadable_checkpoints(base_ckpt, tmp_path, capsys):

@@ -34,7 +34,7 @@ from chessdt.config import EvalConfig
 from chessdt.data.archives import open_text
 from chessdt.errors import UserError
 from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
-from chessdt.evals.openings import entropy_rows, played_distribution
+from chessdt.evals.openings import entropy_rows
 from chessdt.evals.results import JsonResult, fmt
 from chessdt.metrics import bootstrap_ratio
 from chessdt.play.policy import ModelPolicy, Sampling
@@ -177,7 +177,7 @@ def evaluate_fidelity(policy: ModelPolicy, games: Sequence[HeldOutGame], rungs: 
                     ids = torch.tensor([policy.vocab.encode_move(m) for m in scores.moves])
                     legal = torch.zeros(1, logits.shape[-1], dtype=torch.bool)
                     legal[0, ids] = True
-                    p_model = played_distribution(logits[j : j + 1], legal, Sampling())[0, ids].double()
+                    p_model = Sampling().played(logits[j : j + 1], legal)[0, ids].double()
                     row = np.array([*compare(p_rung, p_model),
                                     good_entropy(scores.cp, p_rung.tolist(), cfg.fidelity_good_cp), 1.0])
                     acc = sums[rung.rating]

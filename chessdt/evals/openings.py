@@ -115,27 +115,6 @@ class OpeningsResult(JsonResult):
 
 
 # -- distributions --------------------------------------------------------------------------------------------
-def played_distribution(logits: torch.Tensor, legal: torch.Tensor, sampling: Sampling) -> torch.Tensor:
-    """(B, 1968) probabilities with which ModelPolicy.choose plays each move, from logits (B, 1968)
-    and legal masks (B, 1968): temperature, top-p, the mask if used, and an illegal sample replaced
-    by the most likely legal move."""
-    if sampling.mask_illegal:
-        logits = logits.masked_fill(~legal, float("-inf"))
-    best_legal = logits.masked_fill(~legal, float("-inf")).argmax(-1)  # (B,)
-    if sampling.temperature <= 0:
-        probs = torch.zeros_like(logits).scatter(-1, logits.argmax(-1, keepdim=True), 1.0)
-    else:
-        probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-        if sampling.top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            keep = sorted_p.cumsum(-1) - sorted_p < sampling.top_p
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-            probs = probs / probs.sum(-1, keepdim=True)
-    illegal = (probs * ~legal).sum(-1)
-    probs = probs * legal
-    return probs.scatter_add(-1, best_legal[:, None], illegal[:, None])
-
-
 def entropy_rows(probs: torch.Tensor) -> torch.Tensor:
     """Entropy in bits of each row of a (B, V) probability matrix."""
     logp = torch.where(probs > 0, probs.log2(), torch.zeros_like(probs))
@@ -205,7 +184,7 @@ def policy_entropy(subject: Subject, records: Sequence[GameRecord], plies: int) 
         if pick:
             boards = [session.boards[i] for i in pick]
             legal = torch.stack([model.policy.vocab.legal_mask(b) for b in boards])
-            probs = played_distribution(logits[pick].cpu(), legal, model.sampling)
+            probs = model.sampling.played(logits[pick].cpu(), legal)
             ent = entropy_rows(probs)
             total += float(ent.sum())
             count += len(pick)
@@ -227,7 +206,7 @@ def repeated_prompt(subject: Subject, line: Line, samples: int, seed: int = 0) -
         session = Session(pol, [model.prompt(board.turn)], model.sampling.guidance)
         for m in line:
             session.push([chess.Move.from_uci(m)])
-        probs = played_distribution(session.logits.cpu(), pol.vocab.legal_mask(board)[None], model.sampling)[0]
+        probs = model.sampling.played(session.logits.cpu(), pol.vocab.legal_mask(board)[None])[0]
         gen = torch.Generator().manual_seed(seed)
         draws = torch.multinomial(probs, samples, replacement=True, generator=gen).tolist()
         moves = [pol.vocab.decode_move(t).uci() for t in draws]

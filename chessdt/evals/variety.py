@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from chessdt.evals.heldout import HeldOutGame
-from chessdt.evals.openings import Line, entropy_rows, line_stats, played_distribution
+from chessdt.evals.openings import Line, entropy_rows, line_stats
 from chessdt.metrics import normal_interval, percentile_interval, resample
 from chessdt.play.policy import Prompted
 from chessdt.rules import CP_CAP, centipawns
@@ -149,7 +149,7 @@ def model_distribution(model: Prompted, board: chess.Board) -> dict[chess.Move, 
     if w:
         logits = policy.combine(logits, policy.logits_full(board, unconditional(policy.vocab, prompt)), w)
     legal = policy.vocab.legal_mask(board).to(logits.device)
-    probs = played_distribution(logits[None], legal[None], model.sampling)[0]
+    probs = model.sampling.played(logits[None], legal[None])[0]
     return {policy.vocab.decode_move(int(i)): float(probs[i]) for i in torch.nonzero(probs > 0).flatten()}
 
 

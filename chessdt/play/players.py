@@ -199,11 +199,18 @@ class ModelPlayer:
         """Probabilities (1968,) over move tokens for the side to move, at this player's prompt.
 
         At the sampling temperature by default; ``temperature=1.0`` gives the model's own
-        probabilities (guidance applied), which is what hints and UCI info lines report.
+        probabilities (guidance applied), which is what hints and UCI info lines report. No top-p
+        and no mask: what the model thinks, not what it would play (that is :meth:`played`).
         """
         t = self.sampling.temperature if temperature is None else temperature
-        logits = self._sync(board).logits[0]
-        return torch.softmax(logits / max(t, 1e-6), dim=-1)
+        return Sampling(temperature=t).probabilities(self._sync(board).logits)[0]
+
+    def played(self, board: chess.Board, *, legal_only: bool = False) -> torch.Tensor:
+        """Probabilities (1968,) with which this player plays each move on `board` (its sampling
+        settings; `legal_only` samples among legal moves as mask_illegal does)."""
+        sampling = dataclasses.replace(self.sampling, mask_illegal=True) if legal_only else self.sampling
+        legal = self.policy.vocab.legal_mask(board)[None].to(self.policy.device)
+        return sampling.played(self._sync(board).logits, legal)[0]
 
     def wdl(self, board: chess.Board) -> tuple[float, float, float] | None:
         """The value head's win/draw/loss probabilities for the side to move on `board`, under this
@@ -254,11 +261,7 @@ class QuantilizerPlayer:
         return centipawns(info["score"], board.turn)
 
     def play(self, board: chess.Board) -> chess.Move:
-        probs = self.base.distribution(board).cpu()
-        legal = self.base.policy.vocab.legal_mask(board)
-        probs = torch.where(legal, probs, torch.zeros_like(probs))
-        if float(probs.sum()) <= 0:
-            probs = legal.float()
+        probs = self.base.played(board, legal_only=True).cpu()
         draws = torch.multinomial(probs, self.k, replacement=True, generator=self.generator).tolist()
         moves = [self.base.policy.vocab.decode_move(t) for t in draws]
         scores = {m: self.evaluate(board, m) for m in set(moves)}

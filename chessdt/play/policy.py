@@ -21,19 +21,75 @@ import chess
 import numpy as np
 import torch
 
+from chessdt.checks import check_guidance, check_temperature, check_top_p
 from chessdt.config import Config
+from chessdt.errors import UserError
 from chessdt.model import GPT
 from chessdt.tokenizer import Vocab, board_array, condition_prefix, game_inputs, position_inputs, unconditional
 
 
 @dataclass(frozen=True, kw_only=True)
 class Sampling:
-    """How a model picks its move from its distribution."""
+    """How a model picks its move from its distribution: the one home of what a sampling setting
+    means. Checked once, here; :meth:`probabilities` is the distribution every user draws from or
+    measures (play, the arena, openings and variety, the quantilizer), :meth:`log_probabilities` its
+    differentiable form for the RL loss."""
 
     temperature: float = 1.0  # 0 = always the most likely move
     top_p: float = 1.0  # nucleus sampling: keep the smallest set of moves with this much mass
     guidance: float = 0.0  # w in logits_cond + w * (logits_cond - logits_uncond); 0 = off
     mask_illegal: bool = False  # sample among legal moves only (reported; legality evals use raw)
+
+    def __post_init__(self) -> None:
+        for name, check in (("temperature", check_temperature), ("top_p", check_top_p),
+                            ("guidance", check_guidance)):
+            value = getattr(self, name)
+            try:
+                check(value)
+            except ValueError as e:
+                raise UserError(f"{name}={value}: {e}") from None
+
+    def probabilities(self, logits: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, V) the distribution a move token is drawn from, given move logits (B, V) and, when
+        `mask_illegal` is set, the legal masks (B, V): illegal moves masked, then temperature (0: the
+        most likely move with certainty), then top-p truncation renormalised."""
+        if self.mask_illegal:
+            if legal is None:
+                raise ValueError("mask_illegal needs the legal masks")
+            logits = logits.masked_fill(~legal, float("-inf"))
+        if self.temperature <= 0:
+            return torch.zeros_like(logits, dtype=torch.float32).scatter(-1, logits.argmax(-1, keepdim=True), 1.0)
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < self.top_p  # always keeps the top move
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+            probs = probs / probs.sum(-1, keepdim=True)
+        return probs
+
+    def draw(self, logits: torch.Tensor, legal: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """Token ids (B,) drawn from :meth:`probabilities` (at temperature 0: the argmax, no draw)."""
+        if self.temperature <= 0:
+            masked = logits if not self.mask_illegal or legal is None else logits.masked_fill(~legal, float("-inf"))
+            return masked.argmax(-1)
+        probs = self.probabilities(logits, legal)
+        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+    def played(self, logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+        """(B, V) the probability with which :meth:`ModelPolicy.choose` plays each move: the draw of
+        :meth:`probabilities`, an illegal draw replaced by the most likely legal move."""
+        probs = self.probabilities(logits, legal)
+        best_legal = logits.masked_fill(~legal, float("-inf")).argmax(-1)  # (B,)
+        illegal = (probs * ~legal).sum(-1)
+        return (probs * legal).scatter_add(-1, best_legal[:, None], illegal[:, None])
+
+    def log_probabilities(self, logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+        """(B, V) differentiable log-probabilities of legal-only sampling at this temperature (the RL
+        loss: on-policy for rollouts drawn with mask_illegal); illegal moves get a large finite
+        negative, not -inf, so 0 * log 0 terms and their gradients stay zero."""
+        if self.temperature <= 0 or self.top_p < 1.0:
+            raise ValueError("log-probabilities need a temperature > 0 and no top-p truncation")
+        return torch.log_softmax((logits.float() / self.temperature).masked_fill(~legal, -1e9), dim=-1)
 
 
 @dataclass
@@ -129,9 +185,7 @@ class ModelPolicy:
         replaced by the most likely legal move."""
         moves = []
         legal_masks = torch.stack([self.vocab.legal_mask(b) for b in boards]).to(logits.device)
-        if sampling.mask_illegal:
-            logits = logits.masked_fill(~legal_masks, float("-inf"))
-        picks = sample(logits, sampling.temperature, sampling.top_p, generator)
+        picks = sampling.draw(logits, legal_masks, generator)
         for i, b in enumerate(boards):
             t = int(picks[i])
             if stats is not None:
@@ -146,16 +200,9 @@ class ModelPolicy:
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
-    """Token ids (B,) drawn from logits (B, V) with temperature and nucleus (top-p) truncation."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top move
-        sorted_p = sorted_p * keep
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    """Token ids (B,) drawn from raw logits (B, V) with temperature and nucleus (top-p) truncation:
+    :meth:`Sampling.draw` without a legal mask."""
+    return Sampling(temperature=temperature, top_p=top_p).draw(logits, None, generator)
 
 
 class Session:
