@@ -191,6 +191,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_legality_curve(args: argparse.Namespace) -> int:
+    from chessdt.evals.curve import legality_curve
+    from chessdt.report import plot_legality_curve
+
+    try:
+        thresholds = [float(t) / 100 for t in args.thresholds.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--thresholds {args.thresholds!r}: give percentages, e.g. 95,98,99") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve = legality_curve([Path(d) for d in args.run_dirs], thresholds, out / "legality_curve.json")
+    plot = plot_legality_curve(curve, out / "legality_curve.png")
+    print(curve.format())
+    print(f"wrote {out / 'legality_curve.json'}" + (f" and {plot}" if plot else ""))
+    return 0
+
+
+def _cmd_legality_strict(args: argparse.Namespace) -> int:
+    from chessdt.evals.strict import strict_match
+
+    log = Path(args.match_log)
+    result = strict_match(log, log.with_name(log.stem + ".strict.json"))
+    print(result.format())
+    print(f"wrote {log.with_name(log.stem + '.strict.json')}")
+    return 0
+
+
 def _add_match_args(p: argparse.ArgumentParser) -> None:
     """The flags of `eval match`; where one is not given, the [eval] section's value is played."""
     p.add_argument("settings", nargs="+", metavar="SETTING",
@@ -246,3 +273,15 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="run directory (reads RUN_DIR/eval/*.json)")
     p.add_argument("--eval-dir", help="read results from here instead of RUN_DIR/eval")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("legality-curve", help="legal top-1 share against tokens seen for training runs "
+                                              "(e.g. pure sequence vs rule-fed): tokens to each threshold")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories (read metrics.jsonl)")
+    p.add_argument("--thresholds", default="95,98,99", help="legal top-1 shares in percent (default 95,98,99)")
+    p.add_argument("--out", default="runs/legality-curve", help="folder for legality_curve.json and .png")
+    p.set_defaults(func=_cmd_legality_curve)
+
+    p = sub.add_parser("legality-strict", help="a raw (unmasked) match's strength with replacement and under "
+                                               "strict rules (an illegal move loses), on the same games")
+    p.add_argument("match_log", help="the game log of `chessdt eval match` (eval/match_*.jsonl)")
+    p.set_defaults(func=_cmd_legality_strict)

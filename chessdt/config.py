@@ -277,6 +277,11 @@ class EvalConfig:
     repeat_samples: int = 50  # samples of the same position in the repeated-prompt test
     repeat_lines: tuple[str, ...] = ("start", "e2e4", "d2d4")  # its positions: moves from the start ("start" = none)
     openings_human_games: int = 5000  # held-out human games read for the data side (split into bands)
+    # -- the prompt where history cannot help (`chessdt eval prompt`: the first plies by band) --
+    prompt_games: int = 5000  # held-out games read (only their first prompt_plies plies are scored)
+    prompt_plies: int = 10  # plies scored from the start of each game
+    prompt_top_moves: int = 6  # White's first moves listed with their shares
+    prompt_bootstrap: int = 1000  # resamples of the games behind each 95% interval
     # -- fidelity (models trained on a softmax ladder: the prompted model against each rung's exact policy) --
     fidelity_games: int = 60  # held-out games whose positions are scored (each position costs one Stockfish multi-PV)
     fidelity_plies: int = 300  # plies of each game scored, from the start
@@ -302,6 +307,8 @@ class EvalConfig:
             raise ConfigError(f"eval.ladder_games={self.ladder_games} must be even (openings are paired by colour)")
         if self.fidelity_games < 0 or self.fidelity_plies <= 0 or self.fidelity_good_cp < 0:
             raise ConfigError("eval.fidelity_games and fidelity_good_cp must be >= 0, fidelity_plies positive")
+        if min(self.prompt_games, self.prompt_plies, self.prompt_top_moves, self.prompt_bootstrap) <= 0:
+            raise ConfigError("eval.prompt_games, prompt_plies, prompt_top_moves and prompt_bootstrap must be positive")
         if self.value_games <= 0 or self.value_bootstrap <= 0:
             raise ConfigError("eval.value_games and eval.value_bootstrap must be positive")
         if self.referee_cp <= 0 or self.referee_plies < 1 or self.referee_nodes < 1 or self.referee_from_ply < 0:

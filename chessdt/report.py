@@ -25,8 +25,9 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from chessdt.errors import UserError  # noqa: E402
-from chessdt.evals.results import RESULT_FILES, JsonResult  # noqa: E402
-from chessdt.evals.legality import LegalityResult  # noqa: E402
+from chessdt.evals.results import RESULT_FILES, JsonResult, fmt  # noqa: E402
+from chessdt.evals.curve import THRESHOLDS, LegalityCurve, crossings, run_inputs  # noqa: E402
+from chessdt.evals.legality import LegalityResult, input_line  # noqa: E402
 from chessdt.evals.openings import OpeningsResult  # noqa: E402
 from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402
 from chessdt.evals.fidelity import FidelityResult  # noqa: E402
@@ -156,8 +157,30 @@ def plot_legality(leg: LegalityResult, path: Path) -> Path | None:
     ax.set_ylim(-2, 102)
     ax.set_xlabel("ply bucket (half-moves played before the position)")
     ax.set_ylabel("share of positions / probability (%)")
-    ax.set_title(f"Legality of raw predictions on held-out games (n = {leg.overall.positions:,})")
+    ax.set_title(f"Legality of raw predictions on held-out games (n = {leg.overall.positions:,})\n"
+                 f"inputs: {leg.inputs.split(' (')[0] or 'not recorded'}", fontsize=10)
     ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_legality_curve(curve: LegalityCurve, path: Path) -> Path | None:
+    """Legal top-1 share against tokens seen, one line per run (labelled with its input family)."""
+    runs = [r for r in curve.runs if len(r.tokens) > 1]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in runs:
+        pts = [(t / 1e6, 100.0 * v) for t, v in zip(r.tokens, r.legal) if t > 0]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=f"{r.name}: {r.inputs.split(' (')[0]}")
+    for t in curve.thresholds:
+        ax.axhline(100.0 * t, color="grey", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(max(0.0, min(100.0 * min(v for r in runs for v in r.legal[1:]) - 2, 90.0)), 100.5)
+    ax.set_xlabel("tokens seen (millions, log scale)")
+    ax.set_ylabel("top-1 legal on held-out positions (%)")
+    ax.set_title("Legality learning curve (raw model)")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -263,11 +286,17 @@ def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
     read = {k for k, r in (("legality", leg), ("strength", st), ("openings", op), ("fidelity", fi), ("value", va))
             if r is not None}
     if curve:
-        md += ["## Training", "", "Held-out evaluations from `metrics.jsonl`:", "", training_table(curve), ""]
+        legal = [r for r in curve if isinstance(r.get("legal"), (int, float))]
+        reached = ", ".join(f"{fmt(c.threshold, 0, True)} at {c.tokens / 1e6:.2f}M tokens" if c.tokens is not None
+                            else f"{fmt(c.threshold, 0, True)} not reached"
+                            for c in crossings([r["tokens"] for r in legal], [r["legal"] for r in legal], THRESHOLDS))
+        md += ["## Training", "", input_line(run_inputs(run_dir)), "",
+               "Held-out evaluations from `metrics.jsonl`" + (f" (legal top-1 first reached {reached})" if legal else "")
+               + ":", "", training_table(curve), ""]
         image(plot_training(curve, plot_dir / "training.png", f"{run_dir.name}: held-out split"), "training curve")
 
     if leg is not None:
-        md += ["## Move legality", "", leg.format(), ""]
+        md += ["## Move legality", "", leg.format(), ""]  # format() opens with the model's inputs
         image(plot_legality(leg, plot_dir / "legality.png"), "legality by ply")
     else:
         missing("legality", "## Move legality")

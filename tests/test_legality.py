@@ -111,3 +111,87 @@ def test_illegal_reason_for_a_non_move_token() -> None:
     from chessdt.evals.legality import illegal_reason
 
     assert illegal_reason(chess.Board(), VOCAB_FOR_REASONS.end, VOCAB_FOR_REASONS) == "not a move: <end>"
+
+
+# -- issue 26: what the model was given, and strict play ---------------------------------------------
+def test_every_legality_figure_states_the_model_inputs(games: list[HeldOutGame]) -> None:
+    from chessdt.config import ModelConfig
+    from chessdt.evals.legality import LegalityResult, model_inputs
+    from chessdt.evals.results import from_dict, jsonable
+
+    pure = ModelConfig(board_input=False, board_head=False, attack_features=False)
+    assert model_inputs(pure).startswith("pure sequence (") and "no board, no rules" in model_inputs(pure)
+    assert model_inputs(ModelConfig(board_head=False, attack_features=False)).startswith("board input (")
+    assert model_inputs(ModelConfig(board_head=False)).startswith("rule features (")
+    policy = tiny_policy(context=256)  # board, attack maps and board head: the rules are handed over
+    result = evaluate_legality(policy, games, small_cfg(legality_selfplay=0))
+    assert result.inputs == model_inputs(policy.cfg.model)
+    first = result.format().splitlines()[0]
+    assert first.startswith("**Model inputs: rule features (") and "attack maps" in first
+    assert from_dict(LegalityResult, jsonable(result)) == result
+    # a result saved before inputs were recorded reads back and says so
+    saved = {k: v for k, v in jsonable(result).items() if k != "inputs"}
+    assert "inputs: not recorded" in from_dict(LegalityResult, saved).format().splitlines()[0]
+
+
+def test_first_illegal_ply_is_where_the_raw_model_first_picked_an_illegal_move() -> None:
+    """At temperature 0 the sampled move is the argmax: recompute every position of each played game
+    and check the recorded first illegal ply (and the strict measures built on it)."""
+    policy = tiny_policy(context=256)
+    sampling = Sampling(temperature=0.0)
+    from chessdt.play.arena import GameSpec, run_games
+    from chessdt.play.policy import Prompted
+
+    seats = {"m": Prompted(policy, 1500, None, sampling)}
+    records = run_games([GameSpec(id=f"g{k}", white="m", black="m", opening=("e2e4", "e7e5")[: k % 3], seed=k)
+                         for k in range(3)], seats, None, batch_size=4, max_plies=24)
+    for rec in records:
+        assert (rec.first_illegal_ply is None) == (sum(rec.illegal.values()) == 0)
+        moves = list(rec.game().mainline_moves())
+        board, first = chess.Board(), None
+        for ply, move in enumerate(moves):
+            if ply >= int(rec.id[1:]) % 3:  # past the forced opening: the model's own choice
+                best = int(policy.logits_full(board, policy.player_prompt(board.turn, 1500, None)).argmax())
+                if first is None and best not in [policy.vocab.encode_move(m) for m in board.legal_moves]:
+                    first = ply
+            board.push(move)
+        assert rec.first_illegal_ply == first
+    assert any(r.first_illegal_ply is not None for r in records)  # an untrained model does pick illegal moves
+
+
+def test_replacing_an_illegal_sample_draws_no_randomness() -> None:
+    """Strict play is read off replacement play (the same games cut at the first illegal sample) only
+    because the replacement takes no extra draw from the game's generator."""
+    from chessdt.play.policy import sample
+
+    policy = tiny_policy(context=256)
+    logits = torch.zeros(1, NUM_MOVES)
+    logits[0, policy.vocab.encode_move(chess.Move.from_uci("e1e8"))] = 50.0  # an illegal move, sampled for sure
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    from chessdt.play.policy import MoveStats
+
+    stats = MoveStats()
+    (move,) = policy.choose(logits, [chess.Board()], Sampling(), g1, stats)
+    assert stats.illegal == 1 and move in chess.Board().legal_moves
+    sample(logits, 1.0, 1.0, g2)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_played_cell_strict_measures_by_hand() -> None:
+    from chessdt.evals.legality import played_cell, strict_plies
+    from chessdt.play.gamelog import GameRecord
+
+    def rec(k: int, plies: int, illegal: int, first: int | None) -> GameRecord:
+        return GameRecord(id=str(k), white="m", black="m", result="1/2-1/2", termination="move_limit", plies=plies,
+                          model_moves={"white": plies // 2, "black": plies // 2},
+                          illegal={"white": illegal, "black": 0}, masked=False, engine_restarts=0, seconds=0.0,
+                          pgn="", first_illegal_ply=first)
+
+    records = [rec(0, 100, 0, None), rec(1, 80, 2, 10), rec(2, 60, 1, 31), rec(3, 40, 0, None)]
+    cell = played_cell(1500, records)
+    assert (cell.games, cell.illegal, cell.fully_legal, cell.max_per_game) == (4, 3, 2, 2)
+    assert cell.fully_legal_share == 0.5 and cell.fully_legal_lo < 0.5 < cell.fully_legal_hi
+    assert cell.median_first_illegal == pytest.approx(20.5) and strict_plies(records[1]) == 10
+    assert cell.strict_plies == pytest.approx((100 + 10 + 31 + 40) / 4) and cell.mean_plies == pytest.approx(70)
+    with pytest.raises(ValueError, match="first_illegal_ply"):
+        played_cell(1500, [rec(4, 50, 1, None)])  # a log from before first illegal plies were recorded

@@ -24,7 +24,7 @@ def legality() -> LegalityResult:
     by_ply = (LegalityCell("0-9", 300, 0.999, 0.99, 0.01), LegalityCell("10+", 700, 0.98, 0.93, 0.04))
     played = (PlayedLegality(rating=1500, games=4, moves=400, illegal=6, per_game=1.5, max_per_game=3, mean_plies=200.0),)
     return LegalityResult(overall=cell, by_ply=by_ply, by_rating=(), played=played, held_out_games=20,
-                          temperature=1.0, top_p=1.0)
+                          temperature=1.0, top_p=1.0, inputs="pure sequence (move tokens)")
 
 
 def strength() -> StrengthResult:
@@ -76,6 +76,11 @@ def test_report_from_all_results(tmp_path: Path) -> None:
                    "note: an example note", "| 60 | 2,000 | 2.0 | 2.500 | 20.0% | 60.0% |",
                    "| data | data 1100-1299 | 40 |"):
         assert needle in text, needle
+    # the legality section opens with what the model was given; the training section says it too
+    section = text.split("## Move legality\n\n", 1)[1]
+    assert section.startswith("**Model inputs: pure sequence (move tokens).**")
+    assert "## Training\n\n**Model inputs: not recorded" in text  # this run directory has no config.json
+    assert "(legal top-1 first reached 95% not reached, 98% not reached, 99% not reached)" in text
 
 
 def test_report_with_some_results_and_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

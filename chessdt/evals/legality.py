@@ -9,13 +9,18 @@ On held-out game prefixes (teacher-forced, each game under its own players' rati
 overall, by ply bucket and by the mover's rating band, and why each illegal top-1 pick was illegal
 (:func:`illegal_reason`: blocked path, pinned piece, check not answered, ...). In played games (self-play at every
 prompted rating, raw sampling): illegal attempts per game, where an attempt is a sampled illegal
-move that the player then replaced by its most likely legal move.
+move that the player then replaced by its most likely legal move; and strict play, where an illegal
+move ends the game: the share of games with no illegal move and the plies to the first one.
+
+Every figure states what the model was given besides the move tokens (:func:`model_inputs`): a model
+fed the board, attack maps and pins is handed most of the rules, and its legal rate measures little.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,12 +30,45 @@ import chess
 import torch
 
 from chessdt.play.arena import GameSpec, run_games
-from chessdt.config import EvalConfig
+from chessdt.config import EvalConfig, ModelConfig
 from chessdt.evals.results import JsonResult, fmt
 from chessdt.evals.subject import sampling_of
 from chessdt.evals.heldout import HeldOutGame, teacher_forced_logits
+from chessdt.metrics import wilson_interval
+from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling, sample
 from chessdt.tokenizer import NUM_MOVES, Vocab
+
+
+def model_inputs(model: ModelConfig) -> str:
+    """What the model sees besides the move tokens, in one line: the family (pure sequence, board
+    input, rule features), then its inputs.
+
+    >>> model_inputs(ModelConfig(board_input=False, board_head=False, attack_features=False, move_features=False))
+    'pure sequence (move tokens)'
+    >>> model_inputs(ModelConfig(board_input=False, board_head=False, attack_features=False))
+    'pure sequence (move tokens + move-structure embeddings: from/to-square, promotion; no board, no rules)'
+    >>> model_inputs(ModelConfig())
+    'rule features (move tokens + move-structure embeddings + board after every move + attack maps, pins, check + board head)'
+    """
+    parts = ["move tokens"]
+    if model.move_features:
+        parts.append("move-structure embeddings" + ("" if model.board_input else
+                                                    ": from/to-square, promotion; no board, no rules"))
+    if model.board_input:
+        parts.append("board after every move")
+    if model.attack_features:
+        parts.append("attack maps, pins, check")
+    if model.board_head:
+        parts.append("board head")
+    family = ("rule features" if model.attack_features or model.board_head
+              else "board input" if model.board_input else "pure sequence")
+    return f"{family} ({' + '.join(parts)})"
+
+
+def input_line(inputs: str) -> str:
+    """The line a legality figure starts with."""
+    return f"**Model inputs: {inputs or 'not recorded (evaluated before inputs were recorded)'}.**"
 
 
 @dataclass(frozen=True)
@@ -55,6 +93,16 @@ class PlayedLegality:
     per_game: float  # illegal attempts per game
     max_per_game: int
     mean_plies: float  # average game length in half-moves
+    # -- strict play (an illegal move ends the game): the same games up to their first illegal sample --
+    fully_legal: int = -1  # games in which the model never sampled an illegal move (-1: not recorded)
+    fully_legal_lo: float = math.nan  # 95% Wilson interval of fully_legal / games
+    fully_legal_hi: float = math.nan
+    median_first_illegal: float = math.nan  # median plies before the first illegal move, over games that had one
+    strict_plies: float = math.nan  # mean game length under strict rules (to the first illegal move, or the end)
+
+    @property
+    def fully_legal_share(self) -> float:
+        return self.fully_legal / self.games if self.games and self.fully_legal >= 0 else math.nan
 
 
 @dataclass(frozen=True)
@@ -67,10 +115,12 @@ class LegalityResult(JsonResult):
     temperature: float  # of the sampled-legal measure and the played games
     top_p: float
     illegal_top1: dict[str, int] = field(default_factory=dict)  # illegal top-1 picks by reason
+    inputs: str = ""  # what the model saw besides the move tokens (model_inputs); "" = not recorded
 
     def format(self) -> str:
-        """Markdown tables."""
-        lines = [f"Held-out positions: {self.overall.positions:,} from {self.held_out_games:,} games "
+        """Markdown tables, under the line that says what the model was given."""
+        lines = [input_line(self.inputs), "",
+                 f"Held-out positions: {self.overall.positions:,} from {self.held_out_games:,} games "
                  f"(raw model; sampled at T={self.temperature}, top-p={self.top_p})"]
         for title, cells in (("ply", (self.overall, *self.by_ply)), ("mover's rating", self.by_rating)):
             lines += ["", f"| {title} | positions | top-1 legal | sampled legal | illegal mass |",
@@ -89,6 +139,14 @@ class LegalityResult(JsonResult):
             for p in self.played:
                 lines.append(f"| {p.rating} | {p.games} | {p.mean_plies:.0f} | {p.moves:,} | {p.illegal:,} | "
                              f"{p.per_game:.2f} | {p.max_per_game} |")
+            if any(p.fully_legal >= 0 for p in self.played):
+                lines += ["", "Strict play (an illegal move loses; the same games cut at their first illegal sample):",
+                          "", "| prompted rating | self-play games | fully legal [95%] | median plies to the first "
+                          "illegal move | mean plies under strict rules |", "|---:|---:|---:|---:|---:|"]
+                for p in self.played:
+                    lines.append(f"| {p.rating} | {p.games} | {p.fully_legal} = {fmt(p.fully_legal_share, 0, True)} "
+                                 f"[{fmt(p.fully_legal_lo, 0, True)}, {fmt(p.fully_legal_hi, 0, True)}] | "
+                                 f"{p.median_first_illegal:.0f} | {p.strict_plies:.0f} |")
         return "\n".join(lines)
 
 
@@ -228,15 +286,29 @@ def played_legality(policy: ModelPolicy, ratings: Sequence[int | None], *, games
     specs = [GameSpec(id=f"selfplay-{r}-{k}", white=f"model@{r}", black=f"model@{r}", seed=seed, tags={"rating": r})
              for r in ratings for k in range(games)]
     records = run_games(specs, seats, None, batch_size=batch_size, max_plies=max_plies)
-    out = []
-    for r in ratings:
-        rs = [x for x in records if x.tags["rating"] == r]
-        per = [sum(x.illegal.values()) for x in rs]
-        out.append(PlayedLegality(rating=r, games=len(rs), moves=sum(sum(x.model_moves.values()) for x in rs),
-                                  illegal=sum(per), per_game=sum(per) / len(rs) if rs else math.nan,
-                                  max_per_game=max(per, default=0),
-                                  mean_plies=sum(x.plies for x in rs) / len(rs) if rs else math.nan))
-    return tuple(out)
+    return tuple(played_cell(r, [x for x in records if x.tags["rating"] == r]) for r in ratings)
+
+
+def strict_plies(record: GameRecord) -> int:
+    """The game's length under strict rules: the plies before its first illegal sample, else all of them."""
+    return record.plies if record.first_illegal_ply is None else record.first_illegal_ply
+
+
+def played_cell(rating: int | None, records: Sequence[GameRecord]) -> PlayedLegality:
+    """Illegal attempts and the strict-play measures of raw self-play games at one prompted rating."""
+    per = [sum(x.illegal.values()) for x in records]
+    n = len(records)
+    legal = sum(k == 0 for k in per)
+    lo, hi = wilson_interval(legal, n)
+    first = sorted(x.first_illegal_ply for x in records if x.first_illegal_ply is not None)
+    if len(first) != n - legal:
+        raise ValueError("game records with illegal samples but no first_illegal_ply (played before it was recorded)")
+    return PlayedLegality(rating=rating, games=n, moves=sum(sum(x.model_moves.values()) for x in records),
+                          illegal=sum(per), per_game=sum(per) / n if n else math.nan, max_per_game=max(per, default=0),
+                          mean_plies=sum(x.plies for x in records) / n if n else math.nan,
+                          fully_legal=legal, fully_legal_lo=lo, fully_legal_hi=hi,
+                          median_first_illegal=float(statistics.median(first)) if first else math.nan,
+                          strict_plies=sum(strict_plies(x) for x in records) / n if n else math.nan)
 
 
 def evaluate_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: EvalConfig,
@@ -249,7 +321,8 @@ def evaluate_legality(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: Ev
                              max_plies=cfg.max_plies, seed=cfg.seed, batch_size=cfg.batch_size) \
         if cfg.legality_selfplay > 0 else ()
     result = LegalityResult(overall=overall, by_ply=by_ply, by_rating=by_band, played=played, held_out_games=used,
-                            temperature=cfg.temperature, top_p=cfg.top_p, illegal_top1=reasons)
+                            temperature=cfg.temperature, top_p=cfg.top_p, illegal_top1=reasons,
+                            inputs=model_inputs(policy.cfg.model))
     if out is not None:
         result.save(out)
     return result

@@ -14,7 +14,7 @@ from typing import Literal
 from chessdt.config import EvalConfig
 from chessdt.errors import UserError
 
-EvalName = Literal["legality", "strength", "openings", "value", "fidelity", "match"]
+EvalName = Literal["legality", "strength", "openings", "value", "fidelity", "match", "prompt"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ EVALUATORS: dict[EvalName, Needs] = {
                    lambda ev: ev.value_games, requires_games=True, value_head=True),
     "fidelity": Needs("softmax-ladder data: the prompted model against each rung's exact policy (KL, entropy ratio)",
                       lambda ev: ev.fidelity_games, requires_games=True, engine=True),
+    "prompt": Needs("the prompt where history cannot help: the first plies of held-out games under each prompted "
+                    "rating against each band's own moves (NLL, first-move shares, distances)",
+                    lambda ev: ev.prompt_games, requires_games=True),
     # games, plan, opening plies, batch size, max plies and seed: eval.match_* and the shared [eval] fields
     "match": Needs("direct matches between settings of one model (paired openings, Elo differences to about "
                    "+-20 in 400 games, optional SPRT)", lambda ev: 0, requires_games=False, engine=True),

@@ -223,6 +223,7 @@ class _Game:
     restarts: int = 0
     start: float = field(default_factory=time.monotonic)
     judge: Judge | None = None  # the referee's view of this game, when one watches
+    first_illegal_ply: int | None = None  # ply of the model's first sampled illegal move: a strict game ends there
 
     @property
     def done(self) -> bool:
@@ -248,7 +249,7 @@ def _record(g: _Game, seats: Mapping[str, Seat]) -> GameRecord:
                       plies=g.board.ply(), model_moves={k: s.moves for k, s in stats.items()},
                       illegal={k: s.illegal for k, s in stats.items()}, masked=masked,
                       engine_restarts=g.restarts, seconds=round(time.monotonic() - g.start, 3),
-                      pgn=str(pgn), tags=dict(spec.tags), **_judged(g.judge))
+                      pgn=str(pgn), tags=dict(spec.tags), first_illegal_ply=g.first_illegal_ply, **_judged(g.judge))
 
 
 def _judged(judge: Judge | None) -> dict[str, Any]:
@@ -361,8 +362,11 @@ def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
                 key, r = g.rows[color]
                 logits = groups[key].logits
                 assert logits is not None
+                before = g.stats[color].illegal
                 moves[gi] = seat.policy.choose(logits[r : r + 1], [g.board], seat.sampling, g.gens[color],
                                                g.stats[color])[0]
+                if g.first_illegal_ply is None and g.stats[color].illegal > before:
+                    g.first_illegal_ply = ply  # replaced and played on; strict rules would end the game here
             else:
                 tasks.append((gi, label))
         if executor is not None and len(tasks) > 1:

@@ -49,6 +49,9 @@ class GameRecord:
     adjudication: str = ""  # the result its rule adjudicated ("" = none)
     adjudication_ply: int = 0  # the ply of that verdict
     played_out: bool = True  # False: the game stopped at the verdict (result = adjudication)
+    first_illegal_ply: int | None = None  # half-moves played before the model first sampled an illegal move
+    # (replaced, and the game went on); None: no illegal sample, or not recorded. Under strict rules (an
+    # illegal move loses) the game ends there: the same game, since the replacement draws no randomness
 
     @property
     def decided(self) -> bool:
