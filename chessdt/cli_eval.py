@@ -143,6 +143,17 @@ def _cmd_eval_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_prompt(args: argparse.Namespace) -> int:
+    from chessdt.evals.prompt import evaluate_prompt
+
+    policy, ev, out, games = _eval_setup(args, "prompt")
+    with _eval_output(out):
+        result = evaluate_prompt(policy, games, ev, out / "prompt.json", progress=True)
+    print(result.format())
+    print(f"wrote {out / 'prompt.json'}")
+    return 0
+
+
 def _given(flag: T | None, default: T) -> T:
     """A flag's value, or the config's where the flag was not given."""
     return default if flag is None else flag
@@ -245,7 +256,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings, value head, direct matches")
     esub = ev.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
     funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings,
-             "value": _cmd_eval_value, "fidelity": _cmd_eval_fidelity, "match": _cmd_eval_match}
+             "value": _cmd_eval_value, "fidelity": _cmd_eval_fidelity, "match": _cmd_eval_match,
+             "prompt": _cmd_eval_prompt}
     for name, needs in EVALUATORS.items():
         p = esub.add_parser(name, help=needs.summary)
         p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
