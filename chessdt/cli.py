@@ -81,11 +81,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         overrides.append("data.keep_truncated=true")
     if args.reader:
         overrides.append(f"data.reader={args.reader}")
+    if args.workers is not None:
+        overrides.append(f"data.workers={args.workers}")
     cfg = load_config(args.config, overrides)
     inputs = list(args.inputs) or list(cfg.data.inputs)
     if not inputs:
         raise UserError("no input given: pass PGN files/dirs/globs or set data.inputs in --config")
-    summary = prepare(inputs, Path(args.out), cfg.data, workers=args.workers, force=args.force,
+    summary = prepare(inputs, Path(args.out), cfg.data, force=args.force,
                       progress=not args.quiet)
     print(f"wrote {args.out}: {summary.games['train']:,} train + {summary.games['val']:,} val games, "
           f"{summary.tokens['train'] + summary.tokens['val']:,} tokens "
@@ -324,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     p.add_argument("--label", help="condition prefix: elo, outcome, engine, elo+outcome, none ...")
     p.add_argument("--reader", choices=["rust", "python-chess"], help="move parser (default rust)")
-    p.add_argument("--workers", type=int, default=0, help="parser threads (default: all cores)")
+    p.add_argument("--workers", type=int, help="worker processes (default data.workers; 0 = every core)")
     p.add_argument("--keep-truncated", action="store_true",
                    help="on a truncated archive, keep the games read before the break")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")

@@ -45,12 +45,15 @@ class DataConfig:
     max_plies: int = 600  # drop games longer than this (garbage or joke games)
     drop_terminations: tuple[str, ...] = ("Abandoned", "Rules infraction")  # Termination values to drop
     dedupe: bool = True  # drop games whose identity was seen before (Site, or players+date+moves)
+    dedupe_bits: int = 32  # Bloom filter of 2**bits bits (32: 512 MiB, flat in the games; false drops
+    # about 1.7e-6 of games at 100 million, chessdt.data.dedupe)
     val_fraction: float = 0.02  # share of games in the validation split, chosen by a hash of identity
     split_salt: str = "chessdt"  # salt for that hash; change it to draw another split
-    boards: bool = True  # also write the board after every token (64 bytes/token) for state input
+    boards: bool = True  # unused since prepared format 2 (boards are computed from the moves per batch); kept so older configs load
     reader: Reader = "rust"  # move parser: rust (compiled, fast) or python-chess (reference)
     keep_truncated: bool = False  # on a truncated archive keep the games read before the break
     batch_games: int = 4096  # games parsed per batch (bounds memory, feeds the parser's threads)
+    workers: int = 0  # prepare's worker processes (game-aligned chunks of the input); 0 = every core
 
     def __post_init__(self) -> None:
         parts = [p for p in self.label.split("+") if p]
@@ -65,6 +68,8 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in [0, 1)")
         if self.rating_bucket <= 0:
             raise ConfigError("data.rating_bucket must be positive")
+        if not 10 <= self.dedupe_bits <= 40 or self.workers < 0:
+            raise ConfigError("data.dedupe_bits must be in [10, 40] and data.workers >= 0")
 
     @property
     def label_parts(self) -> tuple[str, ...]:

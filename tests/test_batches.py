@@ -6,7 +6,7 @@ import chess
 import numpy as np
 import pytest
 import torch
-from tiny_data import write_dataset
+from tiny_data import game_arrays, write_dataset
 
 from chessdt.data.batches import IGNORE, Batcher, packing_efficiency, rating_token_ids, segments
 from chessdt.data.shards import PreparedData, Split
@@ -42,9 +42,31 @@ def test_batch_targets_skip_condition_tokens(data: PreparedData) -> None:
         assert batch.targets[row, P - 1 : n].tolist() == want.tolist()
         assert (batch.targets[row, n:] == IGNORE).all()
         if s > 0:  # a later segment's prefix carries the board reached before its first move
-            board = data.splits["train"].boards[int(data.splits["train"].offsets[g]) + P + s - 1]
-            assert (batch.boards[row, 0].numpy() == board).all()
             assert int(batch.plies[row, 0]) == s
+
+
+@pytest.mark.parametrize("context", [16, 40, 256])
+def test_every_board_the_model_sees_is_python_chess_board(data: PreparedData, context: int) -> None:
+    # boards are not stored: a batch replays its games; each position must hold python-chess's board
+    # after that token (the start position under the prefix of a game's first segment, the board
+    # before its first move under a later segment's prefix, the last board under <end>)
+    b = Batcher(data, "train", context=context, batch_tokens=1024, boards=True)
+    P = data.prefix_len
+    checked = 0
+    for ids in b.epoch_plan(0):
+        batch = b.batch(ids)
+        assert batch.boards is not None
+        for row, (g, s, n) in enumerate(b.segs[ids]):
+            want = game_arrays(int(g), data.vocab, max_plies=120)[1]  # (tokens, 64): python-chess, per token
+            assert (batch.boards[row, :P].numpy() == want[P + s - 1 if s else 0]).all()
+            assert (batch.boards[row, P:n].numpy() == want[P + s : P + s + n - P]).all()
+            checked += int(n)
+    assert checked == int(b.segs[:, 2].sum()) > 1000
+
+
+def test_batches_without_boards_carry_none(data: PreparedData) -> None:
+    b = Batcher(data, "train", context=64, batch_tokens=512, boards=False)
+    assert b.batch(b.epoch_plan(0)[0]).boards is None
 
 
 def test_batches_are_mostly_real_tokens() -> None:
@@ -52,7 +74,7 @@ def test_batches_are_mostly_real_tokens() -> None:
     rng = np.random.default_rng(0)
     lengths = 3 + np.clip(rng.lognormal(np.log(75), 0.5, 3000).astype(np.int64), 2, 400)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    split = Split(tokens=np.zeros(offsets[-1], np.uint16), offsets=offsets, boards=None)
+    split = Split(tokens=np.zeros(offsets[-1], np.uint16), offsets=offsets)
     vocab = Vocab()
     data = PreparedData(path=Path("."), meta={"prefix": ["white_elo", "black_elo"]}, vocab=vocab,
                         splits={"train": split})

@@ -133,8 +133,8 @@ def test_bad_movetext_reasons_agree_between_readers(reader):
 
 def test_readers_agree_on_random_games_with_boards():
     games = games_of(random_pgn(150, seed=11))
-    a = parse_moves(games, DataConfig(reader="rust"), VOCAB, threads=2)
-    b = parse_moves(games, DataConfig(reader="python-chess"), VOCAB)
+    a = parse_moves(games, DataConfig(reader="rust"), VOCAB, threads=2, boards=True)
+    b = parse_moves(games, DataConfig(reader="python-chess"), VOCAB, boards=True)
     assert a.errors == b.errors == [None] * 150
     assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.moves, b.moves)
     assert np.array_equal(a.boards, b.boards)
@@ -220,10 +220,47 @@ def test_readers_agree_on_uci_moves_in_movetext():
     text = (random_pgn(3, seed=21) + '\n[Event "uci"]\n[Result "*"]\n\n1. e2e4 e7e5 2. g1f3 b8c6 3. f1b5 a7a6 *\n\n'
             + random_pgn(2, seed=31) + '\n[Event "bad"]\n[Result "*"]\n\n1. e2e5 *\n')
     games = games_of(text)
-    a = parse_moves(games, DataConfig(reader="rust"), VOCAB, threads=2)
-    b = parse_moves(games, DataConfig(reader="python-chess"), VOCAB)
+    a = parse_moves(games, DataConfig(reader="rust"), VOCAB, threads=2, boards=True)
+    b = parse_moves(games, DataConfig(reader="python-chess"), VOCAB, boards=True)
     assert a.errors == b.errors == [None] * 6 + ["illegal_move"]  # a really illegal move stays one
     assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.moves, b.moves)
     assert np.array_equal(a.boards, b.boards)
     assert [m.uci() for m in (VOCAB.decode_move(int(t)) for t in a.game_moves(3))] == \
         ["e2e4", "e7e5", "g1f3", "b8c6", "f1b5", "a7a6"]
+
+
+LINES = ['[Event "x"]', '[Site "https://lichess.org/abc"]', '[White "a \\"b\\""]', "[bad header", "", "  ", "\t",
+         "% escape", "1. e4 e5 2. Nf3 1-0", "1. d4 *", " [not a header]", "[Result \"1-0\"]  ", "{comment}"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_games_in_text_is_iter_games_on_any_text(seed):
+    import random
+
+    from chessdt.data.pgn import games_in_text
+
+    rng = random.Random(seed)
+    text = "\n".join(rng.choice(LINES) for _ in range(rng.randint(0, 60)))
+    text += rng.choice(["", "\n", "\n\n"])
+    assert list(games_in_text(text)) == list(iter_games([text.split("\n")]))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_game_chunks_cut_only_where_a_game_starts(seed):
+    import random
+
+    from chessdt.data.prepare import GameChunks
+
+    rng = random.Random(seed)
+    text = "\n".join(rng.choice(LINES) for _ in range(rng.randint(0, 200)))
+    text = text.replace("\n", rng.choice(["\n", "\r\n", "\n"]))
+    data = text.encode()
+    pieces = [data[i : i + 7] for i in range(0, len(data), 7)]
+    chunks = list(GameChunks(iter(pieces), size=rng.randint(1, 40)))
+    assert b"".join(chunks) == data
+
+    def games(b: bytes) -> list:
+        t = b.decode().replace("\r\n", "\n").replace("\r", "\n")
+        return list(iter_games([t.split("\n")]))
+
+    assert [g for c in chunks for g in games(c)] == games(data)

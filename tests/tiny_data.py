@@ -1,8 +1,8 @@
 """A tiny prepared data set for model/training tests, written with shards.SplitWriter directly.
 
 Random legal games from conftest.random_game, tokenized like `chessdt prepare --label elo`
-(``<bos> <white elo> <black elo> moves <end>``, boards after every token), so these tests do not
-depend on the PGN reader.
+(``<bos> <white elo> <black elo> moves <end>``; game_arrays also gives python-chess's board after
+every token, which batches must reproduce), so these tests do not depend on the PGN reader.
 """
 
 from __future__ import annotations
@@ -47,16 +47,16 @@ def write_dataset(directory: Path, n_train: int = 48, n_val: int = 8, seed: int 
     directory.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, n, offset in (("train", n_train, 0), ("val", n_val, 100_000)):
-        writer = SplitWriter(directory, split, boards=True)
+        writer = SplitWriter(directory, split)
         for i in range(n):
             tokens, boards, result = game_arrays_and_result(seed + offset + i, vocab, max_plies)
-            writer.write(tokens, np.array([len(tokens)]), boards, np.array([white_class(result)]))
+            writer.write(tokens, np.array([len(tokens)]), np.array([white_class(result)]))
         writer.close(directory, split)
         if not results:
             (directory / f"{split}.results").unlink()
         counts[split] = writer.n_tokens
-    meta = {"format_version": 1, "prefix": ["white_elo", "black_elo"], "rating_bucket": 100,
-            "vocab_hash": vocab.hash, "vocab_size": vocab.size, "boards": True, "label": "elo",
+    meta = {"format_version": 2, "prefix": ["white_elo", "black_elo"], "rating_bucket": 100,
+            "vocab_hash": vocab.hash, "vocab_size": vocab.size, "label": "elo",
             "tokens": counts}
     (directory / "meta.json").write_text(json.dumps(meta))
     return directory

@@ -6,6 +6,8 @@ board reached before that stretch, so the model always sees the state (decision-
 style) and every move is a target exactly once. Loss is on moves and ``<end>``, never on
 ``<bos>`` or condition tokens. For a value head, every position with a loss also gets the game's
 result as seen by the side to move there (:func:`chessdt.rules.result_class`: win, draw, loss).
+Boards are not stored: each batch replays its segments' games from the start
+(:func:`chessdt.data.boards.replay`, every segment at once).
 
 Segments are sorted by length (ties in a seeded random order) and cut into micro-batches of about
 ``batch_tokens`` padded positions, so almost every position is a real token
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from chessdt.data.boards import replay
 from chessdt.data.shards import PreparedData, Split
 from chessdt.errors import UserError
 from chessdt.tokenizer import Vocab
@@ -84,9 +87,6 @@ class Batcher:
         self.batch_tokens = batch_tokens
         self.cond_dropout = cond_dropout
         self.seed = seed
-        if boards and self.split.boards is None:
-            raise ValueError(f"{data.path}: the model needs boards, but the data set has none "
-                             "(prepare it again with boards)")
         self.use_boards = boards
         if values and self.split.results is None:
             raise UserError(f"{data.path} was prepared before game results were stored, and a value head "
@@ -148,6 +148,15 @@ class Batcher:
         targets = np.full((B, width), IGNORE, dtype=np.int64)
         values = np.full((B, width), IGNORE, dtype=np.int64) if self.use_values else None
         tok, off = self.split.tokens, self.split.offsets
+        if boards is not None:
+            # each segment's game replayed up to the last move the segment shows
+            n_moves = off[segs[:, 0] + 1] - off[segs[:, 0]] - P - 1  # (B,) moves of the game (body less <end>)
+            upto = np.minimum(segs[:, 1] + segs[:, 2] - P, n_moves)  # (B,) moves to replay
+            moves = np.concatenate([tok[int(off[g]) + P : int(off[g]) + P + int(m)] for g, m in zip(segs[:, 0], upto)])
+            starts = np.zeros(B + 1, np.int64)
+            np.cumsum(upto, out=starts[1:])
+            rows = replay(moves, starts)  # (sum(upto) + B, 64): per segment, the start then each move
+            first_row = starts[:-1] + np.arange(B)
         for r, (g, s, n_in) in enumerate(segs):
             base = int(off[g])
             n_body = n_in + 1 - P
@@ -162,11 +171,9 @@ class Batcher:
                 if white >= 0:
                     black_moves = plies[r, P - 1 : n_in] % 2 == 1  # the side to move at each loss position
                     values[r, P - 1 : n_in] = np.where(black_moves, 2 - white, white)
-            if boards is not None:
-                bd = self.split.boards
-                assert bd is not None  # checked in __init__ when use_boards
-                boards[r, :P] = bd[base + P + s - 1] if s > 0 else bd[base : base + P]
-                boards[r, P:n_in] = bd[base + P + s : base + P + s + n_in - P]
+            if boards is not None:  # the prefix sees the board before move s+1, body token j the one after it
+                boards[r, :P] = rows[first_row[r] + s]
+                boards[r, P:n_in] = rows[first_row[r] + np.minimum(np.arange(s + 1, s + n_in - P + 1), n_moves[r])]
         if dropout_key is not None and self.cond_dropout > 0:
             rng = np.random.default_rng([self.seed, 1, *dropout_key])
             hide = rng.random(B) < self.cond_dropout  # hide all ratings of a game: the unconditioned prompt

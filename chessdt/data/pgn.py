@@ -47,8 +47,12 @@ class RawGame:
 
 def _make_game(header_lines: list[str], moves: list[str]) -> RawGame:
     """A RawGame from its header lines (parsed with one regex call) and movetext lines."""
-    pairs = _HEADERS.findall("\n".join(header_lines))
-    headers = {k: (v.replace('\\"', '"').replace("\\\\", "\\") if "\\" in v else v) for k, v in pairs}
+    text = "\n".join(header_lines)
+    pairs = _HEADERS.findall(text)
+    if "\\" in text:
+        headers = {k: (v.replace('\\"', '"').replace("\\\\", "\\") if "\\" in v else v) for k, v in pairs}
+    else:
+        headers = dict(pairs)
     return RawGame(headers, "\n".join(moves), len(header_lines) - len(pairs))
 
 
@@ -77,6 +81,29 @@ def iter_games(source: Iterable[str] | Iterable[list[str]] | IO[str]) -> Iterato
                 in_moves = True
     if header_lines or moves:
         yield _make_game(header_lines, moves)
+
+
+def games_in_text(text: str) -> Iterator[RawGame]:
+    """The games of a whole text without CRs: the same as ``iter_games([text.split("\\n")])``, faster.
+
+    A blank line followed by a ``[`` line always starts a game (or follows nothing), so the text
+    is cut there first; a piece made of header lines, a blank line and movetext without ``[`` or
+    ``%`` lines (every game of a Lichess dump) is then read without a per-line loop, and any other
+    piece by iter_games.
+
+    >>> [g.headers for g in games_in_text('[A "1"]\\n\\n1. e4 *\\n\\n[B "2"]\\n[C "3"]\\n1. d4 *\\n')]
+    [{'A': '1'}, {'B': '2', 'C': '3'}]
+    """
+    for k, piece in enumerate(text.split("\n\n[")):
+        if k:
+            piece = "[" + piece
+        head, sep, body = piece.partition("\n\n")
+        if (sep and head[:1] == "[" and head.count("\n") == head.count("\n[") and body[:1] not in ("[", "%")
+                and "\n[" not in body and "\n%" not in body):
+            yield _make_game([line.rstrip() for line in head.split("\n")],
+                             [line for line in body.split("\n") if line and not line.isspace()])
+        else:
+            yield from iter_games([piece.split("\n")])
 
 
 # -- header facts and filters ---------------------------------------------------------------------
@@ -290,14 +317,16 @@ def _concat(batches: list[ParsedBatch]) -> ParsedBatch:
                        [e for b in batches for e in b.errors])
 
 
-def parse_moves(games: list[RawGame], cfg: DataConfig, vocab: Vocab, threads: int = 1) -> ParsedBatch:
-    """Parse a batch of games with the configured reader."""
+def parse_moves(games: list[RawGame], cfg: DataConfig, vocab: Vocab, threads: int = 1,
+                boards: bool = False) -> ParsedBatch:
+    """Parse a batch of games with the configured reader (and each position's board, if asked:
+    prepare does not store them, the tests compare the readers on them)."""
     if not games:
         return ParsedBatch(np.zeros(0, np.int32), np.zeros(1, np.int64),
-                           np.zeros((0, 64), np.uint8) if cfg.boards else None, [])
+                           np.zeros((0, 64), np.uint8) if boards else None, [])
     if cfg.reader == "rust":
-        return _reread_illegal(games, parse_rust(games, vocab, threads, cfg.boards), vocab, cfg.boards)
-    return parse_python_chess(games, vocab, cfg.boards)
+        return _reread_illegal(games, parse_rust(games, vocab, threads, boards), vocab, boards)
+    return parse_python_chess(games, vocab, boards)
 
 
 def _reread_illegal(games: list[RawGame], batch: ParsedBatch, vocab: Vocab, boards: bool) -> ParsedBatch:

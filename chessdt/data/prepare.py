@@ -1,22 +1,30 @@
 """`chessdt prepare`: PGN archives -> train/val token shards with a condition prefix.
 
-The pipeline streams every input once: read and split games (pgn.iter_games), drop games on their
-headers, parse the survivors' moves in batches (compiled reader on all cores), drop games on their
-moves, turn each into ``<bos> condition... moves... <end>``, and append it to the split its
-identity hashes to. Output goes to a temporary directory that is renamed into place only after
-``meta.json`` is written, so an interrupted run never leaves something that loads as complete.
+The pipeline streams every input once. The main process decompresses each file and cuts the text
+into game-aligned chunks (:func:`game_chunks`, a few MiB each, cut from the bytes alone); worker
+processes turn a chunk into tokens: split it into games (pgn.games_in_text), drop games on their
+headers, parse the survivors' moves (compiled reader, one thread each), drop games on their moves
+and write each as ``<bos> condition... moves... <end>``. The main process takes the chunks' results
+back in input order, drops repeats (:class:`chessdt.data.dedupe.SeenFilter`, bounded memory) and
+appends each game to the split its identity hashes to, so the output is the same byte for byte
+whatever the number of workers. Output goes to a temporary directory that is renamed into place
+only after ``meta.json`` is written, so an interrupted run never leaves something that loads as
+complete.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -25,12 +33,15 @@ from chessdt.config import DataConfig, to_dict
 from chessdt.errors import UserError
 from chessdt.files import (MARK_NAME, durable_rename, exclusive_beside, made_as, mark, partial_path,
                            remove_stale_partials)
-from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, text_blocks
-from chessdt.data.pgn import (ParsedBatch, RawGame, condition_tokens, game_identity, header_skip_reason, in_val_split,
-                              iter_games, parse_moves, parse_rating, ply_skip_reason)
+from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs
+from chessdt.data.dedupe import SeenFilter
+from chessdt.data.pgn import (condition_tokens, game_identity, games_in_text, header_skip_reason, in_val_split,
+                              parse_moves, parse_rating, ply_skip_reason)
 from chessdt.data.shards import FORMAT_VERSION, SPLITS, SplitWriter
 from chessdt.rules import white_class
 from chessdt.tokenizer import Vocab, condition_slots
+
+CHUNK_BYTES = 1 << 22  # decompressed bytes per chunk (about 4,000 Lichess games): the unit of work
 
 
 @dataclass
@@ -43,6 +54,7 @@ class PrepareSummary:
     rating_buckets: Counter[int] = field(default_factory=Counter)  # games by mean-rating bucket
     games_seen: int = 0
     seconds: float = 0.0
+    workers: int = 1
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -50,85 +62,203 @@ class PrepareSummary:
         return self.games_seen / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Pipeline:
-    """Holds the writers and counters while games stream through."""
+# -- cutting the byte stream ---------------------------------------------------------------------
+class GameChunks:
+    """Game-aligned chunks of a decompressed stream: each ends just before a line that starts a game.
 
-    def __init__(self, directory: Path, cfg: DataConfig, vocab: Vocab, threads: int) -> None:
-        self.cfg, self.vocab, self.threads = cfg, vocab, threads
-        self.writers = {s: SplitWriter(directory, s, cfg.boards) for s in SPLITS}
-        self.summary = PrepareSummary()
-        self.seen: set[bytes] = set()
-        self.pending: list[tuple[RawGame, bytes]] = []
+    A cut goes before the first ``[`` line at or after `size` bytes into the chunk whose previous line
+    is not a header (``[``) or escape (``%``) line: there pgn.iter_games always starts a new game, so
+    reading the chunks one by one yields the same games as reading the stream whole. The cuts depend
+    on the bytes alone. After the source raises (a truncated archive), :attr:`rest` holds the bytes
+    after the last cut.
+    """
 
-    def add(self, game: RawGame) -> None:
-        """Header checks now; moves are parsed when a batch is full."""
-        self.summary.games_seen += 1
-        reason = header_skip_reason(game.headers, self.cfg, game.malformed_headers)
+    def __init__(self, source: Iterable[bytes], size: int = CHUNK_BYTES) -> None:
+        self.source, self.size, self.rest = source, size, b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        buf = b""
+        for data in self.source:
+            buf += data
+            while (cut := _cut(buf, self.size)) > 0:
+                yield buf[:cut]
+                buf = buf[cut:]
+            self.rest = buf
+        self.rest = b""
+        if buf:
+            yield buf
+
+
+def _cut(buf: bytes, size: int) -> int:
+    """Offset of the first game start at or after `size` in buf, or 0 if none is there yet."""
+    i = max(size, 1) - 1
+    while (i := buf.find(b"\n[", i)) >= 0:
+        line_start = buf.rfind(b"\n", 0, i) + 1
+        prev = [p for p in buf[line_start:i].split(b"\r") if p][-1:]  # a lone CR also ends a line
+        if not prev or prev[0][:1] not in (b"[", b"%"):
+            return i + 1
+        i += 1
+    return 0
+
+
+# -- one chunk, in a worker ------------------------------------------------------------------------
+@dataclass
+class ChunkResult:
+    """A chunk's games after the header and move checks, in input order (nothing deduplicated yet)."""
+
+    games_seen: int
+    skipped: Counter[str]  # header skip reasons
+    identities: np.ndarray  # (K, 16) uint8: every game that passed the header checks
+    errors: list[str | None]  # (K,) its move or length skip reason, None when kept
+    tokens: np.ndarray  # uint16: the kept games' sequences back to back
+    lengths: np.ndarray  # (k,) int64 sequence length of each kept game
+    results: np.ndarray  # (k,) int8 result class from White's side
+    val: np.ndarray  # (k,) bool in the validation split
+    rating_bucket: np.ndarray  # (k,) int64 bucket of the mean known rating, -1 when none
+
+
+@functools.cache
+def _vocab(rating_bucket: int) -> Vocab:
+    return Vocab(rating_bucket=rating_bucket)
+
+
+def process_chunk(data: bytes, cfg: DataConfig, first: bool = False, drop_last: bool = False) -> ChunkResult:
+    """Tokens of one chunk's games (see :class:`ChunkResult`); `first`: the chunk opens a file (a BOM
+    is dropped); `drop_last`: the last game was cut by a truncated archive and is left out."""
+    text = data.decode("utf-8", "replace")
+    if first and text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    games = list(games_in_text(text))
+    if drop_last and games:
+        games.pop()
+    vocab = _vocab(cfg.rating_bucket)
+    skipped: Counter[str] = Counter()
+    passed = []
+    for game in games:
+        reason = header_skip_reason(game.headers, cfg, game.malformed_headers)
         if reason:
-            self.summary.skipped[reason] += 1
-            return
-        identity = game_identity(game)
-        if self.cfg.dedupe:
-            if identity in self.seen:
-                self.summary.skipped["duplicate"] += 1
-                return
-            self.seen.add(identity)
-        self.pending.append((game, identity))
-        if len(self.pending) >= self.cfg.batch_games:
-            self.flush()
+            skipped[reason] += 1
+        else:
+            passed.append(game)
+    identities = [game_identity(g) for g in passed]
+    parts = [parse_moves(passed[i : i + cfg.batch_games], cfg, vocab, threads=1)
+             for i in range(0, len(passed), cfg.batch_games)]
+    moves = np.concatenate([p.moves for p in parts]) if parts else np.zeros(0, np.int32)
+    n_moves = np.concatenate([np.diff(p.offsets) for p in parts]) if parts else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n_moves)]).astype(np.int64)
+    parse_errors = [e for p in parts for e in p.errors]
+    errors: list[str | None] = []
+    kept, prefixes, results, val, buckets = [], [], [], [], []
+    for i, game in enumerate(passed):
+        reason = parse_errors[i] or ply_skip_reason(int(n_moves[i]), cfg)
+        errors.append(reason)
+        if reason:
+            continue
+        kept.append(i)
+        prefixes.append(condition_tokens(game.headers, cfg, vocab))
+        results.append(white_class(game.headers.get("Result")))
+        val.append(in_val_split(identities[i], cfg))
+        known = [r for r in (parse_rating(game.headers.get("WhiteElo")),
+                             parse_rating(game.headers.get("BlackElo"))) if r is not None]
+        buckets.append(int(sum(known) / len(known)) // cfg.rating_bucket * cfg.rating_bucket if known else -1)
+    idx = np.asarray(kept, np.int64)
+    n_prefix = len(prefixes[0]) if prefixes else 0  # the same for every game: fixed by the label setting
+    tokens, lengths = _sequences(np.asarray(prefixes, np.int32).reshape(len(kept), n_prefix), moves, offsets,
+                                 idx, vocab.end)
+    return ChunkResult(games_seen=len(games), skipped=skipped,
+                       identities=np.frombuffer(b"".join(identities), np.uint8).reshape(-1, 16),
+                       errors=errors, tokens=tokens, lengths=lengths, results=np.asarray(results, np.int8),
+                       val=np.asarray(val, bool), rating_bucket=np.asarray(buckets, np.int64))
 
-    def flush(self) -> None:
-        """Parse the pending games and append the good ones to their splits."""
-        if not self.pending:
-            return
-        games = [g for g, _ in self.pending]
-        parsed = parse_moves(games, self.cfg, self.vocab, threads=self.threads)
-        lengths = np.diff(parsed.offsets)
-        keep: dict[str, list[int]] = {s: [] for s in SPLITS}
-        prefixes: list[list[int]] = []
-        bucket = self.cfg.rating_bucket
-        for i, (game, identity) in enumerate(self.pending):
-            reason = parsed.errors[i] or ply_skip_reason(int(lengths[i]), self.cfg)
-            if reason:
-                self.summary.skipped[reason] += 1
-                prefixes.append([])
-                continue
-            prefixes.append(condition_tokens(game.headers, self.cfg, self.vocab))
-            keep["val" if in_val_split(identity, self.cfg) else "train"].append(i)
-            known = [r for r in (parse_rating(game.headers.get("WhiteElo")),
-                                 parse_rating(game.headers.get("BlackElo"))) if r is not None]
-            if known:
-                self.summary.rating_buckets[int(sum(known) / len(known)) // bucket * bucket] += 1
-        for split, idx in keep.items():
-            if idx:
-                results = np.asarray([white_class(self.pending[i][0].headers.get("Result")) for i in idx], np.int8)
-                self._write(split, np.asarray(idx), np.asarray([prefixes[i] for i in idx], np.int32), parsed,
-                            results)
-        self.pending = []
 
-    def _write(self, split: str, idx: np.ndarray, prefix: np.ndarray, parsed: ParsedBatch,
-               results: np.ndarray) -> None:
-        """Append games `idx` of a parsed batch as <bos> condition... moves... <end> (vectorized)."""
-        n_prefix = prefix.shape[1]  # the same for every game: fixed by the label setting
-        n_moves = np.diff(parsed.offsets)[idx]
-        seq_len = n_prefix + n_moves + 1
-        row = np.repeat(np.arange(len(idx)), seq_len)  # which game each output position belongs to
-        k = np.arange(int(seq_len.sum())) - np.repeat(np.cumsum(seq_len) - seq_len, seq_len)  # position in game
-        move_at = np.clip(parsed.offsets[idx][row] + k - n_prefix, 0, max(len(parsed.moves) - 1, 0))
-        tokens = np.where(k < n_prefix, prefix[row, np.minimum(k, n_prefix - 1)],
-                          np.where(k < n_prefix + n_moves[row], parsed.moves[move_at], self.vocab.end))
-        boards = None
-        if parsed.boards is not None:
-            # prefix tokens see the start position, each move the board after it, <end> the last one.
-            first_board = parsed.offsets[idx] + idx
-            boards = parsed.boards[first_board[row] + np.clip(k - n_prefix + 1, 0, n_moves[row])]
-        self.writers[split].write(tokens, seq_len, boards, results)
-        self.summary.games[split] += len(idx)
-        self.summary.tokens[split] += len(tokens)
+def _sequences(prefix: np.ndarray, moves: np.ndarray, offsets: np.ndarray, idx: np.ndarray,
+               end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Games `idx` of a parsed batch as <bos> condition... moves... <end>, back to back (vectorized),
+    and their lengths."""
+    n_prefix = prefix.shape[1]
+    n_moves = np.diff(offsets)[idx]
+    seq_len = n_prefix + n_moves + 1
+    row = np.repeat(np.arange(len(idx)), seq_len)  # which game each output position belongs to
+    k = np.arange(int(seq_len.sum())) - np.repeat(np.cumsum(seq_len) - seq_len, seq_len)  # position in game
+    move_at = np.clip(offsets[idx][row] + k - n_prefix, 0, max(len(moves) - 1, 0))
+    tokens = np.where(k < n_prefix, prefix[row, np.minimum(k, max(n_prefix - 1, 0))] if n_prefix else 0,
+                      np.where(k < n_prefix + n_moves[row], moves[move_at] if len(moves) else 0, end))
+    return tokens.astype(np.uint16), seq_len.astype(np.int64)
 
-    def close(self, directory: Path) -> None:
-        for split, w in self.writers.items():
-            w.close(directory, split)
+
+# -- the ordered pipeline --------------------------------------------------------------------------
+class _Pending(Protocol):
+    def get(self) -> ChunkResult: ...
+
+
+@dataclass
+class _Done:
+    """A chunk processed in this process (one worker): the same interface as a pool's AsyncResult."""
+
+    result: ChunkResult
+
+    def get(self) -> ChunkResult:
+        return self.result
+
+
+class _Pipeline:
+    """Sends chunks to the workers, takes their results back in order, dedupes and writes."""
+
+    def __init__(self, directory: Path, cfg: DataConfig, workers: int) -> None:
+        self.cfg, self.workers = cfg, workers
+        self.writers = {s: SplitWriter(directory, s) for s in SPLITS}
+        self.summary = PrepareSummary(workers=workers)
+        self.seen = SeenFilter(cfg.dedupe_bits) if cfg.dedupe else None
+        self.pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+        self.in_flight: deque[_Pending] = deque()
+
+    def submit(self, data: bytes, first: bool = False, drop_last: bool = False) -> None:
+        """Queue a chunk; keeps at most two per worker in flight (bounded memory)."""
+        if self.pool is None:
+            self.in_flight.append(_Done(process_chunk(data, self.cfg, first, drop_last)))
+        else:
+            self.in_flight.append(self.pool.apply_async(process_chunk, (data, self.cfg, first, drop_last)))
+        while len(self.in_flight) > 2 * self.workers:
+            self._take(self.in_flight.popleft().get())
+
+    def drain(self) -> None:
+        """Take every chunk in flight."""
+        while self.in_flight:
+            self._take(self.in_flight.popleft().get())
+
+    def _take(self, r: ChunkResult) -> None:
+        s = self.summary
+        s.games_seen += r.games_seen
+        s.skipped.update(r.skipped)
+        dup = self.seen.seen(r.identities) if self.seen is not None else np.zeros(len(r.errors), bool)
+        keep = []
+        for is_dup, error in zip(dup, r.errors):
+            if error is None:
+                keep.append(not is_dup)
+            if is_dup:
+                s.skipped["duplicate"] += 1
+            elif error:
+                s.skipped[error] += 1
+        mask = np.asarray(keep, bool)
+        for split in SPLITS:
+            games = mask & (r.val if split == "val" else ~r.val)
+            if games.any():
+                self.writers[split].write(r.tokens[np.repeat(games, r.lengths)], r.lengths[games], r.results[games])
+                s.games[split] += int(games.sum())
+                s.tokens[split] += int(r.lengths[games].sum())
+        s.rating_buckets.update(int(b) for b in r.rating_bucket[mask] if b >= 0)
+
+    def close(self, directory: Path | None) -> None:
+        """Stop the workers; close the writers when `directory` is given (the run completed)."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        if directory is not None:
+            for split, w in self.writers.items():
+                w.close(directory, split)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -181,9 +311,12 @@ def _meta_says(out: Path, key: str) -> bool:
     return isinstance(meta, dict) and key in meta
 
 
-def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, force: bool = False,
-            progress: bool = True) -> PrepareSummary:
+def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int | None = None, force: bool = False,
+            progress: bool = True, chunk_bytes: int = CHUNK_BYTES) -> PrepareSummary:
     """Stream inputs into a prepared data directory at `out` (see shards.py for the format).
+
+    `workers` (default cfg.workers; 0 = every core) processes parse chunks of `chunk_bytes`; one
+    worker runs in this process. The output does not depend on either.
 
     Raises UserError for missing inputs, an output that is not a prepared data set, one that is
     without `force`, another prepare writing the same output, or a truncated archive (unless
@@ -196,8 +329,8 @@ def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, for
     paths, skipped_files = expand_inputs(inputs)
     if not paths:
         raise UserError(f"no PGN files among the inputs ({', '.join(inputs)})")
-    threads = workers if workers > 0 else (os.cpu_count() or 1)
-    vocab = Vocab(rating_bucket=cfg.rating_bucket)
+    n = cfg.workers if workers is None else workers
+    n = n if n > 0 else len(os.sched_getaffinity(0))
     out.parent.mkdir(parents=True, exist_ok=True)
     # the lock sits beside `out` (hidden), since `out` itself is replaced by a rename
     with exclusive_beside(out, f"prepare output {out}"):
@@ -211,7 +344,7 @@ def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, for
         tmp.mkdir()
         mark(tmp, "partial")
         try:
-            summary = _prepare_into(tmp, paths, skipped_files, cfg, vocab, threads, progress)
+            summary = _prepare_into(tmp, paths, skipped_files, cfg, n, chunk_bytes, progress)
             _swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -219,43 +352,52 @@ def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int = 0, for
     return summary
 
 
-def _prepare_into(tmp: Path, paths: list[Path], skipped_files: Counter[str], cfg: DataConfig, vocab: Vocab,
-                  threads: int, progress: bool) -> PrepareSummary:
+def _prepare_into(tmp: Path, paths: list[Path], skipped_files: Counter[str], cfg: DataConfig, workers: int,
+                  chunk_bytes: int, progress: bool) -> PrepareSummary:
     """Write shards and meta.json into `tmp`."""
-    pipe = _Pipeline(tmp, cfg, vocab, threads)
+    pipe = _Pipeline(tmp, cfg, workers)
     pipe.summary.skipped.update(skipped_files)
     start = time.perf_counter()
-    _run(paths, pipe, cfg, progress)
-    pipe.flush()
+    try:
+        _run(paths, pipe, cfg, chunk_bytes, progress)
+    finally:
+        pipe.close(None)
     pipe.close(tmp)
     summary = pipe.summary
     summary.seconds = time.perf_counter() - start
     if sum(summary.games.values()) == 0:
         raise UserError("no game passed the filters; nothing written. Skipped: "
                         + ", ".join(f"{k}={v}" for k, v in summary.skipped.most_common()))
-    meta = _meta(paths, cfg, vocab, summary)
+    meta = _meta(paths, cfg, _vocab(cfg.rating_bucket), summary)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     mark(tmp, "prepared")  # what lets a later --force replace it
     return summary
 
 
-def _run(paths: list[Path], pipe: _Pipeline, cfg: DataConfig, progress: bool) -> None:
+def _run(paths: list[Path], pipe: _Pipeline, cfg: DataConfig, chunk_bytes: int, progress: bool) -> None:
     total = sum(p.stat().st_size for p in paths)
     with tqdm(total=total, unit="B", unit_scale=True, desc="prepare", disable=not progress,
               smoothing=0.1) as bar:
         start = time.perf_counter()
         for path in paths:
             counter = CountingReader(open(path, "rb"))
-            last, games_before = 0, pipe.summary.games_seen
+            chunks = GameChunks(byte_chunks(path, counter), chunk_bytes)
+            pipe.drain()  # so that games_seen counts up to this file
+            last, first, games_before = 0, True, pipe.summary.games_seen
             try:
-                for game in iter_games(text_blocks(byte_chunks(path, counter))):
-                    pipe.add(game)
+                for chunk in chunks:
+                    pipe.submit(chunk, first=first)
+                    first = False
                     if counter.count - last >= 1 << 20:
                         bar.update(counter.count - last)
                         last = counter.count
                         rate = pipe.summary.games_seen / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(games=f"{pipe.summary.games_seen:,}", games_s=f"{rate:,.0f}")
             except TruncatedArchive as e:
+                # The bytes after the last cut end with the game the break cut; the ones before it
+                # are complete: keep them all.
+                pipe.submit(chunks.rest, first=first, drop_last=True)
+                pipe.drain()
                 games = pipe.summary.games_seen - games_before
                 if not cfg.keep_truncated:
                     raise UserError(
@@ -263,8 +405,6 @@ def _run(paths: list[Path], pipe: _Pipeline, cfg: DataConfig, progress: bool) ->
                         f"({games:,} games read). Nothing was written. Re-download the file, or pass "
                         "--keep-truncated (data.keep_truncated = true) to keep the games before the break."
                     ) from None
-                # The game at the break never reached the pipeline (iter_games yields a game only
-                # when the next one starts), so every game counted so far is complete: keep them all.
                 pipe.summary.games_seen += 1
                 pipe.summary.skipped["truncated"] += 1
                 pipe.summary.notes.append(f"{path}: truncated after {e.bytes_read:,} compressed bytes; "
@@ -273,6 +413,7 @@ def _run(paths: list[Path], pipe: _Pipeline, cfg: DataConfig, progress: bool) ->
             finally:
                 counter.close()
             bar.update(counter.count - last)
+        pipe.drain()
 
 
 def _meta(paths: list[Path], cfg: DataConfig, vocab: Vocab, s: PrepareSummary) -> dict[str, Any]:
@@ -288,7 +429,6 @@ def _meta(paths: list[Path], cfg: DataConfig, vocab: Vocab, s: PrepareSummary) -
         "rating_bucket": cfg.rating_bucket,
         "label": cfg.label,
         "prefix": condition_slots(cfg.label_parts),
-        "boards": cfg.boards,
         "results": True,  # {split}.results: each game's result (the value head's target)
         "rating_buckets": {str(k): v for k, v in sorted(s.rating_buckets.items())},
         "config": to_dict(cfg),

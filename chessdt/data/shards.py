@@ -6,13 +6,16 @@ A prepared directory holds, per split (``train``, ``val``):
   ``<bos> <condition tokens...> move move ... <end>``;
 * ``{split}.offsets``: int64, ``n_games + 1`` offsets into the tokens (game i is
   ``tokens[offsets[i]:offsets[i+1]]``);
-* ``{split}.boards`` (when written): uint8, 64 per token, the board *after* that token (the start
-  position for the prefix tokens), squares a1..h8, 0 empty, 1-6 white PNBRQK, 7-12 black pnbrqk;
 * ``{split}.results`` (sets prepared since the value head, ``meta["results"]``): int8, one per game,
   its result from White's side: 0 White won, 1 draw, 2 Black won (:func:`chessdt.rules.white_class`),
   -1 unknown. Older sets lack it; they still load (``Split.results`` is None), and a model with a
   value head asks for the set to be prepared again;
 * ``meta.json``: written last, so a directory without it is not a complete data set.
+
+No boards are stored: the board after each token is a function of the moves before it, computed
+when a batch is drawn (:mod:`chessdt.data.boards`), so a set costs about 2 bytes per token plus
+9 bytes per game. Format 1 also wrote ``{split}.boards`` (64 bytes per token); such sets still
+load (their tokens are the same) and the boards file is not read.
 """
 
 from __future__ import annotations
@@ -29,40 +32,33 @@ from chessdt.tokenizer import Vocab
 
 SPLITS = ("train", "val")
 TOKEN_DTYPE = np.uint16
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: no {split}.boards (boards computed from the moves); 1 still loads
 
 
 class SplitWriter:
     """Appends games to one split's files; offsets are kept in memory (8 bytes per game)."""
 
-    def __init__(self, directory: Path, split: str, boards: bool) -> None:
+    def __init__(self, directory: Path, split: str) -> None:
         self.tokens_f = open(directory / f"{split}.tokens", "wb")
-        self.boards_f = open(directory / f"{split}.boards", "wb") if boards else None
         self.lengths: list[np.ndarray] = []
         self.results: list[np.ndarray] = []  # per game, White's class (see the module doc); -1 unknown
         self.n_tokens = 0
         self.n_games = 0
 
-    def write(self, tokens: np.ndarray, lengths: np.ndarray, boards: np.ndarray | None,
-              results: np.ndarray | None = None) -> None:
-        """Append games given as concatenated tokens and their lengths (and boards, 64 per token, and
-        each game's result class from White's side; None = unknown)."""
+    def write(self, tokens: np.ndarray, lengths: np.ndarray, results: np.ndarray | None = None) -> None:
+        """Append games given as concatenated tokens and their lengths (and each game's result class
+        from White's side; None = unknown)."""
         tokens.astype(TOKEN_DTYPE, copy=False).tofile(self.tokens_f)
         if results is None:
             results = np.full(len(lengths), -1, np.int8)
         assert len(results) == len(lengths)
         self.results.append(results.astype(np.int8, copy=False))
-        if self.boards_f is not None:
-            assert boards is not None and boards.shape == (len(tokens), 64)
-            boards.astype(np.uint8, copy=False).tofile(self.boards_f)
         self.lengths.append(lengths.astype(np.int64, copy=False))
         self.n_tokens += int(len(tokens))
         self.n_games += int(len(lengths))
 
     def close(self, directory: Path, split: str) -> None:
         self.tokens_f.close()
-        if self.boards_f is not None:
-            self.boards_f.close()
         lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -77,7 +73,6 @@ class Split:
 
     tokens: np.ndarray  # (N,) uint16
     offsets: np.ndarray  # (G+1,) int64
-    boards: np.ndarray | None  # (N, 64) uint8, or None when not written
     results: np.ndarray | None = None  # (G,) int8 result class from White's side, -1 unknown; None: not stored
 
     @property
@@ -110,6 +105,10 @@ class PreparedData:
             raise UserError(f"{path} is not a complete prepared data set (no meta.json); "
                             "run `chessdt prepare` again")
         meta = json.loads(meta_path.read_text())
+        version = int(meta.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise UserError(f"{path} was prepared by a newer chessdt (format {version}, this one reads up to "
+                            f"{FORMAT_VERSION}); run `chessdt prepare` again with this version")
         vocab = Vocab(rating_bucket=int(meta["rating_bucket"]))
         if vocab.hash != meta["vocab_hash"]:
             raise UserError(f"{path}: vocabulary hash {meta['vocab_hash']} does not match this "
@@ -120,14 +119,11 @@ class PreparedData:
             n_tok = int(offsets[-1]) if len(offsets) else 0
             tokens = (np.memmap(path / f"{split}.tokens", dtype=TOKEN_DTYPE, mode="r", shape=(n_tok,))
                       if n_tok else np.zeros(0, TOKEN_DTYPE))
-            boards = None
-            if meta.get("boards") and n_tok:
-                boards = np.memmap(path / f"{split}.boards", dtype=np.uint8, mode="r", shape=(n_tok, 64))
             results = None
             if (path / f"{split}.results").is_file():
                 results = np.fromfile(path / f"{split}.results", dtype=np.int8)
                 if len(results) != len(offsets) - 1:
                     raise UserError(f"{path / f'{split}.results'} holds {len(results)} results for "
                                     f"{len(offsets) - 1} games; run `chessdt prepare` again")
-            splits[split] = Split(tokens=tokens, offsets=offsets, boards=boards, results=results)
+            splits[split] = Split(tokens=tokens, offsets=offsets, results=results)
         return cls(path=path, meta=meta, vocab=vocab, splits=splits)
