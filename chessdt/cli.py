@@ -197,10 +197,10 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_uci(args: argparse.Namespace) -> int:
-    from chessdt.play.uci import serve
+    from chessdt.play.uci import checkpoint_step, serve
 
     _check_prompt_args(args)
-    serve(_prompted(args), sys.stdin, sys.stdout, seed=args.seed or 0)
+    serve(_prompted(args), sys.stdin, sys.stdout, seed=args.seed or 0, step=checkpoint_step(args.checkpoint))
     return 0
 
 

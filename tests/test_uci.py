@@ -19,12 +19,19 @@ from chessdt.stockfish.engine import find_stockfish
 from chessdt.errors import UserError
 from chessdt.play.players import ModelPlayer
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
-from chessdt.play.uci import UciEngine
+from chessdt.play.uci import UciEngine, engine_name
+from chessdt.play.uci_model import ModelSide
 
 
 @pytest.fixture(scope="module")
 def policy(tiny_checkpoint: Path) -> ModelPolicy:
     return ModelPolicy.from_checkpoint(tiny_checkpoint)
+
+
+def _side(engine: UciEngine) -> ModelSide:
+    """The model's side of an in-process engine, once it has done everything asked of it."""
+    assert engine.ready(60) and engine.side is not None
+    return engine.side
 
 
 def _talk(engine: UciEngine, *lines: str) -> list[str]:
@@ -41,10 +48,11 @@ def _talk(engine: UciEngine, *lines: str) -> list[str]:
 def test_handshake_lists_options(policy: ModelPolicy) -> None:
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "uci", "isready")
-    assert lines[0] == f"id name chessdt {policy.model_id}" and lines[-2:] == ["uciok", "readyok"]
+    assert lines[0] == f"id name chessdt {policy.model_id} (no value head, weights {policy.weights_id[:8]})"
+    assert lines[-2:] == ["uciok", "readyok"]
     options = [ln.removeprefix("option name ").split(" type ")[0] for ln in lines if ln.startswith("option name ")]
     assert options == ["Rating", "OpponentRating", "Temperature", "TopP", "Guidance", "Seed", "Threads", "Hash",
-                       "Move Overhead", "Ponder", "UCI_LimitStrength", "UCI_Elo"]
+                       "Move Overhead", "Ponder", "UCI_LimitStrength", "UCI_Elo", "UCI_ShowWDL", "SyzygyPath"]
     assert "option name Rating type spin default 1500 min 400 max 3199" in lines
     assert not engine.handle("quit")
 
@@ -55,7 +63,7 @@ def test_setoption(policy: ModelPolicy) -> None:
                  "setoption name Temperature value 0.5", "setoption name TopP value 0.9",
                  "setoption name Guidance value 1.5", "setoption name Seed value 7") == []
     assert engine.model == Prompted(policy, 1800, 1200, Sampling(temperature=0.5, top_p=0.9, guidance=1.5))
-    assert engine.player.prompted == engine.model and engine.seed == 7
+    assert _side(engine).player.prompted == engine.model and engine.seed == 7
     assert _talk(engine, "setoption name OpponentRating value 0") == []
     assert engine.model.opponent_rating is None  # 0 = the same as Rating
     bad = _talk(engine, "setoption name Rating value high", "setoption name Rating value 99",
@@ -120,7 +128,7 @@ def test_every_go_ends_in_a_legal_bestmove(policy: ModelPolicy, failure: str,
     else:
         def fail(*args: object, **kw: object) -> None:
             raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
-        monkeypatch.setattr("chessdt.play.policy.sample", fail)
+        monkeypatch.setattr("chessdt.play.policy.Sampling.draw", fail)
     for moves in ("", " moves e2e4", " moves e2e4 e7e5 g1f3"):
         lines = _talk(engine, f"position startpos{moves}", "go movetime 60000")
         board = engine.board
@@ -137,7 +145,7 @@ def test_time_budget() -> None:
     assert budget_ms(go, chess.WHITE, 50) == pytest.approx(10000 / 5 + 100 - 50)
     assert budget_ms(go, chess.BLACK, 0) == pytest.approx(20000 / 5 + 200)
     assert budget_ms(Go(wtime=1000, winc=5000), chess.WHITE, 0) == pytest.approx(500)  # at most half the clock
-    assert budget_ms(Go(wtime=10, movetime=100), chess.WHITE, 30) == 0  # never below zero
+    assert budget_ms(Go(wtime=10, movetime=100), chess.WHITE, 30) == pytest.approx(10 / 30 / 2)  # overhead: half at most
     assert budget_ms(Go(movetime=100, wtime=60_000), chess.WHITE, 30) == 70  # the tighter limit wins
     assert budget_ms(Go(), chess.WHITE, 30) is None and budget_ms(Go(hold=True), chess.WHITE, 30) is None
 
@@ -146,13 +154,14 @@ def _slow_model(engine: UciEngine, monkeypatch: pytest.MonkeyPatch) -> threading
     """Warm the engine up, then make its model wait for the event returned before it plays."""
     _talk(engine, "isready")
     release = threading.Event()
-    real = engine.player.play
+    player = _side(engine).player
+    real = player.play
 
     def slow(board: chess.Board) -> chess.Move:
         release.wait(60)
         return real(board)
 
-    monkeypatch.setattr(engine.player, "play", slow)
+    monkeypatch.setattr(player, "play", slow)
     return release
 
 
@@ -165,32 +174,29 @@ def test_late_model_answers_with_a_legal_move_on_time(policy: ModelPolicy, monke
     assert chess.Move.from_uci(lines[-1].split()[1]) in engine.board.legal_moves
     assert "the time budget ran out before the model answered" in lines[-2]
     played = chess.Move.from_uci(lines[-1].split()[1])
-    first = engine.search
     lines = _talk(engine, "go infinite", "stop")
     assert sum(ln.startswith("bestmove") for ln in lines) == 1 and "stop came" in lines[-2]
+    played = chess.Move.from_uci(lines[-1].split()[1])
     release.set()
-    for search in (first, engine.search):
-        assert search is not None and search.worker is not None
-        search.worker.join(60)  # the workers finished ...
-    assert _talk(engine, "isready") == ["readyok"]  # ... and sent nothing more
-    # The model is fed the random move that was played, not its own late one.
-    assert engine.player._session is not None and engine.player._session.boards[0].move_stack[-1] == played
+    assert _talk(engine, "isready") == ["readyok"]  # the model finished both searches, and nothing more was sent
+    # The model is fed the fallback move that was played, not its own late one.
+    session = _side(engine).player._session
+    assert session is not None and session.boards[0].move_stack[-1] == played
 
 
 def test_the_played_move_is_fed_to_the_model_off_the_clock(policy: ModelPolicy) -> None:
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "position startpos moves e2e4", "go movetime 60000")
-    assert engine.search is not None and engine.search.worker is not None
-    engine.search.worker.join(60)
+    player = _side(engine).player
     board = chess.Board()
     board.push_uci("e2e4")
     board.push_uci(lines[-1].split()[1])
-    session = engine.player._session
+    session = player._session
     assert session is not None and session.boards[0].move_stack == board.move_stack
     board.push_uci("d2d4")
     reference = torch.softmax(policy.logits_full(board, policy.player_prompt(chess.BLACK, 1500, None)), -1)
-    assert torch.allclose(engine.player.distribution(board, temperature=1.0), reference, atol=1e-5)
-    assert engine.player._session is session  # continued, not re-encoded
+    assert torch.allclose(player.distribution(board, temperature=1.0), reference, atol=1e-5)
+    assert player._session is session  # continued, not re-encoded
 
 
 def test_limit_strength_and_threads(policy: ModelPolicy) -> None:
@@ -199,15 +205,17 @@ def test_limit_strength_and_threads(policy: ModelPolicy) -> None:
     try:
         assert _talk(engine, "setoption name Threads value 2", "setoption name Hash value 256",
                      "setoption name Move Overhead value 100", "setoption name UCI_Elo value 1100") == []
+        _side(engine)
         assert torch.get_num_threads() == 2 and engine.move_overhead == 100
         assert engine.model.rating == 1500  # UCI_Elo counts only with UCI_LimitStrength on
         _talk(engine, "setoption name UCI_LimitStrength value true")
-        assert engine.model.rating == 1100 and engine.player.prompted == engine.model
+        assert engine.model.rating == 1100 and _side(engine).player.prompted == engine.model
         _talk(engine, "setoption name Rating value 2000")
         assert engine.model.rating == 1100
         _talk(engine, "setoption name UCI_LimitStrength value false")
-        assert engine.model.rating == 2000 and engine.player.prompted.rating == 2000
-        assert engine.ponderer.prompted.rating == 2000 and engine.ponderer.prompted.sampling.temperature == 0
+        side = _side(engine)
+        assert engine.model.rating == 2000 and side.player.prompted.rating == 2000
+        assert side.ponderer.prompted.rating == 2000 and side.ponderer.prompted.sampling.temperature == 0
     finally:
         torch.set_num_threads(before)
 
@@ -237,7 +245,7 @@ def test_position_and_go(policy: ModelPolicy) -> None:
     info = lines[-2].split()
     assert info[:2] == ["info", "depth"] and info[info.index("pv") + 1] == best.uci()
     p = float(info[info.index("string") + 1].removeprefix("p="))
-    expected = engine.player.distribution(engine.board, temperature=1.0)[policy.vocab.encode_move(best)]
+    expected = _side(engine).player.distribution(engine.board, temperature=1.0)[policy.vocab.encode_move(best)]
     assert p == pytest.approx(float(expected), abs=1e-4)
     # searchmoves restricts the choice
     lines = _talk(engine, "go searchmoves a7a6 h7h6 movetime 60000")
@@ -248,7 +256,8 @@ def test_go_infinite_waits_for_stop(policy: ModelPolicy) -> None:
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "position startpos", "go infinite")
     assert not any(ln.startswith("bestmove") for ln in lines)
-    assert _talk(engine, "isready") == ["readyok"]
+    lines = _talk(engine, "isready")  # it waits for the model, which shows its info lines of the held search
+    assert lines[-1] == "readyok" and not any(ln.startswith("bestmove") for ln in lines)
     assert engine.search is not None and engine.search.finished.wait(60)  # the model's own move, not a random one
     stop = _talk(engine, "stop")
     assert len(stop) == 1 and stop[0].startswith("bestmove ")
@@ -301,7 +310,8 @@ def test_full_game_against_stockfish(tiny_checkpoint: Path, stockfish: Path) -> 
     with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", str(tiny_checkpoint)],
                                              timeout=120) as model, \
             chess.engine.SimpleEngine.popen_uci(str(stockfish)) as sf:
-        assert model.id["name"] == f"chessdt {ModelPolicy.from_checkpoint(tiny_checkpoint).model_id}"
+        assert model.id["name"] == engine_name(ModelPolicy.from_checkpoint(tiny_checkpoint), 4)
+        assert " (step 4, no value head, weights " in model.id["name"]
         assert {"Rating", "OpponentRating", "Temperature", "TopP", "Seed", "Guidance"} <= set(model.options)
         model.configure({"Rating": 1800, "OpponentRating": 1400, "Temperature": "0.8", "TopP": "0.95", "Seed": 3})
         sf.configure({"Threads": 1, "Hash": 16})
@@ -321,13 +331,20 @@ def test_full_game_against_stockfish(tiny_checkpoint: Path, stockfish: Path) -> 
     assert all(0.0 < p <= 1.0 for p in probabilities)
 
 
+# lichess-bot's config.yml.default `uci_options` (lichess-bot-devs/lichess-bot, August 2026)
+LICHESS_BOT_DEFAULTS = {"Move Overhead": 100, "Threads": 4, "Hash": 512, "SyzygyPath": "./syzygy/", "UCI_ShowWDL": True}
+
+
 def test_real_client_with_lichess_bot_defaults(tiny_checkpoint: Path) -> None:
-    """python-chess's engine API (what lichess-bot uses) with lichess-bot's default uci_options."""
+    """python-chess's engine API (what lichess-bot uses) with lichess-bot's default uci_options, our
+    README block merged over them: python-chess refuses an undeclared option (issue 25)."""
     board = chess.Board()
     with chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "chessdt", "uci", str(tiny_checkpoint)],
                                              timeout=120) as engine:
         assert {"Threads", "Hash", "Move Overhead", "UCI_LimitStrength", "UCI_Elo", "Ponder"} <= set(engine.options)
+        assert set(LICHESS_BOT_DEFAULTS) <= set(engine.options)  # a model without a value head too
         assert engine.options["Threads"].default == 1 and engine.options["UCI_Elo"].max == 3199
+        engine.configure(LICHESS_BOT_DEFAULTS)
         engine.configure({"Threads": 1, "Hash": 512, "Move Overhead": 100,
                           "UCI_LimitStrength": True, "UCI_Elo": 1300, "Temperature": "1e-300"})
         for _ in range(6):
@@ -391,6 +408,7 @@ def test_serve_answers_at_end_of_input_and_leaves_no_thread(policy: ModelPolicy)
     from chessdt.play.uci import serve
 
     before = torch.get_num_threads()
+    threads = set(threading.enumerate())
     out = io.StringIO()
     try:
         engine = serve(Prompted(policy, 1500), io.StringIO("position startpos moves g2g4\ngo movetime 600000\n"), out)
@@ -399,7 +417,7 @@ def test_serve_answers_at_end_of_input_and_leaves_no_thread(policy: ModelPolicy)
     last = out.getvalue().splitlines()[-1]
     assert last.startswith("bestmove ") and engine.board is not None
     assert chess.Move.from_uci(last.split()[1]) in engine.board.legal_moves
-    assert not any(t.name.startswith("chessdt-") and t.is_alive() for t in threading.enumerate())
+    assert not any(t.name.startswith("chessdt-") and t.is_alive() for t in set(threading.enumerate()) - threads)
 
 
 # -- the value head's score ------------------------------------------------------------------------
@@ -419,7 +437,7 @@ def _own_wdl(policy: ModelPolicy, board: chess.Board, rating: int) -> tuple[floa
 def test_no_value_head_no_score_and_no_wdl_option(policy: ModelPolicy) -> None:
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     lines = _talk(engine, "uci", "position startpos", "go movetime 5000")
-    assert not any("UCI_ShowWDL" in ln for ln in lines)
+    assert "option name UCI_ShowWDL type check default true" in lines  # declared for GUIs that set it: a no-op
     assert not any(" score " in ln for ln in lines) and lines[-1].startswith("bestmove ")
 
 
@@ -478,8 +496,7 @@ def test_a_late_model_plays_the_quick_fallback_and_times_its_deadline(policy: Mo
     release.set()
     assert lines[-1] == "bestmove d1d5" and "quick fallback" in lines[-2]
     assert len(engine.lateness) == 1 and engine.lateness[0] >= 0.0
-    assert engine.search is not None and engine.search.worker is not None
-    engine.search.worker.join(60)
+    assert engine.ready(60)
 
 
 def test_a_clock_beyond_any_timer_still_answers_without_a_traceback(policy: ModelPolicy,
@@ -498,3 +515,83 @@ def test_a_clock_beyond_any_timer_still_answers_without_a_traceback(policy: Mode
     time.sleep(0.2)  # the timer thread has started waiting (where it died)
     assert any(ln.startswith("bestmove ") for ln in lines) and died == []
     engine.search.timer.cancel()
+
+
+# -- issue 25: the model's own moves, counted fallbacks, the model in its own process ----------------
+def test_move_overhead_never_leaves_the_model_nothing() -> None:
+    """`go movetime 100` with Move Overhead 100 (lichess-bot's default) left a 0 ms budget: every move
+    was the fallback. The overhead keeps back at most half of a move's time."""
+    from chessdt.play.uci_time import OVERHEAD_SHARE, Go, budget_ms, kept_back_ms
+
+    assert OVERHEAD_SHARE == 0.5
+    assert budget_ms(Go(movetime=100), chess.WHITE, 100) == 50
+    assert budget_ms(Go(movetime=100), chess.WHITE, 30) == 70  # a small overhead is kept back whole
+    assert budget_ms(Go(movetime=100), chess.WHITE, 10_000) == 50
+    assert budget_ms(Go(wtime=3000, btime=3000, winc=100, binc=100), chess.BLACK, 100) == pytest.approx(100)
+    for limit in (1, 7, 100, 433, 10_000):
+        for overhead in (0, 30, 100, 10_000):
+            assert kept_back_ms(limit, overhead) <= limit / 2 and budget_ms(Go(movetime=limit), chess.WHITE,
+                                                                            overhead) >= limit / 2
+
+
+def test_a_capped_move_overhead_is_announced_once_per_setting(policy: ModelPolicy) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    lines = _talk(engine, "setoption name Move Overhead value 100", "position startpos", "go movetime 100")
+    warnings = [ln for ln in lines if "Move Overhead 100 ms would leave the model no time" in ln]
+    assert len(warnings) == 1 and "keeping back 50 ms" in warnings[0]
+    lines = _talk(engine, "position startpos", "go movetime 100", "go wtime 60000 btime 60000")
+    assert not any("Move Overhead" in ln for ln in lines)  # once per setting, and a long clock needs no cap
+    lines = _talk(engine, "setoption name Move Overhead value 80", "position startpos", "go movetime 100")
+    assert sum("Move Overhead 80 ms would leave" in ln for ln in lines) == 1
+    engine.close()
+
+
+def test_every_fallback_is_announced_and_counted(policy: ModelPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    lines = _talk(engine, "position startpos", "go movetime 60000")
+    assert not any("fallback" in ln for ln in lines) and (engine.moves, engine.fallbacks) == (1, 0)
+    release = _slow_model(engine, monkeypatch)
+    lines = _talk(engine, "position startpos moves e2e4", "go movetime 40")
+    assert lines[-2].startswith("info string fallback 1 of 2 moves: the time budget ran out before the model "
+                                "answered; played the quick fallback move")
+    lines = _talk(engine, "position startpos moves e2e4 e7e5", "go infinite", "stop")
+    assert lines[-2].startswith("info string fallback 2 of 3 moves: stop came before the model answered")
+    assert (engine.moves, engine.fallbacks) == (3, 2)
+    release.set()
+    lines = _talk(engine, "isready", "position startpos moves d2d4", "go movetime 60000")
+    assert not any("fallback" in ln for ln in lines) and (engine.moves, engine.fallbacks) == (4, 2)
+    engine.close()
+
+
+def test_a_model_process_that_dies_gives_one_line_and_a_legal_bestmove(tiny_checkpoint: Path) -> None:
+    """The model in its own process: killed in the middle of a search, the search is answered at once
+    with one info line and a legal move, and the model is started again for the next one."""
+    import os
+    import signal
+
+    policy = ModelPolicy.from_checkpoint(tiny_checkpoint)
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO(), process=True)
+    try:
+        assert _talk(engine, "isready") == ["readyok"]
+        worker = engine.worker
+        assert worker is not None and worker.pid is not None and worker.pid != os.getpid()
+        os.kill(worker.pid, signal.SIGSTOP)  # frozen: the go below cannot be answered by the model
+        lines = _talk(engine, "position startpos moves e2e4")
+        engine.handle("go movetime 600000")
+        os.kill(worker.pid, signal.SIGKILL)
+        assert engine.wait(60)
+        lines = _talk(engine)
+        out = engine.out
+        assert isinstance(out, io.StringIO)
+        lines = out.getvalue().splitlines()[-2:]
+        assert lines[0].startswith("info string fallback 1 of 1 moves: the model process died (exit code -9); "
+                                   "starting it again; played the quick fallback move")
+        board = chess.Board()
+        board.push_uci("e2e4")
+        assert lines[1].startswith("bestmove ") and chess.Move.from_uci(lines[1].split()[1]) in board.legal_moves
+        assert engine.restarts == 1 and engine.worker is not None and engine.worker.pid != worker.pid
+        lines = _talk(engine, "isready", "position startpos moves e2e4", "go movetime 600000")
+        assert lines[0] == "readyok" and not any("fallback" in ln for ln in lines)
+        assert lines[-2].startswith("info depth 1") and (engine.moves, engine.fallbacks) == (2, 1)
+    finally:
+        engine.close()

@@ -5,24 +5,29 @@
 ``quit`` or end of input. Anything malformed is answered with an ``info string`` saying why, never
 a crash.
 
-One forward pass is the whole search. ``go`` first picks a fallback move in well under a
-millisecond (:class:`~chessdt.play.players.GreedyPlayer`: the most material at one ply), then
-hands the model to a worker thread and arms a deadline from ``movetime`` or the clock
-(``wtime/btime/winc/binc/movestogo``) less ``Move Overhead`` and less a margin for the scheduler
-(the worst lateness of the recent deadlines, :meth:`UciEngine.deadline_margin`: on a busy machine
-the deadline thread waits for a core, and for the GIL held by the worker, before it can write);
-``stop`` or the deadline answer at once: with the model's move when it is ready, else with the
-fallback (said in an ``info string``). Every ``go`` ends in exactly one ``bestmove``: a
-legal move, or ``0000`` when the position has none or no valid position was set. ``go infinite``
-and ``go ponder`` hold their ``bestmove`` until ``stop`` or ``ponderhit``. The expensive part of
-start-up (the first forward pass) starts on a thread at once and is done before the first
-``readyok``; :func:`serve` returns only when no thread runs the model.
+One forward pass is the whole search. The model runs in a child process
+(:class:`~chessdt.play.uci_model.ModelWorker`; a thread for engines built in memory), so the
+protocol and the clock here never wait for the interpreter lock of a forward pass, and the
+forward pass is never interrupted by them. ``go`` first picks a fallback move in well under a
+millisecond (:class:`~chessdt.play.players.GreedyPlayer`: the most material at one ply), hands
+the position to the model and arms a deadline from ``movetime`` or the clock
+(``wtime/btime/winc/binc/movestogo``) less ``Move Overhead`` (at most half of the move's time:
+:func:`~chessdt.play.uci_time.kept_back_ms`, with a warning when the setting asks for more) and
+less a margin for the scheduler (the worst lateness of the recent deadlines,
+:meth:`UciEngine.deadline_margin`); ``stop`` or the deadline answer at once: with the model's move
+when it has come, else with the fallback. Every fallback is announced (``info string fallback N of
+M moves: ...``) and counted (:attr:`UciEngine.fallbacks`, logged at exit). Every ``go`` ends in
+exactly one ``bestmove``: a legal move, or ``0000`` when the position has none or no valid position
+was set. ``go infinite`` and ``go ponder`` hold their ``bestmove`` until ``stop`` or ``ponderhit``.
+The model loads and runs its first forward pass while the GUI's handshake goes on, and is ready
+before the first ``readyok``. A model process that dies is reported in one line, its search
+answered with the fallback, and it is started again (up to :data:`MAX_RESTARTS` times).
 
 A checkpoint with a value head (``model.value_head``) also reports a score for the position
 searched, from the side to move: ``info depth 1 score cp X wdl W D L`` (W/D/L in permille, as the
 prompted model predicts the game's result; cp from the expected score W + D/2 on Lichess's
-win-chance curve, :func:`chessdt.rules.score_cp`). Such an engine lists ``UCI_ShowWDL`` (default on;
-off sends the cp score alone). Without a value head no score is sent, as before.
+win-chance curve, :func:`chessdt.rules.score_cp`); ``UCI_ShowWDL`` off sends the cp score alone.
+Without a value head no score is sent.
 
 Positions from ``position fen`` are the model's starting board: it sees that position, then the
 moves that follow it, but none of the game before it.
@@ -32,48 +37,49 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
-import math
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, TextIO
 
 import chess
-import torch
 
-from chessdt.play.players import GreedyPlayer, ModelPlayer
-from chessdt.play.policy import Prompted
-from chessdt.play.uci_options import DEFAULT_RATING, OPTIONS, VALUE_OPTIONS, set_option
-from chessdt.play.uci_time import (DEFAULT_MOVE_OVERHEAD, LATENESS_WINDOW, Go, budget_ms, deadline_margin,
-                                   parse_go)
-from chessdt.rules import wdl_score, score_cp
+from chessdt.play.players import GreedyPlayer
+from chessdt.play.policy import ModelPolicy, Prompted
+from chessdt.play.uci_model import Configure, Follow, ModelSide, ModelWorker, Moved, Pondered, Reply, Think
+from chessdt.play.uci_options import DEFAULT_RATING, OPTIONS, Value, set_option
+from chessdt.play.uci_time import (DEFAULT_MOVE_OVERHEAD, LATENESS_WINDOW, OVERHEAD_SHARE, Go, budget_ms,
+                                   deadline_margin, kept_back_ms, limit_ms, parse_go)
 
 log = logging.getLogger(__name__)
 
+MAX_RESTARTS = 3  # a model process that dies is started again this many times, then the fallback plays on
+READY_TIMEOUT_S = 300.0  # isready waits at most this long for the model (a big checkpoint on a slow disk)
 
-def wdl_permille(wdl: tuple[float, float, float]) -> tuple[int, int, int]:
-    """Win/draw/loss probabilities as UCI's permille, summing to 1000 (the draw takes the rounding).
 
-    >>> wdl_permille((0.5004, 0.3, 0.1996))
-    (500, 300, 200)
+def checkpoint_step(path: str | Path) -> int | None:
+    """The training step of the checkpoint `path` resolves to (its meta.json), None if unreadable."""
+    from chessdt.checkpoint import resolve_checkpoint
+
+    try:
+        step = json.loads((resolve_checkpoint(path) / "meta.json").read_text(encoding="utf-8"))["step"]
+        return step if isinstance(step, int) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def engine_name(policy: ModelPolicy, step: int | None = None) -> str:
+    """`id name`: the run and checkpoint, its step, whether it has a value head, and its weights.
+
+    Two checkpoints of one run (`quickstart@best` moves with training) never share a name.
     """
-    w = min(1000, max(0, round(1000 * wdl[0])))
-    loss = min(1000 - w, max(0, round(1000 * wdl[2])))
-    return w, 1000 - w - loss, loss
-
-
-def score_words(wdl: tuple[float, float, float], show_wdl: bool) -> str:
-    """The `score` part of an info line: 'score cp X wdl W D L' (or without wdl).
-
-    >>> score_words((0.6, 0.3, 0.1), True)
-    'score cp 298 wdl 600 300 100'
-    """
-    w, d, loss = wdl_permille(wdl)
-    cp = score_cp(wdl_score((w / 1000, d / 1000, loss / 1000)))
-    return f"score cp {cp}" + (f" wdl {w} {d} {loss}" if show_wdl else "")
+    parts = ([f"step {step}"] if step is not None else []) + [
+        "value head" if policy.has_value else "no value head", f"weights {policy.weights_id[:8]}"]
+    return f"chessdt {policy.model_id} ({', '.join(parts)})"
 
 
 @dataclass
@@ -83,39 +89,46 @@ class Answer:
     move: chess.Move
     ponder: chess.Move | None = None
     info: list[str] = dataclasses.field(default_factory=list)
+    model: bool = True  # the model's own move (False: the fallback, or a random move)
 
 
 class Search:
-    """One `go`: its position and deadline, what the worker found so far, whether it was answered."""
+    """One `go`: its position and deadline, what the model sent so far, whether it was answered."""
 
-    def __init__(self, board: chess.Board, go: Go, budget_ms: float | None) -> None:
+    def __init__(self, number: int, board: chess.Board, go: Go, budget_ms: float | None, ponder: bool) -> None:
+        self.number = number
         self.board = board
         self.go = go
         self.budget_ms = budget_ms
         self.hold = go.hold
+        self.ponder = ponder  # the model also predicts the reply (Ponder on)
         self.started = time.perf_counter()
         self.answer: Answer | None = None  # the model's move, once it has one (ponder filled later)
-        self.finished = threading.Event()  # the worker is done with this search (the answer is final)
+        self.finished = threading.Event()  # nothing more is coming from the model for this search
         self.sent = threading.Event()  # its bestmove line went out
         self.timer: threading.Timer | None = None
         self.target: float | None = None  # perf_counter time the deadline timer was set for
         self.fallback: chess.Move | None = None  # the quick move, when the model is late
         self.played: chess.Move | None = None  # the move its bestmove line gave
-        self.worker: threading.Thread | None = None  # the thread running the model for it
 
 
 class UciEngine:
-    """The UCI protocol around one ModelPlayer of a Prompted model; feed it lines with :meth:`handle`."""
+    """The UCI protocol around a Prompted model; feed it lines with :meth:`handle`.
 
-    def __init__(self, model: Prompted, out: TextIO, seed: int = 0) -> None:
+    ``process=True`` runs the model in a child process (``chessdt uci``); False, on a thread of this
+    process (tests; the model's side is then :attr:`side`).
+    """
+
+    def __init__(self, model: Prompted, out: TextIO, seed: int = 0, *, process: bool = False,
+                 name: str | None = None) -> None:
         self.model = model
         self.policy = model.policy
+        self.name = name or engine_name(model.policy)
         self.seed = seed  # seeds the move sampling once (a new game continues the same random stream)
         self.out = out
+        self.process = process
         self.board: chess.Board | None = chess.Board()  # None after a rejected `position`
-        self.player = ModelPlayer(model, seed=seed)
-        self.ponderer = ModelPlayer(self._opponent(model))  # predicts the reply; argmax, so unseeded
-        self.rng = random.Random(seed)  # the emergency move when the model fails
+        self.rng = random.Random(seed)  # the emergency move when there is no fallback
         self.fallback = GreedyPlayer(seed)  # the move when the model is late
         self.lateness: collections.deque[float] = collections.deque(maxlen=LATENESS_WINDOW)  # ms, timed answers
         self.rating = model.rating  # the Rating option; the prompted one unless UCI_LimitStrength
@@ -125,18 +138,19 @@ class UciEngine:
         self.threads = 1
         self.show_wdl = True  # UCI_ShowWDL (a value head's score carries its W/D/L)
         self.move_overhead = DEFAULT_MOVE_OVERHEAD
+        self.overhead_warned = False  # the capped Move Overhead was announced (once per setting)
         self.search: Search | None = None
-        self._threads: list[threading.Thread] = []  # workers (and the warm-up) that may still run torch
-        self._warm = False
-        self._model_lock = threading.Lock()  # one forward pass at a time (the players are not thread-safe)
+        self.searches = 0
+        self.moves = 0  # bestmoves with a move
+        self.fallbacks = 0  # of them, moves that were not the model's own (late, stopped, model gone)
+        self.restarts = 0
+        self.worker: ModelWorker | None = None
         self._answer_lock = threading.RLock()  # one bestmove per search, lines never interleaved
 
-    @staticmethod
-    def _opponent(model: Prompted) -> Prompted:
-        """The model prompted as its opponent (ratings swapped), to predict the reply to ponder on."""
-        opp = model.rating if model.opponent_rating is None else model.opponent_rating
-        return dataclasses.replace(model, rating=opp, opponent_rating=model.rating,
-                                   sampling=dataclasses.replace(model.sampling, temperature=0.0))
+    @property
+    def side(self) -> ModelSide | None:
+        """The model's side (players) of an in-process engine, for tests; None in a child process."""
+        return self.worker.side if self.worker is not None else None
 
     # -- plumbing ----------------------------------------------------------------------------
     def send(self, line: str) -> None:
@@ -173,50 +187,44 @@ class UciEngine:
             return True
         return s.sent.wait(timeout)
 
-    def start_warm_up(self) -> None:
-        """Warm up on a thread of its own now, so loading overlaps the GUI's handshake."""
-        self._spawn(self.warm_up, "chessdt-warm-up")
+    def start(self) -> None:
+        """Start the model (loading, then its first forward passes) while the GUI's handshake goes on."""
+        if self.worker is None:
+            self.worker = ModelWorker(self.model, self.seed, self.threads, process=self.process,
+                                      on_reply=self._on_reply, on_exit=self._on_exit)
 
-    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
-        self._threads = [t for t in self._threads if t.is_alive()]
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-        return thread
+    def ready(self, timeout: float = READY_TIMEOUT_S) -> bool:
+        """Wait until the model has done everything asked of it so far (False: it is gone or too slow)."""
+        self.start()
+        worker = self.worker
+        return worker is not None and worker.sync(timeout)
 
     def close(self) -> None:
-        """Wait for the threads still running the model: a process must not exit under torch's feet."""
-        for thread in self._threads:
-            thread.join()
-        self._threads = []
+        """Stop the model and wait for it: a process must not exit under torch's feet."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.close()
+        if self.moves:
+            log.info("%d of %d moves were the fallback, not the model's own", self.fallbacks, self.moves)
 
-    def warm_up(self) -> None:
-        """Set the torch threads and run the first forward passes (their one-off costs) if not yet done."""
-        with self._model_lock:
-            self._warm_up_locked()
-
-    def _warm_up_locked(self) -> None:
-        torch.set_num_threads(self.threads)
-        if not self._warm:
-            self.player.distribution(chess.Board(), temperature=1.0)
-            self.ponderer.distribution(chess.Board(), temperature=1.0)
-            self._warm = True
+    def _configure(self) -> None:
+        """Send the options the model needs to the model."""
+        self.start()
+        assert self.worker is not None
+        self.worker.send(Configure(rating=self.model.rating, opponent_rating=self.model.opponent_rating,
+                                   sampling=self.model.sampling, seed=self.seed, reseed=False, threads=self.threads))
 
     # -- commands ----------------------------------------------------------------------------
     def _cmd_uci(self, args: list[str]) -> None:
-        self.send(f"id name chessdt {self.policy.model_id}")
+        self.send(f"id name {self.name}")
         self.send("id author chessdt")
-        for name, (_, _, spec) in self.options().items():
+        for name, (_, _, spec) in OPTIONS.items():
             self.send(f"option name {name} {spec}")
         self.send("uciok")
 
-    def options(self) -> dict[str, tuple[str, Callable[[str], int | float], str]]:
-        """The UCI options of this engine: :data:`OPTIONS`, less the value head's without one."""
-        return {k: v for k, v in OPTIONS.items() if self.policy.has_value or k not in VALUE_OPTIONS}
-
     def _cmd_isready(self, args: list[str]) -> None:
-        if not self._warm and self.search is None:
-            self.warm_up()  # or wait for the warm-up thread to finish it
+        if not self.ready():
+            self.explain("the model is not ready (its process is gone); moves will be the quick fallback")
         self.send("readyok")
 
     def _cmd_debug(self, args: list[str]) -> None:
@@ -226,8 +234,8 @@ class UciEngine:
         pass
 
     def _cmd_ucinewgame(self, args: list[str]) -> None:
-        # The player notices the new game itself; keeping it keeps its random stream going, so a
-        # fixed Seed does not replay the same game every game of a match.
+        # The model notices the new game itself; keeping its player keeps its random stream going, so
+        # a fixed Seed does not replay the same game every game of a match.
         self.stop_search()
         self.board = chess.Board()
 
@@ -238,12 +246,11 @@ class UciEngine:
         rest = args[1:]
         split = rest.index("value") if "value" in rest else len(rest)
         name, value = " ".join(rest[:split]), " ".join(rest[split + 1 :])
-        options = self.options()
-        match = next((k for k in options if k.lower() == name.lower()), None)
+        match = next((k for k in OPTIONS if k.lower() == name.lower()), None)
         if match is None:
-            self.explain(f"unknown option {name!r} ignored (options: {', '.join(options)})")
+            self.explain(f"unknown option {name!r} ignored (options: {', '.join(OPTIONS)})")
             return
-        field, parse, _ = options[match]
+        field, parse, _ = OPTIONS[match]
         try:
             parsed = parse(value)
         except ValueError as e:
@@ -251,27 +258,26 @@ class UciEngine:
             self.explain(f"option {match} value {value!r} ignored: {reason}")
             return
         self.stop_search()  # the protocol forbids setoption while searching; be safe anyway
-        with self._model_lock:
-            self._apply(field, parsed)
+        self._apply(field, parsed)
 
-    def _apply(self, field: str, value: int | float) -> None:
-        """Set one parsed option; rebuild the players when the prompt or the seed changed."""
-        if field == "threads":
-            self.threads = int(value)
-            torch.set_num_threads(self.threads)
-            return
+    def _apply(self, field: str, value: Value) -> None:
+        """Set one parsed option; tell the model when its prompt, sampling, seed or threads changed."""
+        if field in ("hash", "syzygy_path"):
+            return  # no search tree to size, no tablebase to probe (uci_options.NO_OPS)
         if field == "move_overhead":
             self.move_overhead = int(value)
+            self.overhead_warned = False
             return
         if field == "ponder":
             self.ponder = bool(value)  # then bestmove comes with the predicted reply (one more step)
             return
-        if field == "hash":
-            return  # no search tree to size
         if field == "show_wdl":
-            self.show_wdl = bool(value)
+            self.show_wdl = bool(value)  # sent with each search; nothing to show without a value head
             return
-        if field == "rating":
+        reseed = field == "seed"
+        if field == "threads":
+            self.threads = int(value)
+        elif field == "rating":
             self.rating = int(value)
         elif field == "uci_elo":
             self.uci_elo = int(value)
@@ -279,17 +285,16 @@ class UciEngine:
             self.limit_strength = bool(value)
         elif field == "seed":
             self.seed = int(value)
+            self.rng = random.Random(self.seed)
+            self.fallback = GreedyPlayer(self.seed)
         else:
-            self.model = set_option(self.model, field, value)
+            self.model = set_option(self.model, field, float(value))
         rating = self.uci_elo if self.limit_strength else self.rating
         self.model = dataclasses.replace(self.model, rating=rating)
-        old, self.player = self.player, ModelPlayer(self.model, seed=self.seed)
-        self.player.stats = old.stats  # illegal-move counts run over the whole session
-        if field != "seed":
-            self.player.generator = old.generator
-        self.rng = random.Random(self.seed) if field == "seed" else self.rng
-        self.fallback = GreedyPlayer(self.seed) if field == "seed" else self.fallback
-        self.ponderer = ModelPlayer(self._opponent(self.model))
+        self.start()
+        assert self.worker is not None
+        self.worker.send(Configure(rating=self.model.rating, opponent_rating=self.model.opponent_rating,
+                                   sampling=self.model.sampling, seed=self.seed, reseed=reseed, threads=self.threads))
 
     def _cmd_position(self, args: list[str]) -> None:
         self.stop_search()
@@ -324,6 +329,18 @@ class UciEngine:
             board.push(move)
         self.board = board
 
+    def budget(self, go: Go, turn: chess.Color) -> float | None:
+        """This move's budget (uci_time.budget_ms), warning once per setting when Move Overhead is capped."""
+        limit = limit_ms(go, turn)
+        if limit is None:
+            return None
+        if self.move_overhead > OVERHEAD_SHARE * limit and not self.overhead_warned:
+            self.overhead_warned = True
+            self.explain(f"Move Overhead {self.move_overhead} ms would leave the model no time of this move's "
+                         f"{limit:.0f} ms; keeping back {kept_back_ms(limit, self.move_overhead):.0f} ms (at most "
+                         f"{OVERHEAD_SHARE:.0%} of a move's time) while the moves are this short")
+        return budget_ms(go, turn, self.move_overhead)
+
     def _cmd_go(self, args: list[str]) -> None:
         self.stop_search()  # a go while searching: the GUI broke the protocol; answer the old one first
         go, complaints = parse_go(args, self.board)
@@ -334,7 +351,8 @@ class UciEngine:
             self.send("bestmove 0000")
             return
         board = self.board.copy()
-        search = Search(board, go, None if go.hold else budget_ms(go, board.turn, self.move_overhead))
+        self.searches += 1
+        search = Search(self.searches, board, go, None if go.hold else self.budget(go, board.turn), self.ponder)
         self.search = search
         if not any(board.legal_moves):
             search.answer = Answer(chess.Move.null(), info=["info string no legal moves: the game is over"])
@@ -343,7 +361,11 @@ class UciEngine:
                 self.answer(search)
             return
         search.fallback = self.fallback.play(board)  # before the model runs: the deadline only writes
-        search.worker = self._spawn(lambda: self._think(search), "chessdt-search")
+        self.start()
+        worker = self.worker
+        if worker is None or not worker.send(Think(search.number, board, go.searchmoves, self.ponder, self.show_wdl)):
+            self._give_up(search, "the model process is not running")
+            return
         self._arm(search)
 
     def deadline_margin(self, budget_ms: float) -> float:
@@ -351,7 +373,7 @@ class UciEngine:
         return deadline_margin(self.lateness, budget_ms)
 
     def _arm(self, search: Search) -> None:
-        """Answer the search when its budget (less the margin) runs out, whatever the worker has by then."""
+        """Answer the search when its budget (less the margin) runs out, whatever the model sent by then."""
         if search.budget_ms is None:
             return
         fire = (search.budget_ms - self.deadline_margin(search.budget_ms)) / 1000
@@ -371,7 +393,7 @@ class UciEngine:
         # The ponder search becomes a normal one, on the clock of the `go ponder` command.
         s.hold = False
         s.started = time.perf_counter()
-        s.budget_ms = budget_ms(s.go, s.board.turn, self.move_overhead)
+        s.budget_ms = self.budget(s.go, s.board.turn)
         if s.finished.is_set():
             self.answer(s)
         else:
@@ -383,9 +405,71 @@ class UciEngine:
         if s is not None and not s.sent.is_set():
             self.answer(s, "stop")
 
+    # -- what the model sends ----------------------------------------------------------------
+    def _on_reply(self, reply: Reply) -> None:
+        """A reply from the model (on the worker's reader thread): a move or a predicted reply."""
+        if not isinstance(reply, (Moved, Pondered)):
+            return
+        with self._answer_lock:
+            s = self.search
+            if s is None or s.number != reply.search or s.sent.is_set() or s.finished.is_set():
+                return  # an answered search (the fallback went out): the model's late move is dropped
+            if isinstance(reply, Moved):
+                s.answer = Answer(reply.move, info=list(reply.info))
+                if s.ponder:
+                    return  # the predicted reply follows
+            elif s.answer is not None:
+                s.answer.ponder = reply.reply
+            s.finished.set()
+            if not s.hold:
+                self.answer(s)
+            elif s.answer is not None:  # a held search shows its info now, as engines do while they search
+                for line in s.answer.info:
+                    self.send(line)
+                s.answer.info = []
+
+    def _on_exit(self, code: int | None) -> None:
+        """The model's process died (on the reader thread): answer its search, start it again."""
+        with self._answer_lock:
+            again = self.restarts < MAX_RESTARTS
+            what = (f"the model process died (exit code {code})" if code is not None else "the model stopped")
+            what += "; starting it again" if again else f"; it died {MAX_RESTARTS + 1} times, not started again"
+            self.worker = None
+            if again:  # first, so that the move played is fed to the new one
+                self.restarts += 1
+                self._configure()
+            s = self.search
+            if s is not None and not s.sent.is_set():
+                self._give_up(s, what)  # the one line says it
+            else:
+                self.explain(what)
+
+    def _give_up(self, s: Search, why: str) -> None:
+        """The model will not answer this search: answer it with the fallback (held: once released)."""
+        with self._answer_lock:
+            if s.sent.is_set() or s.finished.is_set():
+                return
+            s.answer = None
+            s.finished.set()
+            if s.hold:
+                s.answer = self._fallback_answer(s, why)
+            else:
+                self.answer(s, why=why)
+
     # -- the move ----------------------------------------------------------------------------
+    def _fallback_answer(self, search: Search, reason: str) -> Answer:
+        """The quick fallback (or, without one, a random legal move), announced with the running count."""
+        self.fallbacks += 1
+        count = f"fallback {self.fallbacks} of {self.moves + 1} moves"
+        if search.fallback is not None:
+            return Answer(search.fallback, model=False,
+                          info=[f"info string {count}: {reason}; "
+                                "played the quick fallback move (most material at one ply)"])
+        move = self.rng.choice(list(search.board.legal_moves))
+        return Answer(move, model=False, info=[f"info string {count}: {reason}; played a random legal move"])
+
     def answer(self, search: Search, why: str | None = None) -> None:
-        """Send the search's bestmove, once: the model's move if it has one, else a random legal move."""
+        """Send the search's bestmove, once: the model's move if it has one, else the fallback."""
         with self._answer_lock:
             if search.sent.is_set():
                 return
@@ -393,118 +477,36 @@ class UciEngine:
                 search.timer.cancel()
             ans = search.answer
             if ans is None:
-                reason = {"time": "the time budget ran out", "stop": "stop came"}.get(why or "", "the end")
-                if search.fallback is not None:
-                    ans = Answer(search.fallback, info=[f"info string {reason} before the model answered; "
-                                                        "played the quick fallback move (most material at one ply)"])
-                else:
-                    ans = self._random_answer(search.board, f"{reason} before the model answered")
+                reason = {"time": "the time budget ran out before the model answered",
+                          "stop": "stop came before the model answered"}.get(why or "", why or "no answer")
+                ans = self._fallback_answer(search, reason)
             for line in ans.info:
                 self.send(line)
             ponder = f" ponder {ans.ponder.uci()}" if ans.ponder is not None and search.finished.is_set() else ""
             self.send(f"bestmove {ans.move.uci() if ans.move else '0000'}{ponder}")
             search.played = ans.move
             search.sent.set()
+            if ans.move:
+                self.moves += 1
+                # Off the clock: feed the model the move played, so that the next go costs one step.
+                after = search.board.copy()
+                after.push(ans.move)
+                if self.worker is not None:
+                    self.worker.send(Follow(after))
             if why == "time" and search.target is not None:
                 self.lateness.append(1000 * (time.perf_counter() - search.target))
 
-    def _random_answer(self, board: chess.Board, why: str) -> Answer:
-        """A legal move drawn at random: the answer of a search the model could not finish."""
-        with self._answer_lock:
-            move = self.rng.choice(list(board.legal_moves))
-        return Answer(move, info=[f"info string {why}; played a random legal move"])
 
-    def _think(self, search: Search) -> None:
-        """The worker: the model's move (then its predicted reply) for the search, if still wanted."""
-        try:
-            with self._model_lock:
-                if search.sent.is_set():
-                    return  # answered without us (stop or time) while an older search held the model
-                self._warm_up_locked()
-                search.answer = self._choose(search)
-                if self.ponder and not search.sent.is_set():
-                    search.answer.ponder = self._predict_reply(search.board, search.answer.move)
-        except Exception as e:  # a failed forward pass still owes the GUI a move
-            log.debug("search failed", exc_info=True)
-            if search.answer is None:
-                search.answer = self._random_answer(search.board, f"the model failed ({e})")
-        search.finished.set()
-        if not search.hold:
-            self.answer(search)
-        else:
-            with self._answer_lock:  # a held search shows its info now, as engines do while they search
-                if not search.sent.is_set() and search.answer is not None:
-                    for line in search.answer.info:
-                        self.send(line)
-                    search.answer.info = []
-        if search.sent.is_set() and search.played:
-            # Off the clock: feed the model the move played, so that the next go costs one step.
-            after = search.board.copy()
-            after.push(search.played)
-            with self._model_lock:
-                try:
-                    self.player.follow(after)
-                except Exception:
-                    log.debug("follow failed", exc_info=True)
-
-    def _choose(self, search: Search) -> Answer:
-        """The model's move and its info lines; the most likely legal move where sampling fails."""
-        board = search.board
-        vocab = self.policy.vocab
-        before = self.player.stats.illegal
-        probs = self.player.distribution(board, temperature=1.0)
-
-        def p(m: chess.Move) -> float:
-            return _prob(probs, vocab.encode_move(m))
-
-        info: list[str] = []
-        try:
-            move = self.player.play(board)
-        except RuntimeError as e:  # e.g. non-finite probabilities from a diverged checkpoint
-            move = max(board.legal_moves, key=p)
-            info.append(f"info string sampling failed ({' '.join(str(e).split())[:80]}); "
-                        f"played the most likely legal move")
-        if search.go.searchmoves and move not in search.go.searchmoves:
-            move = max(search.go.searchmoves, key=p)
-        ms = int(1000 * (time.perf_counter() - search.started))
-        top = sorted(board.legal_moves, key=lambda m: -p(m))[:3]
-        info.append(f"info string model top at rating {self.model.rating}: "
-                    + ", ".join(f"{m.uci()} {p(m):.3f}" for m in top))
-        if self.player.stats.illegal > before:
-            info.append(f"info string sampled move was illegal; played the most likely legal move "
-                        f"({self.player.stats.illegal} of {self.player.stats.moves} so far)")
-        wdl = self.player.wdl(board)  # the position searched, from the side to move (None: no value head)
-        score = "" if wdl is None else score_words(wdl, self.show_wdl) + " "
-        # Last, so a GUI that keeps the latest info string shows the chosen move's probability.
-        info.append(f"info depth 1 seldepth 1 {score}time {ms} nodes 1 pv {move.uci()} string p={p(move):.4f}")
-        return Answer(move, info=info)
-
-    def _predict_reply(self, board: chess.Board, move: chess.Move) -> chess.Move | None:
-        """The model's most likely legal reply to `move` (None when the game ends with it)."""
-        after = board.copy()
-        after.push(move)
-        if not any(after.legal_moves):
-            return None
-        probs = self.ponderer.distribution(after, temperature=1.0)
-        return max(after.legal_moves, key=lambda m: _prob(probs, self.policy.vocab.encode_move(m)))
-
-
-def _prob(probs: torch.Tensor, token: int) -> float:
-    """A move's probability, with a non-finite one (diverged weights) ranked below every other."""
-    x = float(probs[token])
-    return x if math.isfinite(x) else -1.0
-
-
-def serve(model: Prompted, inp: TextIO, out: TextIO, seed: int = 0) -> UciEngine:
+def serve(model: Prompted, inp: TextIO, out: TextIO, seed: int = 0, *, process: bool = True,
+          step: int | None = None) -> UciEngine:
     """Answer UCI lines from `inp` on `out` until quit or end of input; returns the engine.
 
-    At end of input a running search still sends its bestmove (``echo go | chessdt uci`` works).
+    The model runs in a child process (`process`), started at once so that it loads during the
+    GUI's handshake. At end of input a running search still sends its bestmove (``echo go | chessdt uci``
+    works).
     """
-    engine = UciEngine(model, out, seed)
-    torch.set_num_threads(engine.threads)
-    # The deadline timer must get the GIL promptly while the worker runs Python between torch ops.
-    sys.setswitchinterval(0.001)
-    engine.start_warm_up()
+    engine = UciEngine(model, out, seed, process=process, name=engine_name(model.policy, step))
+    engine.start()
     try:
         for line in inp:
             if not engine.handle(line):

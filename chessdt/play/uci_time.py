@@ -1,7 +1,8 @@
 """Time management of the UCI front end: the `go` command, the move's budget, the deadline's margin.
 
 The model answers in one forward pass, so there is no search to stop early: the clock only decides
-when the deadline fires and the fallback move goes out instead (:mod:`chessdt.play.uci`).
+when the deadline fires and the fallback move goes out instead (:mod:`chessdt.play.uci`). A move's
+budget is the GUI's limit less Move Overhead, the overhead capped at half the limit (:func:`kept_back_ms`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ MOVES_TO_GO = 30  # a sudden-death clock is spread as if this many moves were le
 MAX_BUDGET_MS = 7 * 24 * 3600 * 1000  # a longer budget is a week: the timer cannot wait 1e20 ms (the model
 # answers in milliseconds anyway)
 DEFAULT_MOVE_OVERHEAD = 30  # ms kept back from every budget for the GUI's and the pipe's latency
+# Move Overhead never keeps back more than this share of a move's time: a GUI's `go movetime 100` with
+# Move Overhead 100 (lichess-bot's default) left the model 0 ms, and every move was the fallback (issue 25)
+OVERHEAD_SHARE = 0.5
 MIN_MARGIN_MS = 5.0  # the deadline fires at least this long before the budget ends
 LATENESS_WINDOW = 32  # deadlines remembered for the margin (their worst lateness)
 # The margin is this many times that worst lateness: what we measure is only our side of the delay
@@ -76,14 +80,12 @@ def parse_go(args: list[str], board: chess.Board | None) -> tuple[Go, list[str]]
     return go, complaints
 
 
-def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
-    """Milliseconds the answer may take: the movetime or this move's share of the clock, less the
-    overhead (never below 0); None when nothing limits it (depth, nodes, infinite or a bare go).
+def limit_ms(go: Go, turn: chess.Color) -> float | None:
+    """Milliseconds the GUI gives this move: the movetime or this move's share of the clock, whichever
+    is tighter; None when nothing limits it (depth, nodes, infinite or a bare go).
 
-    >>> budget_ms(Go(movetime=100), chess.WHITE, 30)
-    70
-    >>> budget_ms(Go(wtime=60_000, btime=1, winc=1000), chess.WHITE, 30)
-    2970.0
+    >>> limit_ms(Go(wtime=60_000, btime=1, winc=1000), chess.WHITE)
+    3000.0
     """
     limits: list[float] = []
     if go.movetime is not None:
@@ -95,7 +97,30 @@ def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
         limits.append(min(clock / moves + inc, clock / 2))
     if not limits:
         return None
-    return max(0, min(*limits, MAX_BUDGET_MS) - overhead_ms)
+    return max(0.0, min(*limits, MAX_BUDGET_MS))
+
+
+def kept_back_ms(limit: float, overhead_ms: int) -> float:
+    """What Move Overhead keeps back of a move's `limit`: the overhead, at most OVERHEAD_SHARE of the
+    limit, so that no setting leaves the model 0 ms (`go movetime 100` with Move Overhead 100 keeps 50).
+
+    >>> kept_back_ms(1000, 30), kept_back_ms(100, 100), kept_back_ms(100, 30)
+    (30, 50.0, 30)
+    """
+    return min(overhead_ms, OVERHEAD_SHARE * limit)
+
+
+def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
+    """Milliseconds the answer may take: the move's limit (:func:`limit_ms`) less what Move Overhead
+    keeps back (:func:`kept_back_ms`); None when nothing limits it.
+
+    >>> budget_ms(Go(movetime=100), chess.WHITE, 30), budget_ms(Go(movetime=100), chess.WHITE, 100)
+    (70, 50.0)
+    >>> budget_ms(Go(wtime=60_000, btime=1, winc=1000), chess.WHITE, 30)
+    2970.0
+    """
+    limit = limit_ms(go, turn)
+    return None if limit is None else limit - kept_back_ms(limit, overhead_ms)
 
 
 def deadline_margin(lateness_ms: Iterable[float], budget_ms: float) -> float:
