@@ -229,6 +229,27 @@ def _cmd_legality_strict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_legality_probe(args: argparse.Namespace) -> int:
+    from chessdt.checkpoint import resolve_checkpoint
+    from chessdt.evals.heldout import held_out_games
+    from chessdt.evals.probe import probe_board
+    from chessdt.evals.results import eval_dir
+
+    if args.positions < 4:
+        raise UserError(f"--positions {args.positions}: give at least 4")
+    policy = load_policy(args.checkpoint, args.device)
+    ckpt = resolve_checkpoint(args.checkpoint)
+    games = held_out_games(policy.cfg, ckpt, max(2, args.positions // 20), args.games) or []
+    if len(games) < 2:
+        raise UserError(f"{args.checkpoint}: a probe needs at least 2 held-out games (give --games)")
+    out = Path(args.out) if args.out else eval_dir(ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+    result = probe_board(policy, games, args.positions, out / "probe.json")
+    print(result.format())
+    print(f"wrote {out / 'probe.json'}")
+    return 0
+
+
 def _add_match_args(p: argparse.ArgumentParser) -> None:
     """The flags of `eval match`; where one is not given, the [eval] section's value is played."""
     p.add_argument("settings", nargs="+", metavar="SETTING",
@@ -297,3 +318,13 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
                                                "strict rules (an illegal move loses), on the same games")
     p.add_argument("match_log", help="the game log of `chessdt eval match` (eval/match_*.jsonl)")
     p.set_defaults(func=_cmd_legality_strict)
+
+    p = sub.add_parser("legality-probe", help="a linear probe from each layer's residual stream to the board "
+                                              "(which piece stands on each square) on held-out positions")
+    p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
+    p.add_argument("--games", help="held-out games: prepared data dir (val split) or PGN file "
+                                   "(default: the model's prepared data)")
+    p.add_argument("--positions", type=int, default=4000, help="held-out positions (half fit, half test; default 4000)")
+    p.add_argument("--out", help="output folder (default: <run_dir>/eval)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(func=_cmd_legality_probe)
