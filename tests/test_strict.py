@@ -54,5 +54,6 @@ def test_cli_legality_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert cli.main(["legality-strict", str(log.path)]) == 0
     out = capsys.readouterr().out
     assert "| a | b | 2 | 1 = 50% [" in out and (tmp_path / "match_r1000_vs_r2000.strict.json").is_file()
+    assert out.startswith("**Model inputs: not recorded")  # no run directory with a config.json around the log
     with pytest.raises(UserError, match="no such match log"):
         strict_match(tmp_path / "missing.jsonl")

@@ -17,6 +17,8 @@ from pathlib import Path
 import chess
 
 from chessdt.errors import UserError
+from chessdt.evals.curve import run_inputs
+from chessdt.evals.legality import input_line
 from chessdt.evals.match import pair_results
 from chessdt.evals.results import JsonResult, fmt
 from chessdt.metrics import PairedScore, paired_score, wilson_interval
@@ -68,9 +70,10 @@ class StrictMatchResult(JsonResult):
     log: str  # the match's game log
     pairs: tuple[StrictPair, ...]
     games: int
+    inputs: str = ""  # model_inputs of the run whose eval folder holds the log ("" = not found)
 
     def format(self) -> str:
-        out = [f"Strength with replacement and under strict rules (an illegal move loses), same games "
+        out = [input_line(self.inputs), "", f"Strength with replacement and under strict rules (an illegal move loses), same games "
                f"({self.log}, {self.games} decided games); B's score and Elo B - A, 95% intervals from the "
                "per-pair variance", "",
                "| A | B | games | fully legal [95%] | lost by an illegal move: A / B | B's score replaced | "
@@ -119,7 +122,9 @@ def strict_match(log: Path, out: Path | None = None) -> StrictMatchResult:
     pairs = strict_pairs(records)
     if not pairs:
         raise UserError(f"{log}: no decided match games (a match log's games carry the tags a and b)")
-    result = StrictMatchResult(log=str(log), pairs=pairs, games=sum(p.replaced.games for p in pairs))
+    # a match log of `chessdt eval match` lies in <run_dir>/eval/, beside the run's config.json
+    result = StrictMatchResult(log=str(log), pairs=pairs, games=sum(p.replaced.games for p in pairs),
+                               inputs=run_inputs(Path(log).resolve().parent.parent))
     if out is not None:
         result.save(out)
     return result
