@@ -176,9 +176,8 @@ def test_late_model_answers_with_a_legal_move_on_time(policy: ModelPolicy, monke
     played = chess.Move.from_uci(lines[-1].split()[1])
     lines = _talk(engine, "go infinite", "stop")
     assert sum(ln.startswith("bestmove") for ln in lines) == 1 and "stop came" in lines[-2]
-    played = chess.Move.from_uci(lines[-1].split()[1])
     release.set()
-    assert _talk(engine, "isready") == ["readyok"]  # the model finished both searches, and nothing more was sent
+    assert _talk(engine, "isready") == ["readyok"]  # the model is done (the second search skipped), nothing more sent
     # The model is fed the fallback move that was played, not its own late one.
     session = _side(engine).player._session
     assert session is not None and session.boards[0].move_stack[-1] == played
@@ -595,3 +594,22 @@ def test_a_model_process_that_dies_gives_one_line_and_a_legal_bestmove(tiny_chec
         assert lines[-2].startswith("info depth 1") and (engine.moves, engine.fallbacks) == (2, 1)
     finally:
         engine.close()
+
+
+def test_a_model_that_fell_behind_skips_the_searches_already_answered(policy: ModelPolicy,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches answered by the fallback while the model was busy are not computed afterwards: that
+    would only make the next move late too."""
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    release = _slow_model(engine, monkeypatch)
+    side = _side(engine)
+    calls = []
+    think = side.think
+    monkeypatch.setattr(side, "think", lambda t: calls.append(t.search) or think(t))
+    for _ in range(3):
+        _talk(engine, "position startpos", "go movetime 40")
+    release.set()
+    assert engine.ready(60) and calls == [1]  # the first, already under way; the second and third skipped
+    lines = _talk(engine, "position startpos", "go movetime 60000")
+    assert calls == [1, 4] and not any("fallback" in ln for ln in lines)
+    engine.close()

@@ -368,15 +368,17 @@ class UciEngine:
             return
         self._arm(search)
 
-    def deadline_margin(self, budget_ms: float) -> float:
+    def deadline_margin(self, budget_ms: float, kept_back_ms: float = 0.0) -> float:
         """Milliseconds before the budget's end at which the deadline fires (uci_time.deadline_margin)."""
-        return deadline_margin(self.lateness, budget_ms)
+        return deadline_margin(self.lateness, budget_ms, kept_back_ms)
 
     def _arm(self, search: Search) -> None:
         """Answer the search when its budget (less the margin) runs out, whatever the model sent by then."""
         if search.budget_ms is None:
             return
-        fire = (search.budget_ms - self.deadline_margin(search.budget_ms)) / 1000
+        limit = limit_ms(search.go, search.board.turn)
+        kept = 0.0 if limit is None else limit - search.budget_ms  # what Move Overhead kept back
+        fire = (search.budget_ms - self.deadline_margin(search.budget_ms, kept)) / 1000
         search.target = search.started + fire
         left = fire - (time.perf_counter() - search.started)
         search.timer = threading.Timer(max(0.0, left), self.answer, args=(search, "time"))

@@ -12,6 +12,7 @@ noticed at once (the pipe closes) and reported through ``on_exit``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -224,13 +225,22 @@ def serve_model(conn: multiprocessing.connection.Connection, side: ModelSide, se
     side.warm_up()
     conn.send(Ready())
     rng = random.Random(seed)  # the move of a model that fails
+    pending: collections.deque[Request | None] = collections.deque()
     while True:
         try:
-            request = conn.recv()
+            if not pending:
+                pending.append(conn.recv())
+            while conn.poll():
+                pending.append(conn.recv())
         except (EOFError, OSError):
             return
+        request = pending.popleft()
         if request is None:
             return
+        if isinstance(request, Think) and any(isinstance(r, (Think, Follow)) for r in pending):
+            # Already answered (the engine sends a Follow or the next Think only after a bestmove): the
+            # fallback went out while the model was behind; thinking now would only make the next move late.
+            continue
         if isinstance(request, Think):
             try:
                 moved = side.think(request)

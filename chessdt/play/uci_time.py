@@ -123,13 +123,18 @@ def budget_ms(go: Go, turn: chess.Color, overhead_ms: int) -> float | None:
     return None if limit is None else limit - kept_back_ms(limit, overhead_ms)
 
 
-def deadline_margin(lateness_ms: Iterable[float], budget_ms: float) -> float:
-    """Milliseconds before the budget's end at which the deadline fires: LATENESS_FACTOR times
-    the worst lateness of the recent timed answers (how long after its time the deadline's
-    bestmove went out), plus MIN_MARGIN_MS, at most MAX_MARGIN_SHARE of the budget.
+def deadline_margin(lateness_ms: Iterable[float], budget_ms: float, kept_back_ms: float = 0.0) -> float:
+    """Milliseconds before the budget's end at which the deadline fires: MIN_MARGIN_MS, plus the part
+    of LATENESS_FACTOR times the worst lateness of the recent timed answers (how long after its time
+    the deadline's bestmove went out) that Move Overhead's `kept_back_ms` does not already cover, at
+    most MAX_MARGIN_SHARE of the budget. (Counting the lateness on top of an overhead that absorbs
+    it fired a 100 ms move's deadline at 10 ms on a busy machine: every answer was the fallback.)
 
     >>> deadline_margin([], 1000.0), deadline_margin([3.0, 10.0], 1000.0), deadline_margin([900.0], 100.0)
     (5.0, 25.0, 80.0)
+    >>> deadline_margin([20.0], 50.0, kept_back_ms=50.0), deadline_margin([40.0], 50.0, kept_back_ms=50.0)
+    (5.0, 35.0)
     """
     worst = max(lateness_ms, default=0.0)
-    return min(MIN_MARGIN_MS + LATENESS_FACTOR * max(0.0, worst), MAX_MARGIN_SHARE * budget_ms)
+    extra = max(0.0, LATENESS_FACTOR * max(0.0, worst) - kept_back_ms)
+    return min(MIN_MARGIN_MS + extra, MAX_MARGIN_SHARE * budget_ms)
