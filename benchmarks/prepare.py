@@ -84,12 +84,23 @@ def _one(src: str, out: str, workers: int, reader: str) -> None:
     from chessdt.config import DataConfig
     from chessdt.data.prepare import prepare
 
+    def cpu(who: int) -> float:
+        u = resource.getrusage(who)
+        return u.ru_utime + u.ru_stime
+
+    main0, workers0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     s = prepare([src], Path(out), DataConfig(reader=reader), workers=workers, progress=False)  # type: ignore[arg-type]
+    main_cpu, workers_cpu = cpu(resource.RUSAGE_SELF) - main0, cpu(resource.RUSAGE_CHILDREN) - workers0
+    # what the run would take with a core per process and no other load: the busiest of the main
+    # process and the workers' share, or all of it spread over the cores
+    idle_s = max(main_cpu, workers_cpu / workers, (main_cpu + workers_cpu) / len(os.sched_getaffinity(0))) \
+        if workers > 1 else main_cpu
     tokens = sum(s.tokens.values())
     disk = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
     print(json.dumps({"games_per_s": s.games_seen / s.seconds, "games": s.games_seen, "kept": sum(s.games.values()),
                       "tokens": tokens, "bytes": disk, "bytes_per_token": disk / tokens, "seconds": s.seconds,
-                      "main_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "main_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "cpu_s": main_cpu + workers_cpu, "main_cpu_s": main_cpu, "idle_games_per_s": s.games_seen / idle_s}))
 
 
 def head(path: Path, games: int, dest: Path) -> Path:
@@ -172,16 +183,23 @@ def main() -> None:
             runs["all"].append(run_one(path, args.workers))
             runs["ref"].append(run_one(prefix, 1, "python-chess"))
     rate = {k: statistics.median(r["games_per_s"] for r in v) for k, v in runs.items()}
+    idle = {k: statistics.median(r["idle_games_per_s"] for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(1e6 * r["cpu_s"] / r["games"] for r in v) for k, v in runs.items()}
     last = runs["all"][-1]
     print(f"games: {last['games']:,.0f} seen, {last['kept']:,.0f} kept, {last['tokens']:,.0f} tokens; "
           f"python-chess reference on the first {runs['ref'][0]['games']:,.0f}; medians of {args.rounds} rounds")
-    print(f"{'':>22} {'games/s':>10} {'x python-chess':>15} {'peak PSS MiB':>13} {'main RSS MiB':>13}")
+    print("wall: games/s as measured; cpu: from CPU time, what a core per process would give "
+          "(max of the main process's CPU, the workers' CPU / workers and all CPU / cores)")
+    print(f"{'':>22} {'wall games/s':>12} {'x p-c':>6} {'cpu games/s':>12} {'x p-c':>6} {'CPU us/game':>12} "
+          f"{'peak PSS MiB':>13} {'main RSS MiB':>13}")
     for key, name in (("ref", "python-chess, 1 worker"), ("1", "chessdt, 1 worker"), ("all", f"chessdt, {args.workers} workers")):
         pss = max(r["peak_pss_mib"] for r in runs[key])
         rss = max(r["main_rss_mib"] for r in runs[key])
-        print(f"{name:>22} {rate[key]:>10,.0f} {rate[key] / rate['ref']:>14.1f}x {pss:>13,.0f} {rss:>13,.0f}")
+        print(f"{name:>22} {rate[key]:>12,.0f} {rate[key] / rate['ref']:>5.1f}x {idle[key]:>12,.0f} "
+              f"{idle[key] / idle['ref']:>5.1f}x {cpu[key]:>12,.0f} {pss:>13,.0f} {rss:>13,.0f}")
     per_round = ", ".join(f"{a['games_per_s'] / b['games_per_s']:.2f}" for a, b in zip(runs["all"], runs["1"]))
-    print(f"{args.workers} workers / 1 worker: {rate['all'] / rate['1']:.2f}x (per round: {per_round})")
+    print(f"{args.workers} workers / 1 worker: wall {rate['all'] / rate['1']:.2f}x (per round: {per_round}); "
+          f"cpu {idle['all'] / idle['1']:.2f}x")
     print(f"on disk: {last['bytes']:,.0f} bytes, {last['bytes_per_token']:.2f} bytes/token")
     print(f"load average after {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 

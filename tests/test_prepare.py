@@ -12,7 +12,8 @@ import zstandard
 from chessdt import cli
 from chessdt.config import DataConfig
 from chessdt.errors import UserError
-from chessdt.data.prepare import prepare
+from chessdt.data.dedupe import SeenFilter, false_positive_rate
+from chessdt.data.prepare import GameChunks, prepare
 from chessdt.data.shards import PreparedData
 from chessdt.tokenizer import board_array
 from conftest import FIXTURES, random_pgn
@@ -382,3 +383,79 @@ def test_a_full_disk_or_a_cwd_output_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(work)
     assert cli.main(["prepare", str(src), "--out", ".", "-q", "--force"]) == 2  # not a prepared data set
     assert "is not a prepared data set" in capsys.readouterr().err and (work / "notes.txt").read_text() == "mine"
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    """Every shard file of a prepared set, and meta.json less its timing."""
+    files = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file() and f.suffix in (".tokens", ".offsets", ".results")}
+    meta = json.loads((out / "meta.json").read_text())
+    meta.pop("seconds")
+    meta["config"].pop("workers")
+    return {**files, "meta": json.dumps(meta, sort_keys=True).encode()}
+
+
+def test_output_is_the_same_for_any_number_of_workers(tmp_path):
+    # two files cut into many chunks, with repeats inside a chunk, across chunks and across files
+    a = random_pgn(150, seed=40)
+    b = random_pgn(60, seed=120) + "\n" + random_pgn(20, seed=45) + "\n" + random_pgn(40, seed=40)
+    src = [write(tmp_path, "a.pgn.zst", a), write(tmp_path, "b.pgn", b)]
+    outs = {}
+    for workers in (1, 2, 3):
+        out = tmp_path / f"w{workers}"
+        s = prepare([str(p) for p in src], out, DataConfig(val_fraction=0.2), workers=workers, progress=False,
+                    chunk_bytes=5000)
+        assert s.workers == workers
+        outs[workers] = _files(out)
+    assert outs[1] == outs[2] == outs[3]
+    meta = json.loads(outs[1]["meta"])
+    # seeds 40..189 and 120..179 overlap on 120..179 (60), plus 45..64 (20) and 40..79 (40) again
+    assert meta["skipped"] == {"duplicate": 120} and sum(meta["games"].values()) == 150
+    assert len(list(GameChunks(iter([b.encode()]), 5000))) > 4  # several chunks per file
+
+
+def test_dedupe_across_files_and_runs(tmp_path):
+    # games without a Site URL are told apart by headers and moves; the same game in two files,
+    # given in either order, is kept once, and a second run keeps exactly the same games
+    no_site = random_pgn(30, seed=300).replace('[Site "https://example.org/', '[Site "local ')
+    first = write(tmp_path, "first.pgn", random_pgn(50, seed=200) + "\n" + no_site)
+    second = write(tmp_path, "second.pgn.zst", no_site + "\n" + random_pgn(40, seed=230))
+    kept = []
+    for k, order in enumerate(([first, second], [second, first], [first, second])):
+        s = prepare([str(p) for p in order], tmp_path / f"o{k}", DataConfig(), workers=2, progress=False,
+                    chunk_bytes=4000)
+        assert s.skipped["duplicate"] == 30 + 20  # the 30 without Site, and seeds 230..249
+        d = PreparedData.open(tmp_path / f"o{k}")
+        kept.append(sorted(tuple(d.splits[x].game(i)) for x in ("train", "val") for i in range(d.splits[x].n_games)))
+    assert kept[0] == kept[1] == kept[2] and len(kept[0]) == 50 + 30 + 20
+    assert _files(tmp_path / "o0") == _files(tmp_path / "o2")
+    # dedupe off keeps every copy
+    s = prepare([str(first), str(second)], tmp_path / "all", DataConfig(dedupe=False), workers=1, progress=False)
+    assert sum(s.games.values()) == 150 and "duplicate" not in s.skipped
+
+
+def test_seen_filter_never_misses_a_repeat_and_errs_at_its_stated_rate():
+    rng = np.random.default_rng(0)
+    f = SeenFilter(bits=16)
+    ids = rng.integers(0, 256, (5000, 16), dtype=np.uint8)
+    assert not f.seen(ids).any()
+    assert f.seen(ids).all() and f.seen(ids[::-1][:7]).all()  # every repeat, in any chunk
+    # a chunk is checked against what came before it: 40,000 new identities after 5,000 are taken
+    # for repeats at the stated rate (0.21%: 83 expected, a binomial 95% range of about 65-101)
+    stated = false_positive_rate(5000, 16)
+    measured = float(f.seen(rng.integers(0, 256, (40_000, 16), dtype=np.uint8)).mean())
+    assert 0.001 < stated < 0.004 and 0.7 * stated < measured < 1.3 * stated
+    assert false_positive_rate(100_000_000, 32) < 2e-6 and false_positive_rate(1_000_000, 32) < 1e-15
+
+
+def test_offsets_summed_in_pieces_are_the_running_total(tmp_path, monkeypatch):
+    import chessdt.data.shards as shards
+
+    monkeypatch.setattr(shards, "OFFSETS_PIECE", 3)  # the writer sums lengths a piece at a time
+    w = shards.SplitWriter(tmp_path, "train")
+    lengths = np.array([5, 7, 3, 9, 4, 6, 8], np.int64)
+    for part in (lengths[:2], lengths[2:]):
+        w.write(np.zeros(int(part.sum()), np.uint16), part, np.ones(len(part), np.int8))
+    w.close(tmp_path, "train")
+    assert np.fromfile(tmp_path / "train.offsets", np.int64).tolist() == [0, *np.cumsum(lengths).tolist()]
+    assert np.fromfile(tmp_path / "train.results", np.int8).tolist() == [1] * 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.offsets", "train.results", "train.tokens"]

@@ -41,6 +41,18 @@ def is_pgn_path(path: Path) -> bool:
     return path.name.lower().endswith(PGN_SUFFIXES)
 
 
+# fewest bytes on disk a game takes (what sizes the dedupe filter): a Lichess game is about 130
+# bytes in zstd and 650 as text; any game needs at least a header line and a result
+MIN_GAME_BYTES = {"compressed": 40, "text": 120}
+
+
+def max_games(paths: Iterable[Path]) -> int:
+    """An upper bound on the games in PGN files, from their sizes."""
+    def least(p: Path) -> int:
+        return MIN_GAME_BYTES["compressed" if p.name.lower().endswith((".gz", ".bz2", ".zst", ".zstd")) else "text"]
+    return sum(p.stat().st_size // least(p) + 1 for p in paths)
+
+
 def _kind(path: Path) -> str:
     """What a path that is neither a file nor a folder is, in words."""
     mode = path.stat().st_mode

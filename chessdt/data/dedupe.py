@@ -1,12 +1,15 @@
 """Which games were seen before, in memory that does not grow with the games: a Bloom filter.
 
 Every game has a 16-byte identity (:func:`chessdt.data.pgn.game_identity`: its Lichess URL when
-Site names one, else its headers and moves). The filter is ``2**bits`` bits (``data.dedupe_bits``;
-32 = 512 MiB, touched lazily, so a small run uses little of it) with :data:`HASHES` bit positions
-per game taken from the identity itself (it is already a uniform hash). It never misses a repeat;
-it may call a new game seen with probability about ``(1 - exp(-HASHES * n / 2**bits)) ** HASHES``
-after n games (:func:`false_positive_rate`): 3e-20 at a million games, 1.7e-6 at 100 million
-(about 170 of a monthly dump's games dropped by mistake) with the default 32 bits.
+Site names one, else its headers and moves). The filter is ``2**bits`` bits with :data:`HASHES`
+bit positions per game taken from the identity itself (it is already a uniform hash). Its size is
+fixed before the first game: :data:`BITS_PER_GAME` bits for each game the input can hold at most
+(:func:`filter_bits`, from the input's size on disk), but never more than ``2**data.dedupe_bits``
+(default 32: 512 MiB), so memory does not grow with the games. It never misses a repeat; it may
+call a new game seen with probability about ``(1 - exp(-HASHES * n / 2**bits)) ** HASHES`` after n
+games (:func:`false_positive_rate`): at most 1.7e-6 while the input fits the estimate, and with
+the default cap 3e-20 at a million games, 1.7e-6 at 100 million (about 170 of a monthly dump's
+games dropped by mistake).
 
 Games are checked a chunk at a time, in input order: a game is a duplicate if its identity came
 earlier in the same chunk, or the filter holds it from earlier chunks. Chunks are cut from the
@@ -20,6 +23,13 @@ import math
 import numpy as np
 
 HASHES = 7  # bit positions per game: optimal for ~2**32 bits at ~400 million games, fine below
+BITS_PER_GAME = 43  # filter bits per game the input can hold: a false-positive rate of 1.7e-6 when full
+MIN_BITS = 20  # 128 KiB: small inputs
+
+
+def filter_bits(max_games: int, cap: int) -> int:
+    """log2 of the filter size for an input of at most `max_games` games, at most `cap`."""
+    return min(cap, max(MIN_BITS, math.ceil(math.log2(max(max_games, 1) * BITS_PER_GAME))))
 
 
 def false_positive_rate(games: int, bits: int) -> float:

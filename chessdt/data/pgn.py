@@ -29,7 +29,8 @@ import numpy as np
 
 from chessdt.config import DataConfig
 from chessdt.rules import RESULTS
-from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, text_blocks
+from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, max_games, text_blocks
+from chessdt.data.dedupe import SeenFilter, filter_bits
 from chessdt.tokenizer import NUM_MOVES, Vocab, board_array, condition_prefix
 
 _HEADERS = re.compile(r'^\[\s*([A-Za-z0-9_]+)\s+"((?:[^"\\\n]|\\.)*)"\s*\]\s*$', re.MULTILINE)
@@ -430,12 +431,12 @@ def collect_stats(inputs: list[str], cfg: DataConfig, with_moves: bool = False,
     paths, skipped_files = expand_inputs(inputs)
     stats = GameStats(files=[str(p) for p in paths])
     stats.skipped.update(skipped_files)
-    seen: set[bytes] = set()
+    seen = SeenFilter(filter_bits(max_games(paths), cfg.dedupe_bits))
     total = sum(p.stat().st_size for p in paths)
     with tqdm(total=total, unit="B", unit_scale=True, disable=not progress, desc="stats") as bar:
         for path in paths:
             counter = CountingReader(open(path, "rb"))
-            pending: list[RawGame] = []
+            passed: list[RawGame] = []  # passed the header checks; deduplicated and counted a batch at a time
             last = 0
             try:
                 for game in iter_games(text_blocks(byte_chunks(path, counter))):
@@ -450,19 +451,13 @@ def collect_stats(inputs: list[str], cfg: DataConfig, with_moves: bool = False,
                     stats.results[h.get("Result", "(none)")] += 1
                     stats.terminations[h.get("Termination", "(none)")] += 1
                     reason = header_skip_reason(h, cfg, game.malformed_headers)
-                    if reason is None and cfg.dedupe:
-                        ident = game_identity(game)
-                        reason = "duplicate" if ident in seen else None
-                        seen.add(ident)
                     if reason:
                         stats.skipped[reason] += 1
-                    elif with_moves:
-                        pending.append(game)
-                        if len(pending) >= cfg.batch_games:
-                            _stats_moves(pending, cfg, vocab, stats)
-                            pending = []
                     else:
-                        stats.kept += 1
+                        passed.append(game)
+                        if len(passed) >= cfg.batch_games:
+                            _stats_passed(passed, cfg, vocab, stats, seen, with_moves)
+                            passed = []
                     if counter.count != last:
                         bar.update(counter.count - last)
                         last = counter.count
@@ -472,10 +467,26 @@ def collect_stats(inputs: list[str], cfg: DataConfig, with_moves: bool = False,
                 stats.skipped["truncated"] += 1
             finally:
                 counter.close()
-            if pending:
-                _stats_moves(pending, cfg, vocab, stats)
+            _stats_passed(passed, cfg, vocab, stats, seen, with_moves)
             bar.update(counter.count - last)
     return stats
+
+
+def _stats_passed(games: list[RawGame], cfg: DataConfig, vocab: Vocab, stats: GameStats, seen: SeenFilter,
+                  with_moves: bool) -> None:
+    """Count games that passed the header checks: repeats (with cfg.dedupe), then the move checks."""
+    if not games:
+        return
+    dup = seen.seen(np.frombuffer(b"".join(game_identity(g) for g in games), np.uint8).reshape(-1, 16)) \
+        if cfg.dedupe else np.zeros(len(games), bool)
+    stats.skipped["duplicate"] += int(dup.sum())
+    if not stats.skipped["duplicate"]:
+        del stats.skipped["duplicate"]
+    fresh = [g for g, d in zip(games, dup) if not d]
+    if with_moves:
+        _stats_moves(fresh, cfg, vocab, stats)
+    else:
+        stats.kept += len(fresh)
 
 
 def _stats_moves(games: list[RawGame], cfg: DataConfig, vocab: Vocab, stats: GameStats) -> None:

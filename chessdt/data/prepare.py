@@ -33,8 +33,8 @@ from chessdt.config import DataConfig, to_dict
 from chessdt.errors import UserError
 from chessdt.files import (MARK_NAME, durable_rename, exclusive_beside, made_as, mark, partial_path,
                            remove_stale_partials)
-from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs
-from chessdt.data.dedupe import SeenFilter
+from chessdt.data.archives import CountingReader, TruncatedArchive, byte_chunks, expand_inputs, max_games
+from chessdt.data.dedupe import SeenFilter, filter_bits
 from chessdt.data.pgn import (condition_tokens, game_identity, games_in_text, header_skip_reason, in_val_split,
                               parse_moves, parse_rating, ply_skip_reason)
 from chessdt.data.shards import FORMAT_VERSION, SPLITS, SplitWriter
@@ -206,11 +206,12 @@ class _Done:
 class _Pipeline:
     """Sends chunks to the workers, takes their results back in order, dedupes and writes."""
 
-    def __init__(self, directory: Path, cfg: DataConfig, workers: int) -> None:
+    def __init__(self, directory: Path, cfg: DataConfig, workers: int, max_games: int) -> None:
         self.cfg, self.workers = cfg, workers
         self.writers = {s: SplitWriter(directory, s) for s in SPLITS}
         self.summary = PrepareSummary(workers=workers)
-        self.seen = SeenFilter(cfg.dedupe_bits) if cfg.dedupe else None
+        self.seen = SeenFilter(filter_bits(max_games, cfg.dedupe_bits)) if cfg.dedupe else None
+        _vocab(cfg.rating_bucket)  # built once, before the workers fork
         self.pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
         self.in_flight: deque[_Pending] = deque()
 
@@ -355,7 +356,7 @@ def prepare(inputs: list[str], out: Path, cfg: DataConfig, workers: int | None =
 def _prepare_into(tmp: Path, paths: list[Path], skipped_files: Counter[str], cfg: DataConfig, workers: int,
                   chunk_bytes: int, progress: bool) -> PrepareSummary:
     """Write shards and meta.json into `tmp`."""
-    pipe = _Pipeline(tmp, cfg, workers)
+    pipe = _Pipeline(tmp, cfg, workers, max_games(paths))
     pipe.summary.skipped.update(skipped_files)
     start = time.perf_counter()
     try:

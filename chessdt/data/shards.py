@@ -32,16 +32,19 @@ from chessdt.tokenizer import Vocab
 
 SPLITS = ("train", "val")
 TOKEN_DTYPE = np.uint16
+OFFSETS_PIECE = 1 << 20  # games whose offsets are summed at a time when a split is closed
 FORMAT_VERSION = 2  # 2: no {split}.boards (boards computed from the moves); 1 still loads
 
 
 class SplitWriter:
-    """Appends games to one split's files; offsets are kept in memory (8 bytes per game)."""
+    """Appends games to one split's files, constant in memory: lengths go to a scratch file that
+    becomes the offsets when the split is closed."""
 
     def __init__(self, directory: Path, split: str) -> None:
         self.tokens_f = open(directory / f"{split}.tokens", "wb")
-        self.lengths: list[np.ndarray] = []
-        self.results: list[np.ndarray] = []  # per game, White's class (see the module doc); -1 unknown
+        self.results_f = open(directory / f"{split}.results", "wb")  # per game, White's class; -1 unknown
+        self.lengths_path = directory / f"{split}.lengths.partial"
+        self.lengths_f = open(self.lengths_path, "wb")
         self.n_tokens = 0
         self.n_games = 0
 
@@ -52,19 +55,25 @@ class SplitWriter:
         if results is None:
             results = np.full(len(lengths), -1, np.int8)
         assert len(results) == len(lengths)
-        self.results.append(results.astype(np.int8, copy=False))
-        self.lengths.append(lengths.astype(np.int64, copy=False))
+        results.astype(np.int8, copy=False).tofile(self.results_f)
+        lengths.astype(np.int64, copy=False).tofile(self.lengths_f)
         self.n_tokens += int(len(tokens))
         self.n_games += int(len(lengths))
 
     def close(self, directory: Path, split: str) -> None:
-        self.tokens_f.close()
-        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        offsets.tofile(directory / f"{split}.offsets")
-        results = np.concatenate(self.results) if self.results else np.zeros(0, np.int8)
-        results.tofile(directory / f"{split}.results")
+        for f in (self.tokens_f, self.results_f, self.lengths_f):
+            f.close()
+        with open(directory / f"{split}.offsets", "wb") as out:
+            np.zeros(1, np.int64).tofile(out)
+            total = 0
+            if self.n_games:
+                lengths = np.memmap(self.lengths_path, dtype=np.int64, mode="r")
+                for i in range(0, len(lengths), OFFSETS_PIECE):
+                    part = np.cumsum(lengths[i : i + OFFSETS_PIECE]) + total
+                    part.tofile(out)
+                    total = int(part[-1])
+                del lengths
+        self.lengths_path.unlink()
 
 
 @dataclass(frozen=True)
