@@ -13,7 +13,7 @@ from chessdt.config import load_config
 from chessdt.errors import UserError
 
 
-def add_games_parsers(sub: argparse._SubParsersAction, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_games_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """The `games` command and its actions."""
     games = sub.add_parser("games", help="game files: stats, generate, ladder, variety, label, download")
     gsub = games.add_subparsers(dest="games_command", metavar="ACTION", required=True)
@@ -119,7 +119,7 @@ def _cmd_games_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_engine_games_parsers(gsub: argparse._SubParsersAction) -> None:
+def _add_engine_games_parsers(gsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = gsub.add_parser("generate", help="Stockfish-vs-Stockfish games over a ladder of strengths (resumable)")
     p.add_argument("--out", required=True, help="output .pgn.zst (appended to; an interrupted run resumes)")
     p.add_argument("--games", type=int, required=True, help="total games wanted in the file")

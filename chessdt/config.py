@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from chessdt.checks import check_device, check_guidance, check_temperature, check_top_p, check_values
 from chessdt.errors import ConfigError, UserError
-from chessdt.rules import parse_opponent
+from chessdt.rules import Opponent
 
 Reader = Literal["rust", "python-chess"]  # data.reader
 Precision = Literal["auto", "bf16", "fp32"]  # train.precision
@@ -203,11 +203,10 @@ class RLConfig:
     seed: int = 0  # rollouts and sampling
 
     def __post_init__(self) -> None:
-        if self.opponent.strip().lower() != "base":
-            try:
-                parse_opponent(self.opponent, allow_self=True)
-            except UserError as e:
-                raise ConfigError(f"rl.{e} or 'base'") from None
+        try:
+            Opponent.parse(self.opponent, models=True)
+        except UserError as e:
+            raise ConfigError(f"rl.{e}") from None
         if not 0 < self.promote_score <= 1 or self.promote_window < 1:
             raise ConfigError("rl.promote_score must be in (0, 1] and rl.promote_window at least 1")
         if self.eval_every < 0 or self.eval_games < 2 or self.variety_games < 1:

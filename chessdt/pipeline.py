@@ -131,7 +131,7 @@ def has_softmax_rungs(cfg: Config) -> bool:
 
 def engine_needed(cfg: Config, steps: tuple[str, ...]) -> bool:
     """Whether these evaluation steps of a config will start Stockfish."""
-    from chessdt.play.opponents import Opponent
+    from chessdt.rules import Opponent
 
     ev = cfg.eval
     strength = "strength" in steps and (

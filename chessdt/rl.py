@@ -50,8 +50,9 @@ from chessdt import checkpoint as ckpt_io
 from chessdt.config import Config, RLConfig, to_dict
 from chessdt.errors import UserError
 from chessdt.model import GPT
-from chessdt.play.arena import GameSpec, Seat, run_games
-from chessdt.play.opponents import Opponent
+from chessdt.play.arena import GameSpec, Seat, model_seat, run_games
+from chessdt.rules import Opponent
+from chessdt.play.opponents import seat_for
 from chessdt.play.gamelog import GameRecord
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 from chessdt.rater import Rater
@@ -207,13 +208,13 @@ def distinct_openings(rollouts: list[Rollout], plies: int) -> int:
 
 def opponent_seat(cfg: RLConfig, base: ModelPolicy) -> Seat | None:
     """The rollout opponent: None for self-play, the frozen base model at the policy's prompt, or a
-    player seat (the random mover, Stockfish at a strength, at rl.opponent_nodes)."""
-    spec = cfg.opponent.strip().lower()
-    if spec == "self":
+    player seat (the random mover, Stockfish at a strength, any UCI engine; at rl.opponent_nodes)."""
+    opponent = Opponent.parse(cfg.opponent, models=True)
+    if opponent.kind == "self":
         return None
-    if spec == "base":
+    if opponent.kind == "base":
         return rollout_model(base, cfg)
-    return Opponent.parse(cfg.opponent).seat(cfg.engine or None, nodes=cfg.opponent_nodes)
+    return seat_for(opponent, cfg.engine or None, nodes=cfg.opponent_nodes)
 
 
 @contextlib.contextmanager
@@ -354,7 +355,7 @@ def finetune_rl(cfg: Config, out_dir: Path, device: str = "cpu", progress: bool 
                 "distinct_openings": distinct_openings(rollouts, rc.opening_plies), "games": len(rollouts),
                 "mean_plies": float(np.mean([len(r.moves) for r in rollouts])), "results": results}
             recent = (recent + [score])[-rc.promote_window:]
-            if (rc.league and opponent is not None and isinstance(opponent, Prompted)
+            if (rc.league and opponent is not None and model_seat(opponent) is not None
                     and len(recent) == rc.promote_window and float(np.mean(recent)) >= rc.promote_score):
                 snapshot = ModelPolicy(copy.deepcopy(model).eval(), policy.vocab, policy.cfg, device,
                                        model_id=f"{policy.model_id}@{step}")

@@ -1,5 +1,5 @@
 """Chess facts every wing uses: when a game is over, its results, opening lines, centipawn scores,
-and the grammar of an engine opponent's strength (:class:`Strength`).
+the grammar of an engine's strength (:class:`Strength`) and of any opponent (:class:`Opponent`).
 
 >>> game_over(chess.Board("7k/6Q1/6K1/8/8/8/8/8 b - - 0 1"))
 ('1-0', 'checkmate')
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import chess
@@ -305,20 +307,115 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def parse_opponent(spec: str, *, allow_self: bool = False) -> Literal["random", "self"] | Strength:
-    """An opponent: 'random' (a uniformly random mover), 'self' (where allowed: the model itself) or
-    Stockfish at a :meth:`Strength.parse` strength.
+OpponentKind = Literal["random", "stockfish", "uci", "self", "base"]
+MODEL_OPPONENTS = ("self", "base")  # RL only: the policy itself, or the frozen base model at its prompt
 
-    >>> parse_opponent("random"), parse_opponent("skill=0").spec
-    ('random', 'skill=0')
+
+@dataclass(frozen=True)
+class Opponent:
+    """Whoever sits across the board, written as a short spec; the one grammar of an opponent,
+    parsed once (the ladder, the openings opponent, move-matching references, RL's opponent and the
+    generator's rungs all read it):
+
+    * 'random': a uniformly random legal move;
+    * Stockfish at a :meth:`Strength.parse` strength: '1350' or 'elo=1350' (UCI_Elo 1350, whose
+      nominal rating anchors the Elo fit), 'skill=N', 'full', 'softmax=T[,gate=C]', each optionally
+      ',eps=P'; 'eps=P' alone is full-strength Stockfish that plays a uniformly random legal move
+      with probability P;
+    * 'uci=COMMAND@RATING': any UCI engine (e.g. lc0 with Maia weights), with a declared rating that
+      anchors the fit like a UCI_Elo rung;
+    * where a model may sit there (RL): 'self' (the policy itself) or 'base' (the frozen base model);
+
+    each engine optionally with '/N', its own node budget per move (per scored move for softmax).
+
+    >>> Opponent.parse("1350").elo, Opponent.parse("skill=0").skill, Opponent.parse("random").kind
+    (1350, 0, 'random')
+    >>> o = Opponent.parse("eps=0.25/500"); o.eps, o.nodes, o.label, o.spec
+    (0.25, 500, 'sf-eps0.25', 'full,eps=0.25/500')
+    >>> o = Opponent.parse("uci=lc0 --weights=maia-1500.pb.gz@1500/1"); o.command, o.elo, o.nodes, o.label
+    (('lc0', '--weights=maia-1500.pb.gz'), 1500, 1, 'lc0@1500')
+    >>> Opponent.parse("base", models=True).kind
+    'base'
     """
-    s = spec.strip().lower()
-    if s == "random" or (allow_self and s == "self"):
-        return "random" if s == "random" else "self"
-    try:
-        return Strength.parse(s)
-    except BadStrength:
-        extra = ", 'self'" if allow_self else ""
-        raise BadStrength(f"opponent {spec!r}: use 'random'{extra}, 'skill=N', 'full', a UCI_Elo rating such as "
-                          "'1350', 'eps=P' (0..1), "
-                          "'softmax=T[,gate=C][,eps=P]'") from None
+
+    kind: OpponentKind
+    strength: Strength = Strength()  # the Stockfish setting (kind 'stockfish')
+    rating: int | None = None  # a UCI engine's declared rating (kind 'uci')
+    command: tuple[str, ...] = ()  # a UCI engine's command line (kind 'uci')
+    nodes: int | None = None  # its own node budget per move (None = the caller's)
+
+    @classmethod
+    def parse(cls, spec: str, *, models: bool = False) -> Opponent:
+        """The opponent a spec names; `models` also allows 'self' and 'base'. BadStrength (a
+        UserError) names the grammar when the spec does not follow it."""
+        text = spec.strip()
+        if text.lower().startswith("uci="):
+            command, at, rating = text.partition("=")[2].rpartition("@")
+            rating_s, _, nodes_s = rating.partition("/")
+            try:
+                words = tuple(shlex.split(command))
+                if at and words:
+                    return cls("uci", rating=int(rating_s), command=words, nodes=_nodes(nodes_s, spec))
+            except ValueError:
+                pass
+            raise BadStrength(f"opponent {spec!r}: a UCI engine is 'uci=COMMAND@RATING[/NODES]'")
+        lower = text.lower()
+        if lower == "random" or (models and lower in MODEL_OPPONENTS):
+            return cls("random" if lower == "random" else "self" if lower == "self" else "base")
+        how, _, nodes_s = lower.partition("/")
+        try:
+            return cls("stockfish", Strength.parse(how), nodes=_nodes(nodes_s, spec))
+        except BadStrength:
+            extra = ", 'self', 'base'" if models else ""
+            raise BadStrength(f"opponent {spec!r}: use 'random'{extra}, 'skill=N', 'full', a UCI_Elo rating such as "
+                              "'1350', 'eps=P' (0..1), 'softmax=T[,gate=C][,eps=P]' or 'uci=COMMAND@RATING', "
+                              "each engine optionally with '/NODES'") from None
+
+    @property
+    def elo(self) -> int | None:
+        """UCI_Elo setting (the rung's nominal rating), or a UCI engine's declared rating."""
+        return self.rating if self.kind == "uci" else self.strength.elo
+
+    @property
+    def skill(self) -> int | None:
+        return self.strength.skill
+
+    @property
+    def eps(self) -> float:
+        return self.strength.eps
+
+    @property
+    def anchored(self) -> bool:
+        """Its rating is known (a UCI_Elo setting or a declared engine rating) and fixes the scale."""
+        return self.elo is not None
+
+    @property
+    def spec(self) -> str:
+        """The text :meth:`parse` reads back."""
+        if self.kind == "uci":
+            base = "uci=" + " ".join(shlex.quote(w) for w in self.command) + f"@{self.rating}"
+        else:
+            base = self.strength.spec if self.kind == "stockfish" else self.kind
+        return base + (f"/{self.nodes}" if self.nodes is not None else "")
+
+    @property
+    def label(self) -> str:
+        """Name in game tables and PGN: 'random', 'sf-skill0', 'sf-1350', 'sf-full', 'sf-eps0.25', 'lc0@1500'."""
+        if self.kind != "stockfish":
+            return f"{Path(self.command[0]).name}@{self.elo}" if self.kind == "uci" else self.kind
+        if self.strength.softmax is not None:
+            return "sf-" + self.strength.spec.replace("=", "").replace(",", "-")
+        if self.eps:
+            return f"sf-eps{self.eps:g}"
+        if self.skill is not None:
+            return f"sf-skill{self.skill}"
+        return f"sf-{self.elo}" if self.elo is not None else "sf-full"
+
+
+def _nodes(text: str, spec: str) -> int | None:
+    """The '/N' node budget of an opponent spec (None when absent)."""
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise BadStrength(f"opponent {spec!r}: the node budget after '/' must be a whole number >= 1")
+    return int(text)

@@ -13,7 +13,8 @@ import chess.pgn
 import pytest
 
 from chessdt.play.arena import GameSpec, PlayerSeat, play_game, run_games
-from chessdt.play.opponents import Opponent
+from chessdt.rules import Opponent
+from chessdt.play.opponents import seat_for
 from chessdt.play.gamelog import read_game_log
 from chessdt.stockfish.engine import DEBIAN_STOCKFISH
 from chessdt.errors import UserError
@@ -42,9 +43,9 @@ def test_opponent_specs(tmp_path: Path) -> None:
     for bad in ("1200", "skill=30", "fish", "elo=x"):
         with pytest.raises(UserError):
             Opponent.parse(bad)
-    seat = Opponent.parse("1350").seat(script(str(tmp_path)), nodes=5)
+    seat = seat_for(Opponent.parse("1350"), script(str(tmp_path)), nodes=5)
     assert seat.pooled
-    assert not Opponent.parse("random").seat().pooled
+    assert not seat_for(Opponent.parse("random")).pooled
 
 
 def test_play_game_random_players() -> None:
@@ -80,8 +81,8 @@ def _model_specs(n: int, opponent: str, opening: tuple[str, ...] = ()) -> list[G
 
 def test_batched_games_are_legal_and_counted(tmp_path: Path) -> None:
     policy = tiny_policy(context=256)
-    seats = {"model": Prompted(policy, 1500), "random": Opponent.parse("random").seat(),
-             "fake": Opponent.parse("1350").seat(script(str(tmp_path)), nodes=5)}
+    seats = {"model": Prompted(policy, 1500), "random": seat_for(Opponent.parse("random")),
+             "fake": seat_for(Opponent.parse("1350"), script(str(tmp_path)), nodes=5)}
     specs = _model_specs(4, "random", opening=("e2e4", "e7e5")) + [
         GameSpec(id=f"f{k}", white="model" if k == 0 else "fake", black="fake" if k == 0 else "model") for k in range(2)]
     specs.append(GameSpec(id="self", white="model", black="model"))
@@ -117,7 +118,7 @@ def test_batching_does_not_change_games(tmp_path: Path) -> None:
     """
     policy = tiny_policy(context=256)
     seats = {"model": Prompted(policy, 1200, sampling=Sampling(temperature=1.0)),
-             "random": Opponent.parse("random").seat()}
+             "random": seat_for(Opponent.parse("random"))}
     specs = _model_specs(6, "random")
     together = run_games(specs, seats, None, batch_size=6, max_plies=60)
     alone = run_games(specs, seats, None, batch_size=1, max_plies=60)
@@ -154,7 +155,7 @@ def test_two_policies_and_guidance_meet_in_one_batch() -> None:
 
 def test_resume_skips_finished_games(tmp_path: Path) -> None:
     policy = tiny_policy(context=256)
-    seats = {"model": Prompted(policy, 1500), "random": Opponent.parse("random").seat()}
+    seats = {"model": Prompted(policy, 1500), "random": seat_for(Opponent.parse("random"))}
     log = tmp_path / "games.jsonl"
     specs = _model_specs(6, "random")
     first = run_games(specs[:4], seats, log, meta={"m": 1}, max_plies=40)
@@ -181,7 +182,7 @@ def test_engine_crash_and_hang_are_restarted_and_recorded(tmp_path: Path) -> Non
     for flag in ("--crash-at", "--hang-at"):
         fake = script(str(tmp_path), flag, "3", "--once", str(tmp_path / f"once{flag}"))
         seats = {"model": Prompted(policy, 1500),
-                 "fake": Opponent.parse("1350").seat(fake, nodes=5, timeout_s=1.0)}
+                 "fake": seat_for(Opponent.parse("1350"), fake, nodes=5, timeout_s=1.0)}
         records = run_games(_model_specs(2, "fake"), seats, None, batch_size=2, max_plies=30)
         assert sum(r.engine_restarts for r in records) == 1
         assert all(r.decided for r in records)
@@ -191,8 +192,8 @@ def test_engine_crash_and_hang_are_restarted_and_recorded(tmp_path: Path) -> Non
 @pytest.mark.skipif(not HAVE_STOCKFISH, reason="needs Stockfish (CI installs it)")
 def test_model_against_real_stockfish(tmp_path: Path) -> None:
     policy = tiny_policy(context=256)
-    seats = {"model": Prompted(policy, 1500), "sf": Opponent.parse("1350").seat(nodes=200),
-             "sk": Opponent.parse("skill=0").seat(nodes=200)}
+    seats = {"model": Prompted(policy, 1500), "sf": seat_for(Opponent.parse("1350"), nodes=200),
+             "sk": seat_for(Opponent.parse("skill=0"), nodes=200)}
     specs = [GameSpec(id="a", white="model", black="sf"), GameSpec(id="b", white="sk", black="model"),
              GameSpec(id="c", white="sf", black="sk")]
     records = run_games(specs, seats, tmp_path / "g.jsonl", batch_size=2, workers=2, max_plies=60)
@@ -200,3 +201,31 @@ def test_model_against_real_stockfish(tmp_path: Path) -> None:
         _, board = replay(r.pgn)
         assert r.decided and r.plies == board.ply()
         assert r.engine_restarts == 0
+
+
+class _Lifetime(RandomPlayer):
+    """A random mover that counts how often its lifetime starts and stops."""
+
+    started: list[int] = []
+    stopped: list[int] = []
+
+    def __enter__(self) -> "_Lifetime":
+        _Lifetime.started.append(id(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _Lifetime.stopped.append(id(self))
+
+
+def test_every_player_is_started_and_stopped_through_its_lifetime() -> None:
+    """Per-game and pooled players, in batched and plain games: each instance entered once, exited once."""
+    policy = tiny_policy(context=256)
+    _Lifetime.started, _Lifetime.stopped = [], []
+    seats = {"model": Prompted(policy, 1500), "fresh": PlayerSeat(make=lambda seed: _Lifetime(seed)),
+             "pooled": PlayerSeat(make=lambda seed: _Lifetime(seed), pooled=True)}
+    specs = [GameSpec(id="m1", white="model", black="fresh"), GameSpec(id="m2", white="pooled", black="model"),
+             GameSpec(id="p1", white="fresh", black="pooled"), GameSpec(id="p2", white="pooled", black="pooled")]
+    records = run_games(specs, seats, None, max_plies=12, workers=2)
+    assert all(r.plies == 12 for r in records)
+    assert len(_Lifetime.started) == 2 + 2  # two per-game instances, two pooled (workers=2)
+    assert sorted(_Lifetime.started) == sorted(_Lifetime.stopped) and len(set(_Lifetime.started)) == 4

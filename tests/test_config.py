@@ -26,6 +26,8 @@ def test_overrides_convert_by_field_type(tmp_path: Path) -> None:
                        "data.engine_tags=A,B", "rl.opponent=random"])
     assert (cfg.train.lr, cfg.train.max_steps, cfg.train.compile) == (3e-4, 7, True)
     assert cfg.eval.ratings == (1000, 1500) and cfg.data.engine_tags == ("A", "B") and cfg.rl.opponent == "random"
+    # one grammar: what RL plays, its config accepts (a UCI engine included), and vice versa
+    assert load_config(None, ["rl.opponent=uci=lc0 --weights=maia-1500.pb.gz@1500/1"]).rl.opponent.startswith("uci=")
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -35,8 +37,9 @@ def test_overrides_convert_by_field_type(tmp_path: Path) -> None:
     (["data.reader=fast"], "data.reader='fast': use 'rust' or 'python-chess'"),
     (["train.precision=fp16"], "train.precision='fp16': use auto, bf16 or fp32"),
     (["rl.reward=elo"], "rl.reward='elo': use result, engine or rater"),
-    (["rl.opponent=human"], "rl.opponent 'human': use 'random', 'self', 'skill=N', 'full'"),
+    (["rl.opponent=human"], "rl.opponent 'human': use 'random', 'self', 'base', 'skill=N', 'full'"),
     (["rl.opponent=skill=30"], "Skill Level 30 outside 0-20"),
+    (["rl.opponent=uci=lc0"], "a UCI engine is 'uci=COMMAND@RATING"),
     (["train"], "expected section.key=value"),
     # issue 24, case 8: each was a traceback, later (in the model, the sampler or torch)
     (["model.context=3"], "model.context=3 leaves no room for moves after the 3-token prefix of data.label='elo'"),
@@ -151,7 +154,7 @@ def _with(table: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 def _can_start_a_program(cfg: Config) -> list[str]:
     """What in `cfg` would make a command run a program other than the user's own Stockfish."""
-    from chessdt.play.opponents import Opponent
+    from chessdt.rules import Opponent
 
     found = [f"{name}={value!r}" for name, value in (("eval.engine", cfg.eval.engine), ("rl.engine", cfg.rl.engine))
              if value]
@@ -159,7 +162,7 @@ def _can_start_a_program(cfg: Config) -> list[str]:
                                                              for s in cfg.eval.matching_references]
     specs += [("eval.openings_opponent", cfg.eval.openings_opponent), ("rl.opponent", cfg.rl.opponent)]
     for name, spec in specs:
-        if spec.strip().lower() not in ("base", "self") and Opponent.parse(spec).kind == "uci":
+        if Opponent.parse(spec, models=True).kind == "uci":
             found.append(f"{name}={spec!r}")
     # any other surviving program spec must sit in a field a checkpoint may keep (reviewed: never run)
     found += [f"{path} holds a program spec" for path in _leaves(to_dict(cfg))

@@ -6,6 +6,7 @@ import chess
 import pytest
 import torch
 
+from chessdt.errors import UserError
 from chessdt.play.policy import MoveStats, Prompted, Sampling, Session
 from tiny_policy import tiny_policy
 
@@ -54,3 +55,25 @@ def test_choose_counts_and_replaces_illegal_samples() -> None:
     move = policy.choose(logits, [board], Sampling(temperature=0.0, mask_illegal=True), gen, stats)[0]
     assert move == chess.Move.from_uci("d2d4") and (stats.moves, stats.illegal, stats.masked) == (2, 1, 1)
     assert stats.illegal_rate == pytest.approx(0.5)
+
+
+def test_sampling_is_checked_once_and_is_the_one_distribution() -> None:
+    for bad in (dict(temperature=1e-300), dict(temperature=-1.0), dict(top_p=0.0), dict(top_p=1.5),
+                dict(guidance=float("nan"))):
+        with pytest.raises(UserError):
+            Sampling(**bad)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    legal = torch.tensor([[False, True, True, True]])
+    raw = Sampling(temperature=0.5).probabilities(logits)
+    assert torch.allclose(raw, torch.softmax(logits / 0.5, -1))
+    masked = Sampling(mask_illegal=True).probabilities(logits, legal)
+    assert masked[0, 0] == 0 and torch.allclose(masked.sum(), torch.tensor(1.0))
+    nucleus = Sampling(top_p=0.5).probabilities(logits)  # the top move alone holds 0.64 >= 0.5
+    assert torch.equal(nucleus, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    played = Sampling().played(logits, legal)  # the illegal draw goes to the best legal move
+    p = torch.softmax(logits, -1)[0]
+    assert played[0, 0] == 0 and float(played[0, 1]) == pytest.approx(float(p[0] + p[1]), abs=1e-6)
+    lp = Sampling(temperature=0.5, mask_illegal=True).log_probabilities(logits, legal)
+    assert torch.allclose(lp.exp(), Sampling(temperature=0.5, mask_illegal=True).probabilities(logits, legal), atol=1e-6)
+    with pytest.raises(ValueError):
+        Sampling(top_p=0.9).log_probabilities(logits, legal)

@@ -10,7 +10,8 @@ from chessdt import cli
 from chessdt.checkpoint import save_checkpoint
 from chessdt.config import load_config
 from chessdt.model import GPT
-from chessdt.play.opponents import Opponent
+from chessdt.rules import Opponent
+from chessdt.play.opponents import seat_for
 from chessdt.play.policy import ModelPolicy, Sampling
 from chessdt.rl import Rollout, distinct_openings, opponent_seat, play_rollouts, rl_loss, rollout_model
 from chessdt.tokenizer import Vocab
@@ -63,7 +64,7 @@ def test_kl_is_zero_at_the_base_and_reinforce_moves_logp_with_the_advantage(base
     model.load_state_dict(policy.model.state_dict())
     cfg = dataclasses.replace(load_config(None, SMALL).rl, max_plies=16)
     cfg = dataclasses.replace(cfg, games_per_step=4, rating=1500)
-    won, lost = play_rollouts(rollout_model(policy, cfg), Opponent.parse("random").seat(), cfg, seed=3)[:2]
+    won, lost = play_rollouts(rollout_model(policy, cfg), seat_for(Opponent.parse("random")), cfg, seed=3)[:2]
     won.reward, lost.reward = 1.0, -1.0
     loss, stats = rl_loss(model, policy.model, [won, lost], policy, beta=0.5)
     assert stats.kl == pytest.approx(0.0, abs=1e-6)

@@ -6,7 +6,7 @@ import pytest
 
 from chessdt.errors import UserError
 from chessdt.rules import (CP_CAP, MATE_SCORE, Strength, centipawns, clipped_cp, final_cp, game_over, parse_line,
-                           parse_opponent, white_score)
+                           Opponent, white_score)
 
 
 def _shuffle_knights(times: int) -> chess.Board:
@@ -62,10 +62,18 @@ def test_one_grammar_for_an_opponents_strength() -> None:
     assert Strength.parse(" Skill=3 ") == Strength(skill=3) and Strength.parse("full") == Strength()
     for s in (Strength(elo=1600), Strength(skill=0), Strength()):
         assert Strength.parse(s.spec) == s
-    assert parse_opponent("random") == "random" and parse_opponent("self", allow_self=True) == "self"
-    with pytest.raises(UserError, match="opponent 'self': use 'random', 'skill=N'"):
-        parse_opponent("self")
+    assert Opponent.parse("random").kind == "random" and Opponent.parse("self", models=True).kind == "self"
+    with pytest.raises(UserError, match="opponent 'self': use 'random', 'skill=N'"):  # a model only where allowed
+        Opponent.parse("self")
     with pytest.raises(UserError, match="UCI_Elo 1000 outside"):  # a range error says so, not "use ..."
-        parse_opponent("1000")
+        Opponent.parse("1000")
+    for spec in ("random", "base", "1350/500", "skill=0,eps=0.5", "softmax=20,gate=50/150",
+                 "uci=lc0 --weights=maia-1500.pb.gz@1500/1"):  # every kind reads its own spec back
+        o = Opponent.parse(spec, models=True)
+        assert Opponent.parse(o.spec, models=True) == o
+    assert Opponent.parse("softmax=20,gate=50/150").nodes == 150
+    for bad in ("1350/0", "1350/x", "uci=lc0", "uci=lc0@x"):
+        with pytest.raises(UserError):
+            Opponent.parse(bad)
     with pytest.raises(UserError, match="strength 'depth=3'"):
         Strength.parse("depth=3")

@@ -16,7 +16,7 @@ import pytest
 import fake_uci
 from chessdt import cli
 from chessdt.errors import UserError
-from chessdt.play.opponents import Opponent
+from chessdt.rules import Opponent
 from chessdt.rules import Strength
 from chessdt.stockfish.engine import DEBIAN_STOCKFISH, Engine, EngineFailure, find_stockfish
 from chessdt.stockfish.generate import LadderConfig, Pairing, Rung, generate, play_pairing, read_games

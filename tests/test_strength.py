@@ -14,7 +14,7 @@ import chess
 import pytest
 import torch
 
-from chessdt.play.opponents import Opponent
+from chessdt.rules import Opponent
 from chessdt.play.gamelog import GameRecord, read_game_log
 from chessdt.stockfish.engine import DEBIAN_STOCKFISH
 from chessdt.errors import UserError

@@ -21,7 +21,7 @@ def test_model_subjects_hold_one_prompted_value_per_rating() -> None:
     subjects = model_subjects(policy, cfg)
     assert [s.label for s in subjects] == ["model@1200", "model@2000"]
     assert [s.prompted for s in subjects] == [Prompted(policy, 1200, None, sampling), Prompted(policy, 2000, None, sampling)]
-    assert subjects[0].seat() is subjects[0].prompted and subjects[0].policy is policy
+    assert subjects[0].seat is subjects[0].prompted and subjects[0].policy is policy
     assert Subject.model(policy, None).label == "model@?"
     with pytest.raises(ValueError, match="plays through sessions"):
         with subjects[0].open_player(0):
@@ -42,7 +42,7 @@ class _Closing(RandomPlayer):
 def test_player_subjects_are_made_per_seed_and_closed() -> None:
     subject = Subject.player("random", lambda seed: _Closing(seed), rating=800, pooled=True)
     assert subject.prompted is None and subject.policy is None and subject.sampling == Sampling()
-    seat = subject.seat()
+    seat = subject.seat
     assert isinstance(seat, PlayerSeat) and seat.pooled
     board = chess.Board()
     with subject.open_player(7) as a:

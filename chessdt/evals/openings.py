@@ -30,7 +30,8 @@ import chess
 import torch
 
 from chessdt.play.arena import GameSpec, Seat, run_games
-from chessdt.play.opponents import Opponent
+from chessdt.rules import Opponent
+from chessdt.play.opponents import seat_for
 from chessdt.play.gamelog import GameRecord
 from chessdt.rules import parse_line
 from chessdt.config import EvalConfig
@@ -221,7 +222,7 @@ def repeated_prompt(subject: Subject, line: Line, samples: int, seed: int = 0) -
 def _play_lines(subjects: Sequence[Subject], opponent: Opponent | None, games: int, plies: int, cfg: EvalConfig,
                 tag: str) -> dict[str, list[GameRecord]]:
     """`games` games of `plies` plies per subject: self-play (opponent None) or against the opponent."""
-    seats: dict[str, Seat] = {s.label: s.seat() for s in subjects}
+    seats: dict[str, Seat] = {s.label: s.seat for s in subjects}
     specs = []
     for s in subjects:
         for g in range(games):
@@ -232,7 +233,7 @@ def _play_lines(subjects: Sequence[Subject], opponent: Opponent | None, games: i
             specs.append(GameSpec(id=f"{tag}|{s.label}|{g}", white=white, black=black, seed=cfg.seed,
                                   tags={"subject": s.label}))
     if opponent is not None:
-        seats[opponent.label] = opponent.seat(cfg.engine or None, nodes=cfg.ladder_nodes)
+        seats[opponent.label] = seat_for(opponent, cfg.engine or None, nodes=cfg.ladder_nodes)
     records = run_games(specs, seats, None, batch_size=cfg.batch_size, workers=cfg.workers, max_plies=plies)
     out: dict[str, list[GameRecord]] = {s.label: [] for s in subjects}
     for r in records:

@@ -74,7 +74,7 @@ def save_json(data: Any, path: Path) -> Path:
 class JsonResult:
     """to_dict / save / load of a frozen result dataclass: strict JSON, written atomically."""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return jsonable(self)
 
     def save(self, path: Path) -> Path:

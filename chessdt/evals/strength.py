@@ -22,6 +22,7 @@ Three measurements, each a library function over :class:`~chessdt.evals.subject.
 from __future__ import annotations
 
 import math
+from typing import Any
 import random
 import statistics
 from collections import Counter
@@ -35,7 +36,8 @@ import chess.engine
 import torch
 
 from chessdt.play.arena import GameSpec, Seat, run_games
-from chessdt.play.opponents import Opponent
+from chessdt.rules import Opponent
+from chessdt.play.opponents import seat_for
 from chessdt.play.gamelog import GameRecord
 from chessdt.config import EvalConfig
 from chessdt.stockfish.engine import Engine, EngineFailure, find_stockfish
@@ -126,7 +128,7 @@ def ladder_specs(subjects: Sequence[Subject], opponents: Sequence[Opponent], cfg
     return specs
 
 
-def _subject_meta(s: Subject) -> dict:
+def _subject_meta(s: Subject) -> dict[str, Any]:
     if s.policy is not None:
         return {"label": s.label, "model": s.policy.model_id, "rating": s.rating, "sampling": jsonable(s.sampling)}
     return {"label": s.label, "rating": s.rating}
@@ -142,9 +144,9 @@ def play_ladder(subjects: Sequence[Subject], cfg: EvalConfig, out: Path | None =
     labels = [s.label for s in subjects] + [o.label for o in opponents]
     if len(set(labels)) != len(labels):
         raise UserError("subject and opponent labels must be distinct")
-    seats: dict[str, Seat] = {s.label: s.seat() for s in subjects}
+    seats: dict[str, Seat] = {s.label: s.seat for s in subjects}
     for o in opponents:
-        seats[o.label] = o.seat(engine or None, nodes=cfg.ladder_nodes, timeout_s=timeout_s)
+        seats[o.label] = seat_for(o, engine or None, nodes=cfg.ladder_nodes, timeout_s=timeout_s)
     meta = {"kind": "strength-ladder", "subjects": [_subject_meta(s) for s in subjects], "ladder": list(cfg.ladder),
             "nodes": cfg.ladder_nodes, "max_plies": cfg.max_plies, "opening_plies": cfg.opening_plies,
             "seed": cfg.seed}
@@ -269,7 +271,7 @@ def reference_matching(spec: str, games: Sequence[HeldOutGame], ratings: Sequenc
     R = len(ratings)
     hits, n = [0] * R, [0] * R
     failed = 0
-    player = opponent.seat(None, nodes=nodes, timeout_s=timeout_s).make(0)
+    player = seat_for(opponent, None, nodes=nodes, timeout_s=timeout_s).make(0)
     assert isinstance(player, StockfishPlayer)  # every engine opponent is one (a context manager)
     with player:
         for gi, _color, ply, cols in matched_positions(games, ratings, band_width, skip_plies, max_moves):

@@ -2,33 +2,41 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from chessdt.config import EvalConfig
-from chessdt.play.arena import PlayerSeat, Seat
+from chessdt.play.arena import PlayerSeat, Seat, model_seat, player_seat
 from chessdt.play.players import Player
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 
 
 @dataclass(frozen=True, eq=False)
 class Subject:
-    """What an evaluator measures: the model prompted at a rating, or any Player."""
+    """What an evaluator measures: a label, the rating it is prompted at, and the seat that plays it
+    (the model prompted at a rating, or any other Player)."""
 
     label: str  # name in tables and game logs, e.g. 'model@1600'
     rating: int | None  # prompted rating (the x axis of strength plots); None when there is none
-    prompted: Prompted | None = None  # set for a model: played batched through its KV cache
-    make_player: Callable[[int], Player] | None = None  # set for any other Player: seed -> instance
-    pooled: bool = False  # Player instances are costly (hold an engine): share a few across games
+    seat: Seat  # who sits at the board: a Prompted model (played batched) or a PlayerSeat
 
     @classmethod
     def model(cls, policy: ModelPolicy, rating: int | None, sampling: Sampling = Sampling(),
               label: str | None = None) -> Subject:
-        return cls(label=label or f"model@{rating if rating is not None else '?'}", rating=rating,
-                   prompted=Prompted(policy, rating, None, sampling))
+        return cls(label or f"model@{rating if rating is not None else '?'}", rating,
+                   Prompted(policy, rating, None, sampling))
+
+    @classmethod
+    def player(cls, label: str, make: Callable[[int], Player], rating: int | None = None,
+               pooled: bool = False) -> Subject:
+        return cls(label, rating, PlayerSeat(make=make, pooled=pooled))
+
+    @property
+    def prompted(self) -> Prompted | None:
+        """The model this subject plays; None for any other Player."""
+        return model_seat(self.seat)
 
     @property
     def policy(self) -> ModelPolicy | None:
@@ -38,34 +46,12 @@ class Subject:
     def sampling(self) -> Sampling:
         return Sampling() if self.prompted is None else self.prompted.sampling
 
-    @classmethod
-    def player(cls, label: str, make: Callable[[int], Player], rating: int | None = None,
-               pooled: bool = False) -> Subject:
-        return cls(label=label, rating=rating, make_player=make, pooled=pooled)
-
-    @contextlib.contextmanager
-    def open_player(self, seed: int) -> Iterator[Player]:
-        """A fresh Player of a non-model subject, started and closed like a resource."""
-        if self.make_player is None:
+    def open_player(self, seed: int) -> Player:
+        """A fresh Player of a non-model subject, to use as a context manager (`with`)."""
+        seat = player_seat(self.seat)
+        if seat is None:
             raise ValueError(f"subject {self.label} is a model: it plays through sessions, not a Player")
-        player = self.make_player(seed)
-        enter = getattr(player, "__enter__", None)
-        if enter is not None:
-            enter()
-        try:
-            yield player
-        finally:
-            leave = getattr(player, "__exit__", None)
-            if leave is not None:
-                leave(None, None, None)
-
-    def seat(self) -> Seat:
-        """The arena seat that plays this subject."""
-        if self.prompted is not None:
-            return self.prompted
-        if self.make_player is None:
-            raise ValueError(f"subject {self.label}: give a policy or a make_player")
-        return PlayerSeat(make=self.make_player, pooled=self.pooled)
+        return seat.make(seed)
 
 
 def sampling_of(cfg: EvalConfig) -> Sampling:

@@ -39,7 +39,7 @@ from chessdt.stockfish.engine import EngineFailure
 from chessdt.stockfish.referee import Judge, Referee
 from chessdt.play.gamelog import WEIGHTS, GameLog, GameRecord
 from chessdt.rules import ABORTED, game_over
-from chessdt.play.players import Player
+from chessdt.game import Player, Resourceless, play_out
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Session
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,24 @@ class PlayerSeat:
 
 
 Seat = Prompted | PlayerSeat  # the model (played batched) or any Player
+
+
+def model_seat(seat: Seat) -> Prompted | None:
+    """The model a seat plays, batched through its KV cache; None for a seat of any other Player.
+    With :func:`player_seat`, the one place that tells the two kinds of seat apart."""
+    return seat if isinstance(seat, Prompted) else None
+
+
+def player_seat(seat: Seat) -> PlayerSeat | None:
+    """The Player maker of a seat; None for a model seat."""
+    return seat if isinstance(seat, PlayerSeat) else None
+
+
+def split_seats(seats: Mapping[str, Seat]) -> tuple[dict[str, Prompted], dict[str, PlayerSeat]]:
+    """({label: model}, {label: player seat}): the arena sorts its seats once."""
+    models = {label: m for label, seat in seats.items() if (m := model_seat(seat)) is not None}
+    players = {label: p for label, seat in seats.items() if (p := player_seat(seat)) is not None}
+    return models, players
 
 
 # -- specs ------------------------------------------------------------------------------------
@@ -96,41 +114,15 @@ def _restarts(player: object) -> int:
 
 def play_game(white: Player, black: Player, *, opening: Sequence[chess.Move] = (), max_plies: int = 400,
               headers: Mapping[str, str] | None = None, judge: Judge | None = None) -> chess.pgn.Game:
-    """Play one game between two Players from the standard start (after a forced opening line).
-
-    A game still running after `max_plies` half-moves is a draw by ``move_limit``. A player that
-    raises EngineFailure (its engine kept crashing or hanging) ends the game as ``*`` with
-    termination ``engine_failure`` (``referee_failure`` for the referee). With a `judge`, the referee
-    scores every position and may end the game as ``adjudication``. The Termination header says how
-    it ended.
+    """Play one game between two started Players from the standard start (after a forced opening
+    line), through :func:`chessdt.game.play_out`: a draw by ``move_limit`` after `max_plies`, ``*`` /
+    ``engine_failure`` when a Player's engine kept failing (``referee_failure`` for the referee).
+    With a `judge`, the referee scores every position and may end the game as ``adjudication``. The
+    Termination header says how it ended.
     """
     board = chess.Board()
-    result, termination = ABORTED, ""
-    for m in opening:
-        board.push(m)
-        if (ended := _judged_end(judge, board)) is not None:
-            return _pgn(board, white.name, black.name, *ended, headers)
-    while True:
-        over = game_over(board)
-        if over is not None:
-            result, termination = over
-            break
-        if board.ply() >= max_plies:
-            result, termination = "1/2-1/2", "move_limit"
-            break
-        player = white if board.turn == chess.WHITE else black
-        try:
-            move = player.play(board.copy())
-        except (EngineFailure, chess.engine.EngineError) as e:
-            log.warning("%s failed: %s", player.name, e)
-            result, termination = ABORTED, "engine_failure"
-            break
-        if move not in board.legal_moves:
-            raise ValueError(f"{player.name} played illegal {move} in {board.fen()}")
-        board.push(move)
-        if (ended := _judged_end(judge, board)) is not None:
-            result, termination = ended
-            break
+    result, termination = play_out(board, white, black, max_plies=max_plies, opening=opening,
+                                   adjudicate=None if judge is None else lambda b: _judged_end(judge, b))
     return _pgn(board, white.name, black.name, result, termination, headers)
 
 
@@ -152,10 +144,20 @@ def _mix(seed: int, game_id: str, salt: str) -> int:
     return zlib.crc32(f"{seed}:{game_id}:{salt}".encode())
 
 
+def _start(player: Player) -> Player:
+    """Start a Player's resources (an engine process); plain players have nothing to start."""
+    player.__enter__()
+    return player
+
+
+def _stop(player: Player) -> None:
+    player.__exit__(None, None, None)
+
+
 class _Pools:
     """Player instances for PlayerSeats: `workers` shared instances each (pooled) or one per game."""
 
-    def __init__(self, seats: Mapping[str, Seat], workers: int) -> None:
+    def __init__(self, seats: Mapping[str, PlayerSeat], workers: int) -> None:
         self.seats = seats
         self.workers = max(1, workers)
         self.free: dict[str, queue.Queue[Player]] = {}
@@ -163,9 +165,8 @@ class _Pools:
 
     def acquire(self, label: str, seed: int) -> Player:
         seat = self.seats[label]
-        assert isinstance(seat, PlayerSeat)
         if not seat.pooled:
-            return seat.make(seed)
+            return _start(seat.make(seed))
         self.prepare([label])
         return self.free[label].get()
 
@@ -173,38 +174,27 @@ class _Pools:
         """Create (and start, in this thread) the instances of pooled seats: an engine started from
         a worker thread would leave asyncio's child watcher confused when it exits."""
         for label in labels:
-            seat = self.seats[label]
-            if not isinstance(seat, PlayerSeat) or not seat.pooled or label in self.free:
+            seat = self.seats.get(label)
+            if seat is None or not seat.pooled or label in self.free:
                 continue
             self.free[label] = queue.Queue()
             for k in range(self.workers):
-                p = seat.make(k)
-                enter = getattr(p, "__enter__", None)
-                if enter is not None:
-                    enter()
+                p = _start(seat.make(k))
                 self.made.append(p)
                 self.free[label].put(p)
 
     def release(self, label: str, player: Player) -> None:
-        """Return a pooled instance; close a per-game one (its game is over)."""
-        seat = self.seats[label]
-        if isinstance(seat, PlayerSeat) and seat.pooled:
+        """Return a pooled instance; stop a per-game one (its game is over)."""
+        if self.seats[label].pooled:
             self.free[label].put(player)
         else:
-            _close(player)
+            _stop(player)
 
     def close(self) -> None:
         for p in self.made:
-            _close(p)
+            _stop(p)
         self.made.clear()
         self.free.clear()
-
-
-def _close(player: object) -> None:
-    """Close a Player that holds a resource (an engine); plain players have nothing to close."""
-    leave = getattr(player, "__exit__", None)
-    if leave is not None:
-        leave(None, None, None)
 
 
 @dataclass
@@ -234,14 +224,9 @@ def _label(spec: GameSpec, color: chess.Color) -> str:
     return spec.white if color == chess.WHITE else spec.black
 
 
-def _model_seats(spec: GameSpec, seats: Mapping[str, Seat]) -> list[Prompted]:
-    """The model seats of a game (none, one, or two: self-play or two prompts of one policy)."""
-    return [s for s in (seats[spec.white], seats[spec.black]) if isinstance(s, Prompted)]
-
-
-def _record(g: _Game, seats: Mapping[str, Seat]) -> GameRecord:
+def _record(g: _Game, models: Mapping[str, Prompted]) -> GameRecord:
     spec = g.spec
-    masked = any(isinstance(s, Prompted) and s.sampling.mask_illegal for s in (seats[spec.white], seats[spec.black]))
+    masked = any(models[x].sampling.mask_illegal for x in (spec.white, spec.black) if x in models)
     stats = {"white": g.stats.get(chess.WHITE, MoveStats()), "black": g.stats.get(chess.BLACK, MoveStats())}
     headers = {"GameId": spec.id}
     pgn = _pgn(g.board, spec.white, spec.black, g.result, g.termination, headers)
@@ -310,7 +295,7 @@ def _group(seat: Prompted) -> tuple[int, float]:
     return id(seat.policy), seat.sampling.guidance
 
 
-def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
+def _play_batch(games: list[_Game], models: Mapping[str, Prompted], pools: _Pools,
                 executor: concurrent.futures.Executor | None, max_plies: int,
                 on_done: Callable[[_Game], None]) -> None:
     """Play a batch of games with at least one model seat each, in lockstep.
@@ -323,22 +308,21 @@ def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
     for gi, g in enumerate(games):
         for color in (chess.WHITE, chess.BLACK):
             label = _label(g.spec, color)
-            seat = seats[label]
             seed = _mix(g.spec.seed, g.spec.id, "white" if color else "black")
-            if isinstance(seat, Prompted):
+            if (seat := models.get(label)) is not None:
                 key = _group(seat)
                 rows = groups.setdefault(key, _Rows(seat.policy, seat.sampling.guidance))
                 prompt = seat.prompt(color)
                 other = g.rows.get(not color)
-                if (other is not None and seats[_label(g.spec, not color)] is seat
+                if (other is not None and models.get(_label(g.spec, not color)) is seat
                         and rows.prompts[other[1]] == prompt):
                     g.rows[color] = other  # self-play under one prompt: one row serves both sides
                 else:
                     g.rows[color] = (key, rows.add(prompt, gi))
                 g.gens[color] = torch.Generator().manual_seed(seed)
                 g.stats[color] = MoveStats()
-            elif not seat.pooled:
-                g.players[color] = seat.make(seed)
+            elif not pools.seats[label].pooled:
+                g.players[color] = _start(pools.seats[label].make(seed))
     for rows in groups.values():
         rows.start()
     while True:
@@ -355,10 +339,10 @@ def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
             color = g.board.turn
             ply = g.board.ply()
             label = _label(g.spec, color)
-            seat = seats[label]
+            seat = models.get(label)
             if ply < len(g.opening):
                 moves[gi] = g.opening[ply]
-            elif isinstance(seat, Prompted):
+            elif seat is not None:
                 key, r = g.rows[color]
                 logits = groups[key].logits
                 assert logits is not None
@@ -395,7 +379,7 @@ def _play_batch(games: list[_Game], seats: Mapping[str, Seat], pools: _Pools,
         for g in games:
             if g.done and g.players:
                 for p in g.players.values():
-                    _close(p)
+                    _stop(p)
                 g.players.clear()
         if all(g.done for g in games):
             return
@@ -428,6 +412,7 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
     With a started `referee`, every game is judged (:mod:`chessdt.stockfish.referee`); a game whose
     referee failed is recorded as aborted and played again by the next run.
     """
+    models, players = split_seats(seats)
     ids = [s.id for s in specs]
     if len(set(ids)) != len(ids):
         raise ValueError("game ids must be unique")
@@ -450,21 +435,21 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
             game_log.add(record)
         bar.update(1)
 
-    pools = _Pools(seats, workers)
+    pools = _Pools(players, workers)
     pools.prepare(sorted({x for s in todo for x in (s.white, s.black)}))
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         batched: list[GameSpec] = []
         plain: list[GameSpec] = []
         for s in todo:
-            (batched if _model_seats(s, seats) else plain).append(s)
+            (batched if s.white in models or s.black in models else plain).append(s)
         for i in range(0, len(batched), batch_size):
             games = [_Game(spec=s, opening=tuple(chess.Move.from_uci(m) for m in s.opening),
                            judge=Judge(referee, s.seed, s.id) if referee is not None else None)
                      for s in batched[i : i + batch_size]]
-            _play_batch(games, seats, pools, executor, max_plies, lambda g: finish(_record(g, seats)))
+            _play_batch(games, models, pools, executor, max_plies, lambda g: finish(_record(g, models)))
         for s in plain:
-            finish(_play_plain(s, seats, pools, max_plies, referee))
+            finish(_play_plain(s, pools, max_plies, referee))
     finally:
         if executor is not None:
             executor.shutdown(wait=True)
@@ -476,17 +461,15 @@ def run_games(specs: Sequence[GameSpec], seats: Mapping[str, Seat], out: Path | 
 def weights_of(specs: Sequence[GameSpec], seats: Mapping[str, Seat]) -> dict[str, str]:
     """{seat label: weights_id} of the model seats these games use: the key a game log resumes on."""
     used = {x for s in specs for x in (s.white, s.black)}
-    return {label: seat.policy.weights_id for label, seat in sorted(seats.items())
-            if label in used and isinstance(seat, Prompted)}
+    return {label: model.policy.weights_id for label, model in sorted(split_seats(seats)[0].items()) if label in used}
 
 
-def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_plies: int,
+def _play_plain(spec: GameSpec, pools: _Pools, max_plies: int,
                 referee: Referee | None = None) -> GameRecord:
     """A game between two PlayerSeats (e.g. ladder calibration: one Stockfish rung against another)."""
     start = time.monotonic()
     white = pools.acquire(spec.white, _mix(spec.seed, spec.id, "white"))
-    seat = seats[spec.white]
-    same = spec.white == spec.black and isinstance(seat, PlayerSeat) and seat.pooled
+    same = spec.white == spec.black and pools.seats[spec.white].pooled
     black = white if same else pools.acquire(spec.black, _mix(spec.seed, spec.id, "black"))
     players = {chess.WHITE: white, chess.BLACK: black}
     before = _restarts(white) + (0 if same else _restarts(black))
@@ -508,8 +491,8 @@ def _play_plain(spec: GameSpec, seats: Mapping[str, Seat], pools: _Pools, max_pl
                       **_judged(judge))
 
 
-class _Named:
-    """A Player shown under a seat label (so PGN names match the game table)."""
+class _Named(Resourceless):
+    """A Player shown under a seat label (so PGN names match the game table); the pool owns its lifetime."""
 
     def __init__(self, player: Player, name: str) -> None:
         self.player = player

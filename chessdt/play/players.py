@@ -16,30 +16,22 @@ import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Self
 
 import chess
 import chess.engine
 import torch
 
+from chessdt.game import Player, Resourceless
 from chessdt.rules import PIECE_VALUES, Strength, centipawns
 from chessdt.stockfish.engine import Engine, EngineCommand, find_stockfish
-from chessdt.stockfish.softmax import DEFAULT_LINE_NODES, rung_policy, sample
+from chessdt.stockfish.mover import strength_move
+from chessdt.stockfish.softmax import DEFAULT_LINE_NODES
 from chessdt.play.policy import ModelPolicy, MoveStats, Prompted, Sampling, Session
 
 
-@runtime_checkable
-class Player(Protocol):
-    """Anything that chooses a move for the side to move."""
-
-    @property
-    def name(self) -> str: ...
-
-    def play(self, board: chess.Board) -> chess.Move: ...
-
-
 # -- simple players ----------------------------------------------------------------------------------
-class RandomPlayer:
+class RandomPlayer(Resourceless):
     """A uniformly random legal move (seeded)."""
 
     def __init__(self, seed: int = 0) -> None:
@@ -50,7 +42,7 @@ class RandomPlayer:
         return self.rng.choice(list(board.legal_moves))
 
 
-class GreedyPlayer:
+class GreedyPlayer(Resourceless):
     """One ply of material sense, in well under a millisecond: the move that wins the most by a crude
     exchange count (the captured piece, and a promotion, minus the mover when it lands where the
     opponent attacks it: all of it if the square is undefended, else what it exceeds its cheapest
@@ -111,7 +103,7 @@ class StockfishPlayer:
         who = " ".join(command) if command else f"stockfish({self.strength.describe()})"
         self.name = who if self.strength.softmax is not None else who + (f" eps={self.eps:g}" if self.eps else "")
 
-    def __enter__(self) -> "StockfishPlayer":
+    def __enter__(self) -> Self:
         self.engine.start()
         return self
 
@@ -119,21 +111,14 @@ class StockfishPlayer:
         self.engine.close()
 
     def play(self, board: chess.Board) -> chess.Move:
-        if self.strength.softmax is not None:  # eps is part of the softmax policy
-            return sample(rung_policy(self.engine, board, self.strength, self.line_nodes), self.rng)
-        if self.eps and self.rng.random() < self.eps:
-            return self.rng.choice(list(board.legal_moves))
-        result = self.engine.play(board, self.limit)
-        if result.move is None:
-            raise RuntimeError(f"{self.name} returned no move in {board.fen()}")
-        return result.move
+        return strength_move(self.engine, board, self.strength, self.limit, self.rng, line_nodes=self.line_nodes).move
 
     @property
     def restarts(self) -> int:
         return self.engine.restarts
 
 
-class ModelPlayer:
+class ModelPlayer(Resourceless):
     """The model as a Player, prompted with its own rating and its opponent's.
 
     Keeps a one-game Session between calls, so a whole game costs one cached step per ply; if
@@ -246,7 +231,7 @@ class QuantilizerPlayer:
     def name(self) -> str:
         return f"quantilizer(k={self.k}, q={self.q}, nodes={self.nodes}, base={self.base.name})"
 
-    def __enter__(self) -> "QuantilizerPlayer":
+    def __enter__(self) -> Self:
         self.engine.start()
         return self
 

@@ -41,9 +41,10 @@ from tqdm import tqdm
 from chessdt.stockfish.engine import Engine, EngineCommand, EngineFailure
 from chessdt.errors import UserError
 from chessdt.files import exclusive_beside
-from chessdt.rules import UCI_ELO_MIN, Strength, centipawns, game_over, parse_line
+from chessdt.game import Resourceless, play_out
+from chessdt.rules import UCI_ELO_MIN, Opponent, Strength, parse_line
 from chessdt.stockfish.framed import FramedWriter, read_whole, repair
-from chessdt.stockfish.softmax import policy_of, sample, score_moves
+from chessdt.stockfish.mover import strength_move
 from chessdt.stockfish.workers import WorkerError, imap_stateful
 
 log = logging.getLogger(__name__)
@@ -76,28 +77,25 @@ class Rung:
         >>> r = Rung.parse("1000:eps=0.6/200"); r.eps, r.strength.elo, r.nodes, str(r)
         (0.6, None, 200, '1000:full,eps=0.6/200')
         """
-        spec_s, _, nodes_s = spec.partition("/")
-        if nodes_s:
-            try:
-                nodes = int(nodes_s)
-            except ValueError:
-                raise UserError(f"bad rung {spec!r}: node limit after '/' must be an integer") from None
-            return dataclasses.replace(cls.parse(spec_s), nodes=nodes)
-        rating_s, _, how = spec.partition(":")
+        rating_s, colon, how = spec.partition(":")
+        rating_s, slash, nodes_s = rating_s.partition("/")  # '1600/100': UCI_Elo 1600 at 100 nodes
         try:
             rating = int(rating_s)
         except ValueError:
             raise UserError(f"bad rung {spec!r}: expected RATING, RATING:skill=K, RATING:elo=E, RATING:full or "
                             "RATING:softmax=T[,gate=C], optionally with ,eps=P (0..1) and /NODES") from None
-        if not how:
+        if not colon:
             if rating < UCI_ELO_MIN:
                 raise UserError(f"rung {spec!r}: below UCI_Elo {UCI_ELO_MIN}, say how to play it, "
                                 f"e.g. '{rating}:skill=0' or '{rating}:eps=0.5'")
-            return cls(rating, Strength(elo=rating))
+            how = f"elo={rating}" + (slash + nodes_s)
         try:
-            return cls(rating, Strength.parse(how))
+            opponent = Opponent.parse(how)  # the one grammar of an opponent, '/N' included
         except UserError as e:
             raise UserError(f"bad rung {spec!r}: {e}") from None
+        if opponent.kind != "stockfish":
+            raise UserError(f"bad rung {spec!r}: a rung is Stockfish at a strength")
+        return cls(rating, opponent.strength, opponent.nodes)
 
     @property
     def eps(self) -> float:
@@ -256,8 +254,37 @@ def check_book(path: Path) -> None:
 
 
 # -- playing one game ---------------------------------------------------------------------------
+# How the generator's PGN names the ends the game loop reports (the embedded files' Termination tags).
+_TERMINATION = {"adjudication": "adjudication: decisive evaluation", "move_limit": "adjudication: move limit"}
+
+
+class RungPlayer(Resourceless):
+    """A rung at the board: its engine (already set to the rung's strength; the worker owns it),
+    the game's coin for eps moves and softmax draws (one coin for both sides, seeded by the game),
+    and `streak`, its own consecutive moves whose engine score was at least `win_cp`."""
+
+    def __init__(self, rung: Rung, engine: Engine, nodes: int, coin: random.Random, game: object,
+                 win_cp: int | None) -> None:
+        self.rung, self.engine, self.nodes, self.coin, self.game = rung, engine, nodes, coin, game
+        self.win_cp = win_cp  # None: no adjudication, so no scores asked for
+        self.streak = 0
+        self.name = rung.describe()
+
+    def play(self, board: chess.Board) -> chess.Move:
+        chosen = strength_move(self.engine, board, self.rung.strength, chess.engine.Limit(nodes=self.nodes), self.coin,
+                               line_nodes=self.nodes, game=self.game, score=self.win_cp is not None)
+        if not chosen.random:  # a random move has no engine score: the streak is left as it is
+            self._count(chosen.score)
+        return chosen.move
+
+    def _count(self, pov: int | None) -> None:
+        self.streak = self.streak + 1 if self.win_cp is not None and pov is not None and pov >= self.win_cp else 0
+
+
 def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine, engine_name: str) -> chess.pgn.Game:
-    """Play one ladder game between two engines already set to the pairing's strengths."""
+    """Play one ladder game between two engines already set to the pairing's strengths, through
+    the one game loop (:func:`chessdt.game.play_out`); a side whose engine saw a win on
+    `adjudicate_moves` consecutive own moves is adjudicated the winner."""
     board = chess.Board()
     for move in pair.opening:
         board.push(move)
@@ -269,53 +296,23 @@ def play_pairing(cfg: LadderConfig, pair: Pairing, white: Engine, black: Engine,
                 if not entry:
                     break
                 board.push(entry.move)
-    limits = {chess.WHITE: chess.engine.Limit(nodes=pair.white.nodes or cfg.nodes),
-              chess.BLACK: chess.engine.Limit(nodes=pair.black.nodes or cfg.nodes)}
-    winning_streak = {chess.WHITE: 0, chess.BLACK: 0}
-    result, termination = "", "normal"
-    game_tag = object()  # a new object per game: python-chess sends ucinewgame
-    eps = {chess.WHITE: pair.white.eps, chess.BLACK: pair.black.eps}
-    coin = random.Random(f"eps/{cfg.seed}/{pair.index}")  # the random moves of eps rungs
-    while (over := game_over(board)) is None:
-        if board.ply() >= cfg.max_plies:
-            result, termination = "1/2-1/2", "adjudication: move limit"
-            break
-        side = board.turn
-        rung = pair.white if side == chess.WHITE else pair.black
-        if rung.strength.softmax is not None:  # the whole move choice is the rung's known policy
-            engine = white if side == chess.WHITE else black
-            scores = score_moves(engine, board, rung.nodes or cfg.nodes)
-            move = sample(policy_of(scores, rung.strength), coin)
-            board.push(move)
-            if cfg.adjudicate_moves:
-                winning_streak[side] = winning_streak[side] + 1 if scores.best >= cfg.adjudicate_cp else 0
-                if winning_streak[side] >= cfg.adjudicate_moves and board.outcome() is None:
-                    result = "1-0" if side == chess.WHITE else "0-1"
-                    termination = "adjudication: decisive evaluation"
-                    break
-            continue
-        if eps[side] and coin.random() < eps[side]:
-            board.push(coin.choice(list(board.legal_moves)))  # no engine score: the streak is left as it is
-            continue
-        engine = white if side == chess.WHITE else black
-        played = engine.play(board, limits[side], game=game_tag,
-                             info=chess.engine.INFO_SCORE if cfg.adjudicate_moves else chess.engine.INFO_NONE)
-        if played.move is None:
-            raise EngineFailure(f"engine returned no move in {board.fen()}")
-        board.push(played.move)
-        if cfg.adjudicate_moves:
-            # With UCI_LimitStrength, Stockfish searches several lines and python-chess keeps the last
-            # one's score, a lower bound on the best line: ">= threshold" is then safe to trust.
-            score = played.info.get("score")
-            pov = centipawns(score, side) if score is not None else None
-            winning_streak[side] = winning_streak[side] + 1 if pov is not None and pov >= cfg.adjudicate_cp else 0
-            if winning_streak[side] >= cfg.adjudicate_moves and board.outcome() is None:
-                result = "1-0" if side == chess.WHITE else "0-1"
-                termination = "adjudication: decisive evaluation"
-                break
-    else:
-        result = over[0]
-    return _pgn(cfg, pair, board, result, termination, engine_name)
+    coin = random.Random(f"eps/{cfg.seed}/{pair.index}")  # the random moves of eps rungs, softmax draws
+    game = object()  # a new object per game: python-chess sends ucinewgame
+    win_cp = cfg.adjudicate_cp if cfg.adjudicate_moves else None
+    players = {color: RungPlayer(rung, engine, rung.nodes or cfg.nodes, coin, game, win_cp)
+               for color, rung, engine in ((chess.WHITE, pair.white, white), (chess.BLACK, pair.black, black))}
+
+    def decisive(board: chess.Board) -> tuple[str, str] | None:
+        mover = not board.turn
+        if win_cp is not None and players[mover].streak >= cfg.adjudicate_moves and board.outcome() is None:
+            return ("1-0" if mover == chess.WHITE else "0-1"), "adjudication"
+        return None
+
+    result, how = play_out(board, players[chess.WHITE], players[chess.BLACK], max_plies=cfg.max_plies,
+                           adjudicate=decisive)
+    if how == "engine_failure":
+        raise EngineFailure(f"game {pair.index}: an engine kept failing")
+    return _pgn(cfg, pair, board, result, _TERMINATION.get(how, "normal"), engine_name)
 
 
 def _nodes_text(cfg: LadderConfig, rung: Rung) -> str:
