@@ -229,3 +229,18 @@ def test_every_player_is_started_and_stopped_through_its_lifetime() -> None:
     assert all(r.plies == 12 for r in records)
     assert len(_Lifetime.started) == 2 + 2  # two per-game instances, two pooled (workers=2)
     assert sorted(_Lifetime.started) == sorted(_Lifetime.stopped) and len(set(_Lifetime.started)) == 4
+
+
+def test_pooled_eps_opponents_replay_the_same_games_whatever_the_threads(tmp_path: Path) -> None:
+    """An eps draw is a function of the game so far, so the same games come out with one pooled engine
+    or two serving them in thread order (the fake engine's own moves are deterministic)."""
+    policy = tiny_policy(context=256)
+    seat = seat_for(Opponent.parse("eps=0.5"), script(str(tmp_path)), nodes=5)
+    specs = _model_specs(6, "eps")
+    pgns = []
+    for workers in (1, 2):
+        records = run_games(specs, {"model": Prompted(policy, 1500), "eps": seat}, None, batch_size=6,
+                            workers=workers, max_plies=30)
+        pgns.append([r.pgn for r in records])
+    assert pgns[0] == pgns[1]
+    assert len({p.split("\n\n")[1] for p in pgns[0]}) > 1  # and the games are not all one game

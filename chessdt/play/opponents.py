@@ -33,5 +33,6 @@ def seat_for(opponent: Opponent, engine: str | Path | None = None, *, nodes: int
     path = find_stockfish(engine)
     check_engine(path)
     s = opponent.strength
-    return PlayerSeat(make=lambda seed: StockfishPlayer(path, strength=s, nodes=own, timeout_s=timeout_s,
-                                                        seed=seed), pooled=True)
+    # One seed for every pooled instance: an eps or softmax draw is then a function of the game alone.
+    return PlayerSeat(make=lambda _: StockfishPlayer(path, strength=s, nodes=own, timeout_s=timeout_s),
+                      pooled=True)

@@ -82,11 +82,13 @@ class GreedyPlayer(Resourceless):
 class StockfishPlayer:
     """Stockfish at a strength setting; use as a context manager (the engine is a resource).
 
-    With `eps` > 0 it plays a uniformly random legal move with probability eps (seeded), else
-    the engine's move: a strength that can be set continuously, from the random mover (eps = 1)
-    to the engine itself (eps = 0). A softmax strength ('softmax=T[,gate=C]') samples, seeded, from
-    its exact policy (:mod:`chessdt.stockfish.softmax`), `nodes` per scored legal move. With
-    `command` any UCI engine plays instead of Stockfish.
+    With `eps` > 0 it plays a uniformly random legal move with probability eps, else the engine's
+    move: a strength that can be set continuously, from the random mover (eps = 1) to the engine
+    itself (eps = 0). A softmax strength ('softmax=T[,gate=C]') samples from its exact policy
+    (:mod:`chessdt.stockfish.softmax`), `nodes` per scored legal move. Those draws are a function of
+    `seed` and the game so far, not of the games this instance served before: the arena shares a few
+    instances among all games in whatever order its threads take them, and still replays the same
+    games. With `command` any UCI engine plays instead of Stockfish.
     """
 
     def __init__(self, engine_path: str | Path | None = None, *, elo: int | None = None,
@@ -99,7 +101,7 @@ class StockfishPlayer:
         self.limit = chess.engine.Limit(nodes=nodes, time=movetime if nodes is None else None)
         self.line_nodes = nodes or DEFAULT_LINE_NODES  # a softmax strength's budget per scored move
         self.eps = self.strength.eps
-        self.rng = random.Random(seed)
+        self.seed = seed
         who = " ".join(command) if command else f"stockfish({self.strength.describe()})"
         self.name = who if self.strength.softmax is not None else who + (f" eps={self.eps:g}" if self.eps else "")
 
@@ -111,7 +113,8 @@ class StockfishPlayer:
         self.engine.close()
 
     def play(self, board: chess.Board) -> chess.Move:
-        return strength_move(self.engine, board, self.strength, self.limit, self.rng, line_nodes=self.line_nodes).move
+        coin = random.Random(f"{self.seed}|{board.root().fen()}|{' '.join(m.uci() for m in board.move_stack)}")
+        return strength_move(self.engine, board, self.strength, self.limit, coin, line_nodes=self.line_nodes).move
 
     @property
     def restarts(self) -> int:
