@@ -120,7 +120,7 @@ def _experiment_args(p: argparse.ArgumentParser, config_help: str) -> None:
                    help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")
 
 
-def _add_rl_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_rl_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("finetune-rl", help="RL fine-tuning (policy gradient + KL to the base model)")
     _experiment_args(p, "experiment TOML with an [rl] section (rl.base = the pretrained checkpoint)")
     p.add_argument("--out", help="run directory (default: run_dir of the config, else runs/<name>)")
@@ -204,7 +204,7 @@ def _cmd_uci(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_play_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_play_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add_prompt_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("checkpoint", help="checkpoint directory or run directory (best, else latest)")
         p.add_argument("--rating", type=int, default=1500, help="the model's prompted rating (default 1500)")
@@ -294,7 +294,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_run_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("experiment", help="conditioning vs filtered imitation vs RL vs quantilizer: the frontier")
     _experiment_args(p, "experiment TOML, e.g. experiments/conditioning-vs-rl.toml")
     p.add_argument("--quick", action="store_true", help="a first look at about a third of the cost, in <run_dir>-quick")

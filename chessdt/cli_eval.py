@@ -273,7 +273,7 @@ def _add_match_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
+def add_eval_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev = sub.add_parser("eval", help="evaluate a model: legality, strength, openings, value head, direct matches")
     esub = ev.add_subparsers(dest="eval_command", metavar="EVAL", required=True)
     funcs = {"legality": _cmd_eval_legality, "strength": _cmd_eval_strength, "openings": _cmd_eval_openings,

@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -207,7 +207,7 @@ def plot_value(v: ValueResult, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_training(rows: list[dict], path: Path, title: str) -> Path | None:
+def plot_training(rows: list[dict[str, Any]], path: Path, title: str) -> Path | None:
     """Validation loss, top-1 accuracy and legal top-1 share against tokens seen."""
     rows = [r for r in rows if r["tokens"] > 0]
     if len(rows) < 2:
@@ -227,7 +227,7 @@ def plot_training(rows: list[dict], path: Path, title: str) -> Path | None:
     return _save(fig, path)
 
 
-def training_table(rows: list[dict], max_rows: int = 12) -> str:
+def training_table(rows: list[dict[str, Any]], max_rows: int = 12) -> str:
     """A markdown table of the curve (evenly thinned to max_rows, always keeping the last)."""
     if not rows:
         return ""
