@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Literal
 from chessdt.checks import check_device, check_guidance, check_temperature, check_top_p, check_values
 from chessdt.errors import ConfigError, UserError
 from chessdt.rules import Opponent
+from chessdt.tables import build, merge, parse_overrides, section_types, to_dict
 
 Reader = Literal["rust", "python-chess"]  # data.reader
 Precision = Literal["auto", "bf16", "fp32"]  # train.precision
@@ -407,99 +407,6 @@ class Config:
                               f"data.label (now {self.data.label!r})")
 
 
-def section_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Convert a TOML value or an override string to the declared field type."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        return _convert(value, members[0], where)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        item_type = args[0]
-        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
-            return tuple(_convert(v, item_type, where) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} items, got {value!r}")
-        return tuple(_convert(v, a, where) for v, a in zip(value, args))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            if tp is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return tp(value) if not isinstance(value, str) else tp(float(value)) if tp is float else int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
-    if tp is str or origin is Literal:  # a Literal's values are checked by its section's __post_init__
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    hints = section_types(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in names:
-            raise ConfigError(f"unknown key {where}{key!r}; valid keys: {', '.join(names)}")
-        tp = hints[key]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"[{key}] must be a table")
-            kwargs[key] = _build(tp, value, f"{key}.")
-        else:
-            kwargs[key] = _convert(value, tp, f"{where}{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{where or 'config'}: {e}") from None
-
-
-def _set_path(table: dict[str, Any], key: str, value: str) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        table = table.setdefault(p, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"--set {key}: {p} is not a section")
-    table[parts[-1]] = value
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """['train.lr=3e-4', ...] -> nested dict of strings, converted later by field type."""
-    table: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value")
-        _set_path(table, key.strip(), value.strip())
-    return table
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _upgrade(table: dict[str, Any]) -> dict[str, Any]:
     """A config table in today's schema from one written before a field changed (old experiment
     files, meta.json of old checkpoints): rl.opponent = "stockfish" with rl.opponent_elo (0 = use
@@ -552,8 +459,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         except RecursionError:  # tomllib parses nested arrays and tables recursively
             raise ConfigError(f"{path}: nested too deep to be an experiment config") from None
-    table = _upgrade(_merge(table, parse_overrides(overrides or [])))
-    cfg: Config = _build(Config, table, "")
+    table = _upgrade(merge(table, parse_overrides(overrides or [])))
+    cfg: Config = build(Config, table, "")
     if path is not None:
         cfg = resolve_paths(cfg, Path(path).resolve().parent)
     return cfg
@@ -580,7 +487,7 @@ def resolve_paths(cfg: Config, base: Path) -> Config:
 
 def override(cfg: Config, overrides: list[str]) -> Config:
     """`cfg` with `--set section.key=value` overrides applied (converted by each field's type)."""
-    return config_from_dict(_merge(to_dict(cfg), parse_overrides(overrides)))
+    return config_from_dict(merge(to_dict(cfg), parse_overrides(overrides)))
 
 
 def run_path(cfg: Config) -> Path:
@@ -593,15 +500,6 @@ def prepared_path(cfg: Config, run: Path | None = None) -> Path:
     return Path(cfg.data.prepared) if cfg.data.prepared else (run or run_path(cfg)) / "data"
 
 
-def to_dict(obj: Any) -> Any:
-    """A config (or section) as plain JSON/TOML-ready data."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
-    if isinstance(obj, tuple):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
 def config_from_dict(table: dict[str, Any]) -> Config:
     """Inverse of to_dict: rebuild a Config saved in a run directory or checkpoint (of any version)."""
-    return _build(Config, _upgrade(table), "")
+    return build(Config, _upgrade(table), "")
