@@ -98,6 +98,10 @@ class ModelConfig:
     # sensible vector from its neighbours, instead of an untrained row of the token table
     value_head: bool = False  # also predict win/draw/loss for the side to move at every position,
     # trained on the game's result (train.value_weight); needs a prefix without the result (data.label)
+    rating_film: bool = False  # the mover's rating also scales and shifts the last hidden state (a zero-
+    # initialised linear map of its rating vector): the rating injected where the policy is read off
+    rating_head: bool = False  # auxiliary head: read the mover's rating off the last hidden state at every
+    # position (squared error, weight train.rating_weight), so the rating is a feature the policy sees
 
     def __post_init__(self) -> None:
         if min(self.n_layer, self.n_head, self.d_model, self.mlp_ratio, self.context) <= 0:
@@ -140,6 +144,7 @@ class TrainConfig:
     precision: Precision = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere; or bf16, fp32
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     value_weight: float = 0.25  # weight of the value head's loss (cross-entropy on W/D/L) beside the move loss
+    rating_weight: float = 0.5  # weight of the rating head's loss (model.rating_head) beside the move loss (untuned)
 
     def __post_init__(self) -> None:
         if self.precision not in typing.get_args(Precision):
@@ -157,7 +162,7 @@ class TrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"train.lr={self.lr} must be a positive finite number")
         for name in ("min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "max_minutes",
-                     "value_weight"):
+                     "value_weight", "rating_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"train.{name}={value} must be a finite number, 0 or more")

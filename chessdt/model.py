@@ -58,6 +58,7 @@ FACT_SCALE = 50.0
 ANCHOR_STEP = 200
 RATING_ANCHORS = tuple(range(RATING_MIN, RATING_MAX + 1, ANCHOR_STEP))
 PREFIX_SCAN = 4  # the condition tokens sit in the first positions of every sequence
+RATING_CENTRE, RATING_SCALE = 1600.0, 400.0  # the rating head's target is (rating - centre) / scale
 
 
 def rating_values(vocab: Vocab) -> torch.Tensor:
@@ -230,6 +231,10 @@ def param_count(cfg: ModelConfig, vocab_size: int) -> int:
         n += 64 * len(SQUARE_FEATURES) * d + 2 * d + (len(MOVE_FACTS) if cfg.board_head else 0)
     if cfg.value_head:
         n += 3 * d + 3
+    if cfg.rating_film:
+        n += 2 * d * d
+    if cfg.rating_head:
+        n += d + 1
     return n
 
 
@@ -268,9 +273,10 @@ class GPT(nn.Module):
         self.vocab_size = vocab_size
         d = cfg.d_model
         self.tok_emb = nn.Embedding(vocab_size, d)
-        if cfg.rating_every or cfg.rating_continuous:
+        if cfg.rating_every or cfg.rating_continuous or cfg.rating_film or cfg.rating_head:
             if vocab is None or vocab.size != vocab_size:
-                raise ValueError("model.rating_every / rating_continuous need the vocabulary (its rating tokens)")
+                raise ValueError("model.rating_every / rating_continuous / rating_film / rating_head need the "
+                                 "vocabulary (its rating tokens)")
             self.register_buffer("token_rating", rating_values(vocab), persistent=False)
             if cfg.rating_continuous:
                 self.rating_emb = nn.Parameter(torch.empty(len(RATING_ANCHORS), d))
@@ -311,6 +317,14 @@ class GPT(nn.Module):
             # that the rest of the model starts from the same weights with or without the head.
             with torch.random.fork_rng(devices=[]):
                 self.value_head = nn.Linear(d, 3)
+        # the rating options of issue 27, built (and zeroed) without drawing from the global generator,
+        # so the rest of the model starts from the same weights with or without them
+        with torch.random.fork_rng(devices=[]):
+            if cfg.rating_film:  # the mover's rating scales and shifts the last hidden state
+                self.rating_film = nn.Linear(d, 2 * d, bias=False)
+            if cfg.rating_head:  # the mover's rating, standardised, read off the last hidden state
+                self.rating_head = nn.Linear(d, 1)
+        self.last_rating_loss: torch.Tensor | None = None  # set by forward in training (model.rating_head)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -340,6 +354,11 @@ class GPT(nn.Module):
         if self.cfg.value_head:
             nn.init.zeros_(self.value_head.weight)  # starts at the base rates its bias learns first
             nn.init.zeros_(self.value_head.bias)
+        if self.cfg.rating_film:
+            nn.init.zeros_(self.rating_film.weight)  # starts as the model without it
+        if self.cfg.rating_head:
+            nn.init.zeros_(self.rating_head.weight)
+            nn.init.zeros_(self.rating_head.bias)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -408,26 +427,23 @@ class GPT(nn.Module):
         table = self.token_embeddings()
         geo = None if boards is None or plies is None else self.geo(boards, plies)
         x, idx = self.embed(tokens, boards, plies, start, table, geo)
+        own = opp = None
+        if self.cfg.rating_every or self.cfg.rating_film:
+            own, opp = self.mover_ratings(tokens, plies, table, start, cache)  # (B, T, d) each
         if self.cfg.rating_every:
-            if plies is None:
-                raise ValueError("model.rating_every needs plies (the side to move at each position)")
-            if start == 0:
-                ratings = self.game_ratings(tokens, table)  # (B, 2, d)
-                if cache is not None:
-                    cache.ratings = ratings
-            elif cache is None or cache.ratings is None:
-                raise ValueError("model.rating_every: the cache holds no ratings (feed the prompt first)")
-            else:
-                ratings = cache.ratings
-            black = (plies % 2 == 1)[..., None]  # (B, T, 1): the mover's colour
-            own = torch.where(black, ratings[:, None, 1], ratings[:, None, 0])  # (B, T, d)
-            opp = torch.where(black, ratings[:, None, 0], ratings[:, None, 1])
+            assert own is not None and opp is not None
             x = x + self.own_rating(own) + self.opp_rating(opp)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
         if cache is not None:
             cache.length = start + tokens.shape[1]
         h = self.ln_f(x)
+        if self.cfg.rating_film:
+            assert own is not None
+            scale, shift = self.rating_film(own).chunk(2, dim=-1)  # (B, T, d) each
+            h = h * (1 + scale) + shift
+        if self.cfg.rating_head and self.training:
+            self.last_rating_loss = self.rating_loss(h, tokens, plies)
         logits = F.linear(h, table)  # (B, T, V)
         if self.cfg.board_head:
             assert boards is not None and plies is not None
@@ -436,6 +452,49 @@ class GPT(nn.Module):
         if with_value:
             return logits, self.value_head(h)  # (B, T, V), (B, T, 3)
         return logits
+
+    def mover_ratings(self, tokens: torch.Tensor, plies: torch.Tensor | None, table: torch.Tensor, start: int,
+                      cache: KVCache | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(own, opponent) rating vectors (B, T, d) at every position, by the side to move there: read
+        from the prompt when it is fed (start 0), from the cache after that."""
+        if plies is None:
+            raise ValueError("model.rating_every / rating_film need plies (the side to move at each position)")
+        if start == 0:
+            ratings = self.game_ratings(tokens, table)  # (B, 2, d)
+            if cache is not None:
+                cache.ratings = ratings
+        elif cache is None or cache.ratings is None:
+            raise ValueError("model.rating_every / rating_film: the cache holds no ratings (feed the prompt first)")
+        else:
+            ratings = cache.ratings
+        black = (plies % 2 == 1)[..., None]  # (B, T, 1): the mover's colour
+        own = torch.where(black, ratings[:, None, 1], ratings[:, None, 0])  # (B, T, d)
+        opp = torch.where(black, ratings[:, None, 0], ratings[:, None, 1])
+        return own, opp
+
+    def rating_loss(self, h: torch.Tensor, tokens: torch.Tensor, plies: torch.Tensor | None) -> torch.Tensor:
+        """Mean squared error of the rating head's reading of the mover's rating, standardised as
+        (rating - RATING_CENTRE) / RATING_SCALE, over the positions of rows whose prompt names it (a
+        rating dropped for guidance, or unknown, is no target); 0 where no row does."""
+        if plies is None:
+            raise ValueError("model.rating_head needs plies (the side to move at each position)")
+        values = self.prompt_ratings(tokens)  # (B, 2): White's and Black's, nan when unknown
+        black = plies % 2 == 1  # (B, T)
+        target = torch.where(black, values[:, None, 1], values[:, None, 0])  # (B, T)
+        known = ~target.isnan()
+        if not bool(known.any()):
+            return h.sum() * 0.0
+        pred = self.rating_head(h).squeeze(-1).float()  # (B, T)
+        z = (target - RATING_CENTRE) / RATING_SCALE
+        return F.mse_loss(pred[known], z[known])
+
+    def prompt_ratings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 2) White's and Black's rating (the bucket's middle) from the first two rating tokens of
+        each row's prefix; nan where a slot is <rating:?> or the row has no two rating tokens."""
+        ids, valid = self.rating_slots(tokens)
+        vals = self.token_rating[ids]  # (B, 2): -1 for <rating:?>
+        known = valid[:, None] & (vals >= 0)
+        return torch.where(known, vals, torch.full_like(vals, math.nan))
 
     def move_prior_logits(self, boards: torch.Tensor, plies: torch.Tensor, geo: Geo | None = None) -> torch.Tensor:
         """(B, T, NUM_MOVES) scores of the pieces on every move's from- and to-square, plus the
@@ -476,16 +535,20 @@ class GPT(nn.Module):
     def game_ratings(self, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """(B, 2, d) vectors of White's and Black's rating: the first two rating tokens of each row's
         prefix (zeros for a row without two, e.g. an outcome-only label)."""
-        head = tokens[:, :PREFIX_SCAN]
-        if head.shape[1] < 2:
+        if tokens.shape[1] < 2:
             return torch.zeros(tokens.shape[0], 2, self.cfg.d_model, device=tokens.device)
+        ids, valid = self.rating_slots(tokens)
+        vec = self.rating_vectors(ids) if self.cfg.rating_continuous else F.embedding(ids, table)
+        return torch.where(valid[:, None, None], vec, torch.zeros_like(vec))
+
+    def rating_slots(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids (B, 2), valid (B,)): the first two rating tokens of each row's prefix (White's and
+        Black's), and whether the row has two (an outcome-only label has none)."""
+        head = tokens[:, :PREFIX_SCAN]
         is_rating = ~self.token_rating[head].isnan()  # (B, P)
         order = torch.where(is_rating, torch.arange(head.shape[1], device=head.device), PREFIX_SCAN)
         first2 = order.sort(dim=1).values[:, :2].clamp(max=head.shape[1] - 1)  # (B, 2) positions
-        ids = head.gather(1, first2)
-        vec = self.rating_vectors(ids) if self.cfg.rating_continuous else F.embedding(ids, table)
-        valid = (is_rating.sum(1) >= 2)[:, None, None]
-        return torch.where(valid, vec, torch.zeros_like(vec))
+        return head.gather(1, first2), is_rating.sum(1) >= 2
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty cache for ``batch_size`` sequences of up to ``max_len`` (default: context)."""

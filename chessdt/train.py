@@ -433,7 +433,11 @@ class _Trainer:
                         logits = self.fwd(batch.tokens, batch.boards, batch.plies)
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), batch.targets.view(-1),
                                        ignore_index=IGNORE)
-                ((loss + tc.value_weight * value_loss) / tc.grad_accum).backward()
+                total = loss + tc.value_weight * value_loss
+                if self.model.last_rating_loss is not None:  # model.rating_head: set by the forward pass
+                    total = total + tc.rating_weight * self.model.last_rating_loss
+                    self.model.last_rating_loss = None
+                (total / tc.grad_accum).backward()
             stats += torch.tensor([loss.item() / tc.grad_accum, batch.n_real, value_loss.item() / tc.grad_accum],
                                   dtype=torch.float64)
         if tc.grad_clip > 0:
