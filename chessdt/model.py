@@ -584,7 +584,7 @@ class GPT(nn.Module):
         """The move part (..., 1968) of full-vocabulary logits (moves are ids 0..1967)."""
         return logits[..., :NUM_MOVES]
 
-    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay matmul weights only (not embeddings or norms)."""
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []

@@ -79,7 +79,7 @@ def lr_at(step: int, lr: float, warmup: int, max_steps: int, min_ratio: float) -
     return lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast on CUDA under 'auto' (or anywhere under 'bf16'); fp32 otherwise."""
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
