@@ -613,3 +613,17 @@ def test_a_model_that_fell_behind_skips_the_searches_already_answered(policy: Mo
     lines = _talk(engine, "position startpos", "go movetime 60000")
     assert calls == [1, 4] and not any("fallback" in ln for ln in lines)
     engine.close()
+
+
+def test_a_ponder_search_stopped_before_ponderhit_is_not_counted(policy: ModelPolicy,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-chess stops a ponder search whose move the opponent did not play and discards its bestmove:
+    neither a move nor a fallback."""
+    engine = UciEngine(Prompted(policy, 1500), io.StringIO())
+    release = _slow_model(engine, monkeypatch)
+    lines = _talk(engine, "position startpos moves e2e4 e7e5", "go ponder wtime 60000 btime 60000", "stop")
+    assert len(lines) == 1 and lines[0].startswith("bestmove ") and (engine.moves, engine.fallbacks) == (0, 0)
+    lines = _talk(engine, "position startpos moves e2e4 e7e5", "go ponder movetime 40", "ponderhit")
+    assert lines[-2].startswith("info string fallback 1 of 1 moves: the time budget ran out")  # after ponderhit: a move
+    release.set()
+    engine.close()

@@ -478,7 +478,12 @@ class UciEngine:
             if search.timer is not None:
                 search.timer.cancel()
             ans = search.answer
-            if ans is None:
+            # A ponder search stopped before ponderhit: the GUI throws its bestmove away (the opponent
+            # played something else), so it is neither a move nor a fallback.
+            discarded = search.hold and search.go.ponder and why == "stop"
+            if ans is None and discarded:
+                ans = Answer(search.fallback or self.rng.choice(list(search.board.legal_moves)), model=False)
+            elif ans is None:
                 reason = {"time": "the time budget ran out before the model answered",
                           "stop": "stop came before the model answered"}.get(why or "", why or "no answer")
                 ans = self._fallback_answer(search, reason)
@@ -486,17 +491,17 @@ class UciEngine:
                 self.send(line)
             ponder = f" ponder {ans.ponder.uci()}" if ans.ponder is not None and search.finished.is_set() else ""
             self.send(f"bestmove {ans.move.uci() if ans.move else '0000'}{ponder}")
+            if why == "time" and search.target is not None:
+                self.lateness.append(1000 * (time.perf_counter() - search.target))
             search.played = ans.move
             search.sent.set()
-            if ans.move:
+            if ans.move and not discarded:
                 self.moves += 1
                 # Off the clock: feed the model the move played, so that the next go costs one step.
                 after = search.board.copy()
                 after.push(ans.move)
                 if self.worker is not None:
                     self.worker.send(Follow(after))
-            if why == "time" and search.target is not None:
-                self.lateness.append(1000 * (time.perf_counter() - search.target))
 
 
 def serve(model: Prompted, inp: TextIO, out: TextIO, seed: int = 0, *, process: bool = True,

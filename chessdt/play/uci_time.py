@@ -40,13 +40,14 @@ class Go:
     movestogo: int | None = None
     movetime: int | None = None
     hold: bool = False  # infinite or ponder: the bestmove waits for stop / ponderhit
+    ponder: bool = False  # go ponder: a stop before ponderhit means the GUI discards the bestmove
     searchmoves: tuple[chess.Move, ...] = ()
 
 
 def parse_go(args: list[str], board: chess.Board | None) -> tuple[Go, list[str]]:
     """The `go` command's settings and a complaint for each part ignored."""
     values: dict[str, int] = {}
-    hold = False
+    hold = ponder = False
     searchmoves: list[chess.Move] = []
     complaints: list[str] = []
     i = 0
@@ -54,6 +55,7 @@ def parse_go(args: list[str], board: chess.Board | None) -> tuple[Go, list[str]]
         key = args[i]
         if key in GO_FLAG_KEYS:
             hold = True
+            ponder = ponder or key == "ponder"
         elif key in GO_VALUE_KEYS:
             value = args[i + 1] if i + 1 < len(args) else None
             if value is None or not value.lstrip("-").isdigit():
@@ -76,7 +78,8 @@ def parse_go(args: list[str], board: chess.Board | None) -> tuple[Go, list[str]]
         i += 1
     go = Go(wtime=values.get("wtime"), btime=values.get("btime"), winc=max(0, values.get("winc", 0)),
             binc=max(0, values.get("binc", 0)), movestogo=values.get("movestogo"),
-            movetime=values.get("movetime"), hold=hold, searchmoves=tuple(searchmoves))
+            movetime=values.get("movetime"), hold=hold, ponder=ponder,
+            searchmoves=tuple(searchmoves))
     return go, complaints
 
 
