@@ -165,8 +165,10 @@ def main() -> None:
         rows = [(f, run_one(Path(f), args.workers)) for f in args.scaling]
         for f, r in rows:
             print(f"{Path(f).name}: {r['games']:,.0f} games, {r['tokens']:,.0f} tokens, {r['games_per_s']:,.0f} games/s "
-                  f"with {args.workers} workers ({r['seconds']:.0f} s), peak PSS {r['peak_pss_mib']:,.0f} MiB "
-                  f"(main RSS {r['main_rss_mib']:,.0f} MiB), {r['bytes_per_token']:.2f} bytes/token on disk")
+                  f"with {args.workers} workers ({r['seconds']:.0f} s; CPU {1e6 * r['cpu_s'] / r['games']:.1f} us/game, "
+                  f"main process {1e6 * r['main_cpu_s'] / r['games']:.1f}; {r['idle_games_per_s']:,.0f} games/s from CPU time), "
+                  f"peak PSS {r['peak_pss_mib']:,.0f} MiB (main RSS {r['main_rss_mib']:,.0f} MiB), "
+                  f"{r['bytes_per_token']:.2f} bytes/token on disk")
         if len(rows) > 1:
             a, b = rows[0][1], rows[-1][1]
             print(f"peak PSS ratio, {b['games']:,.0f} vs {a['games']:,.0f} games: {b['peak_pss_mib'] / a['peak_pss_mib']:.2f} "

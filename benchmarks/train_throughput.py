@@ -208,21 +208,36 @@ def data_paths(cfg: Config, data: PreparedData, rounds: int, steps: int) -> int:
     for fn in paths.values():
         step(fn)
     tps: dict[str, list[float]] = {k: [] for k in paths}
+    cpu: dict[str, list[float]] = {k: [] for k in paths}  # tokens per CPU-second (all threads): steadier under load
     for r in range(rounds):
         for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
             counter["i"] = r * steps  # both paths run the same batches in a round
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             n = sum(step(paths[name]) for _ in range(steps))
             tps[name].append(n / (time.perf_counter() - t))
+            cpu[name].append(n / (time.process_time() - c))
+    # batch assembly alone, in CPU time: what the replay adds to a step
+    build: dict[str, float] = {}
+    for name, fn in paths.items():
+        c = time.process_time()
+        for i in range(min(len(plan), 30)):
+            fn(plan[i], (0, 0, i))
+        build[name] = (time.process_time() - c) / min(len(plan), 30)
     med = {k: statistics.median(v) for k, v in tps.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     ratio = med["replayed"] / med["stored"]
     per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(tps["replayed"], tps["stored"]))
+    per_round_cpu = ", ".join(f"{a / b:.2f}" for a, b in zip(cpu["replayed"], cpu["stored"]))
     print(f"data {data.path}: {data.splits['train'].n_games:,} train games; batch_tokens {tc.batch_tokens}, context "
           f"{mc.context}, d={mc.d_model} layers={mc.n_layer}; threads {torch.get_num_threads()}; {rounds} rounds x "
           f"{steps} steps")
     print(f"stored boards (format 1): {med['stored']:10,.0f} real tokens/s")
     print(f"replayed boards:          {med['replayed']:10,.0f} real tokens/s")
     print(f"ratio replayed / stored: {ratio:.3f} (per round {per_round}; target >= 0.90)")
+    print(f"per CPU-second: stored {med_cpu['stored']:,.0f}, replayed {med_cpu['replayed']:,.0f} tokens; ratio "
+          f"{med_cpu['replayed'] / med_cpu['stored']:.3f} (per round {per_round_cpu})")
+    print(f"batch assembly alone, CPU ms per batch: stored {1e3 * build['stored']:.1f}, replayed "
+          f"{1e3 * build['replayed']:.1f}")
     return 0 if ratio >= 0.9 else 1
 
 

@@ -109,7 +109,8 @@ class ChunkResult:
     games_seen: int
     skipped: Counter[str]  # header skip reasons
     identities: np.ndarray  # (K, 16) uint8: every game that passed the header checks
-    errors: list[str | None]  # (K,) its move or length skip reason, None when kept
+    reasons: list[str]  # the move and length skip reasons that occur in the chunk
+    error: np.ndarray  # (K,) int16 index into reasons of each game's, -1 when kept
     tokens: np.ndarray  # uint16: the kept games' sequences back to back
     lengths: np.ndarray  # (k,) int64 sequence length of each kept game
     results: np.ndarray  # (k,) int8 result class from White's side
@@ -167,9 +168,12 @@ def process_chunk(data: bytes, cfg: DataConfig, first: bool = False, drop_last: 
     n_prefix = len(prefixes[0]) if prefixes else 0  # the same for every game: fixed by the label setting
     tokens, lengths = _sequences(np.asarray(prefixes, np.int32).reshape(len(kept), n_prefix), moves, offsets,
                                  idx, vocab.end)
+    reasons = sorted(set(e for e in errors if e))
+    code = {reason: i for i, reason in enumerate(reasons)}
+    error = np.array([code[e] if e else -1 for e in errors], np.int16)
     return ChunkResult(games_seen=len(games), skipped=skipped,
                        identities=np.frombuffer(b"".join(identities), np.uint8).reshape(-1, 16),
-                       errors=errors, tokens=tokens, lengths=lengths, results=np.asarray(results, np.int8),
+                       reasons=reasons, error=error, tokens=tokens, lengths=lengths, results=np.asarray(results, np.int8),
                        val=np.asarray(val, bool), rating_bucket=np.asarray(buckets, np.int64))
 
 
@@ -233,23 +237,20 @@ class _Pipeline:
         s = self.summary
         s.games_seen += r.games_seen
         s.skipped.update(r.skipped)
-        dup = self.seen.seen(r.identities) if self.seen is not None else np.zeros(len(r.errors), bool)
-        keep = []
-        for is_dup, error in zip(dup, r.errors):
-            if error is None:
-                keep.append(not is_dup)
-            if is_dup:
-                s.skipped["duplicate"] += 1
-            elif error:
-                s.skipped[error] += 1
-        mask = np.asarray(keep, bool)
+        dup = self.seen.seen(r.identities) if self.seen is not None else np.zeros(len(r.error), bool)
+        if dup.any():
+            s.skipped["duplicate"] += int(dup.sum())
+        counts = np.bincount(r.error[~dup & (r.error >= 0)], minlength=len(r.reasons))
+        s.skipped.update({reason: int(n) for reason, n in zip(r.reasons, counts) if n})
+        mask = ~dup[r.error < 0]  # (k,) the parsed games that are not repeats
         for split in SPLITS:
             games = mask & (r.val if split == "val" else ~r.val)
             if games.any():
                 self.writers[split].write(r.tokens[np.repeat(games, r.lengths)], r.lengths[games], r.results[games])
                 s.games[split] += int(games.sum())
                 s.tokens[split] += int(r.lengths[games].sum())
-        s.rating_buckets.update(int(b) for b in r.rating_bucket[mask] if b >= 0)
+        buckets, n = np.unique(r.rating_bucket[mask & (r.rating_bucket >= 0)], return_counts=True)
+        s.rating_buckets.update(dict(zip(buckets.tolist(), n.tolist())))
 
     def close(self, directory: Path | None) -> None:
         """Stop the workers; close the writers when `directory` is given (the run completed)."""
