@@ -264,3 +264,14 @@ def test_game_chunks_cut_only_where_a_game_starts(seed):
         return list(iter_games([t.split("\n")]))
 
     assert [g for c in chunks for g in games(c)] == games(data)
+
+
+def test_stats_count_repeats_through_the_dedupe_filter(tmp_path):
+    from chessdt.data.pgn import collect_stats
+
+    (tmp_path / "d.pgn").write_text(random_pgn(30, seed=5) + "\n" + random_pgn(10, seed=5))
+    for with_moves in (False, True):
+        s = collect_stats([str(tmp_path / "d.pgn")], DataConfig(batch_games=7), with_moves=with_moves, progress=False)
+        assert (s.games, s.kept, dict(s.skipped)) == (40, 30, {"duplicate": 10})
+    s = collect_stats([str(tmp_path / "d.pgn")], DataConfig(dedupe=False), progress=False)
+    assert (s.kept, dict(s.skipped)) == (40, {})
