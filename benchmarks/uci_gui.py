@@ -17,7 +17,8 @@ Not a CI test: it needs tools built or installed beforehand, and it downloads no
   node budget as White in place of the harness's scripted opponent, and the engine block of
   lichess-bot's config.yml.default with the README's block merged over it (its default uci_options
   SyzygyPath, UCI_ShowWDL, Hash 512 ... stay). A game counts as played when it reaches its end on
-  the board with every chessdt move legal, within --game-timeout seconds.
+  the board (or lichess-bot resigns it on chessdt's score: the mock lichess.org ignores a resignation,
+  so the benchmark passes it on) with every chessdt move legal, within --game-timeout seconds.
 
 --spinners busy processes (default 2, one per core of the project's machine) run throughout: the
 issue's targets are for a loaded machine. The machine's load average is printed: on a shared
@@ -35,6 +36,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,12 +119,14 @@ def lichess_bot_game(args: argparse.Namespace) -> int:
     import logging
 
     import chess
-    import chess.engine
 
     importlib.import_module("pytest")  # test_bot.test_bot refuses to be imported outside pytest
     sys.path.insert(0, os.getcwd())
     yaml = importlib.import_module("yaml")
     harness = importlib.import_module("test_bot.test_bot")
+    mock = importlib.import_module("test_bot.lichess").Lichess
+    # The mock lichess.org ignores a resignation, and the game would wait for a move forever: pass it on
+    setattr(mock, "resign", lambda self, game_id: self.move_queue.put("resign"))
 
     wrapper, stockfish, pgn_dir = Path(args.wrapper), args.stockfish, args.pgn_dir
     played: list[bool] = []
@@ -138,14 +142,27 @@ def lichess_bot_game(args: argparse.Namespace) -> int:
             clock_queue.put((datetime.timedelta(seconds=clock[chess.WHITE]),
                              datetime.timedelta(seconds=clock[chess.BLACK]), inc))
 
-        legal = True
-        with chess.engine.SimpleEngine.popen_uci(stockfish) as sf:
-            sf.configure({"Threads": 1, "Hash": 16})
+        legal, resigned = True, False
+        # Stockfish over plain blocking pipes: python-chess's engine thread and event loop in this process
+        # hung now and then once lichess-bot forked its game process beside them
+        sf = subprocess.Popen([stockfish], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert sf.stdin is not None and sf.stdout is not None
+
+        def ask(line: str, until: str) -> str:
+            assert sf.stdin is not None and sf.stdout is not None
+            sf.stdin.write(line + "\n")
+            while not (answer := sf.stdout.readline()).startswith(until):
+                if not answer:
+                    raise RuntimeError("Stockfish exited")
+            return answer
+
+        ask("uci", "uciok")
+        try:
             while not board.is_game_over() and legal:
                 if board.turn == chess.WHITE:
-                    reply = sf.play(board, chess.engine.Limit(nodes=args.nodes)).move
-                    assert reply is not None
-                    board.push(reply)
+                    moves = " ".join(m.uci() for m in board.move_stack)
+                    best = ask(f"position startpos moves {moves}\ngo nodes {args.nodes}", "bestmove")
+                    board.push(chess.Move.from_uci(best.split()[1]))
                     publish()
                     asked = time.monotonic()
                 else:
@@ -153,16 +170,26 @@ def lichess_bot_game(args: argparse.Namespace) -> int:
                         publish()
                         move_queue.task_done()
                     move_queue.task_done()
+                    if move == "resign":  # lichess-bot resigned on chessdt's score
+                        resigned = True
+                        break
                     if len(board.move_stack) > 1:  # as on lichess.org, the clocks start after the first moves
                         clock[chess.BLACK] += 0.1 - (time.monotonic() - asked)
                     legal = move in board.legal_moves
                     if legal:
                         board.push(move)
-        if not legal:  # an illegal move: end the stream (the harness stops on a finished board)
+        finally:
+            sf.stdin.write("quit\n")
+            sf.stdin.close()
+            sf.wait()
+        print(f"GAME ENDED: {'resigned' if resigned else 'illegal move' if not legal else board.result()} "
+              f"after {len(board.move_stack)} plies", flush=True)
+        over = resigned or board.is_game_over()
+        if not legal or resigned:  # end the stream: the harness stops on a finished board
             board = chess.Board("7k/5Q2/6K1/8/8/8/8/8 b - - 0 1")
-        if not legal or board.turn == chess.WHITE:  # Black ended it (White's last board went out already):
+        if not legal or resigned or board.turn == chess.WHITE:  # else White's last board went out already:
             publish()  # every board put is read once (run_bot joins the queues)
-        played.append(legal and board.is_game_over())
+        played.append(legal and over)
         results.put(played[-1])
 
     with open("config.yml.default") as f:
@@ -186,21 +213,25 @@ def lichess_bot_games(args: argparse.Namespace, chessdt: list[str], stockfish: s
     wrapper = out / "chessdt-engine.sh"
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(f"'{a}'" for a in chessdt) + ' "$@"\n')
     wrapper.chmod(0o755)
-    played, evals, started = 0, 0, time.monotonic()
+    played, evals, resigned, started = 0, 0, 0, time.monotonic()
     for game in range(args.bot_games):
         pgn_dir = out / f"lichess-bot-game-{game}"
         command = [args.lichess_bot_python, str(Path(__file__).resolve()), "--lichess-bot-game",
                    "--wrapper", str(wrapper), "--stockfish", stockfish, "--pgn-dir", str(pgn_dir),
                    "--nodes", str(args.nodes)]
-        try:
-            run = subprocess.run(command, cwd=args.lichess_bot, capture_output=True, text=True,
-                                 timeout=args.game_timeout)
-            (out / f"lichess-bot-game-{game}.log").write_text(run.stdout + run.stderr)
-            played += run.returncode == 0
-        except subprocess.TimeoutExpired:
-            (out / f"lichess-bot-game-{game}.log").write_text("timed out")
+        log = out / f"lichess-bot-game-{game}.log"
+        with open(log, "w") as sink:  # its own session: a game that hangs is killed with all its processes
+            proc = subprocess.Popen(command, cwd=args.lichess_bot, stdout=sink, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                played += proc.wait(timeout=args.game_timeout) == 0
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                sink.write(f"\ntimed out after {args.game_timeout:.0f} s\n")
         evals += sum("%eval" in p.read_text() for p in pgn_dir.glob("*.pgn"))
-    return {"games": args.bot_games, "played": played, "pgn with [%eval]": evals,
+        resigned += "GAME ENDED: resigned" in log.read_text(errors="replace")
+    return {"games": args.bot_games, "played": played, "resigned": resigned, "pgn with [%eval]": evals,
             "minutes": (time.monotonic() - started) / 60}
 
 
@@ -257,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
               f"info lines with a score {r.scored}/{r.info}; endings: {'; '.join(r.reasons)}")
     if bot is not None:
         print(f"lichess-bot (defaults + README block): {bot['played']:.0f} of {bot['games']:.0f} games played "
+              f"({bot['resigned']:.0f} resigned by lichess-bot on chessdt's score) "
               f"({bot['minutes']:.1f} min), {bot['pgn with [%eval]']:.0f} PGNs with [%eval]")
     elif not args.cutechess:
         print("neither cutechess-cli nor lichess-bot given: nothing run")
