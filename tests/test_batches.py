@@ -53,11 +53,12 @@ def test_every_board_the_model_sees_is_python_chess_board(data: PreparedData, co
     b = Batcher(data, "train", context=context, batch_tokens=1024, boards=True)
     P = data.prefix_len
     checked = 0
+    boards = {g: game_arrays(g, data.vocab, max_plies=120)[1] for g in range(data.splits["train"].n_games)}
     for ids in b.epoch_plan(0):
         batch = b.batch(ids)
         assert batch.boards is not None
         for row, (g, s, n) in enumerate(b.segs[ids]):
-            want = game_arrays(int(g), data.vocab, max_plies=120)[1]  # (tokens, 64): python-chess, per token
+            want = boards[int(g)]  # (tokens, 64): python-chess's board after each token
             assert (batch.boards[row, :P].numpy() == want[P + s - 1 if s else 0]).all()
             assert (batch.boards[row, P:n].numpy() == want[P + s : P + s + n - P]).all()
             checked += int(n)
