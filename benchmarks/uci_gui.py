@@ -130,6 +130,10 @@ def lichess_bot_game(args: argparse.Namespace) -> int:
 
     wrapper, stockfish, pgn_dir = Path(args.wrapper), args.stockfish, args.pgn_dir
     played: list[bool] = []
+    # Stockfish started here, before lichess-bot forks its workers: a process started from a thread
+    # while another thread forks can wait forever for its exec (the fork inherits the exec-status pipe);
+    # spoken to over plain pipes
+    sf = subprocess.Popen([stockfish], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def stockfish_white(move_queue: Any, board_queue: Any, clock_queue: Any, results: Any) -> None:
         """White: Stockfish at a node budget; the bot's clock as the harness keeps it (10+0.1)."""
@@ -143,10 +147,6 @@ def lichess_bot_game(args: argparse.Namespace) -> int:
                              datetime.timedelta(seconds=clock[chess.BLACK]), inc))
 
         legal, resigned = True, False
-        # Stockfish over plain blocking pipes: python-chess's engine thread and event loop in this process
-        # hung now and then once lichess-bot forked its game process beside them
-        sf = subprocess.Popen([stockfish], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        assert sf.stdin is not None and sf.stdout is not None
 
         def ask(line: str, until: str) -> str:
             assert sf.stdin is not None and sf.stdout is not None
@@ -179,9 +179,10 @@ def lichess_bot_game(args: argparse.Namespace) -> int:
                     if legal:
                         board.push(move)
         finally:
+            assert sf.stdin is not None
             sf.stdin.write("quit\n")
-            sf.stdin.close()
-            sf.wait()
+            sf.stdin.flush()
+            sf.wait(10)
         print(f"GAME ENDED: {'resigned' if resigned else 'illegal move' if not legal else board.result()} "
               f"after {len(board.move_stack)} plies", flush=True)
         over = resigned or board.is_game_over()
@@ -199,7 +200,8 @@ def lichess_bot_game(args: argparse.Namespace) -> int:
     engine = config["engine"]
     engine.update({"dir": str(wrapper.parent), "name": wrapper.name, "protocol": "uci", "ponder": True})
     engine["uci_options"] = {**engine["uci_options"], **README_OPTIONS, "UCI_LimitStrength": True,
-                             "UCI_Elo": 1800, "Temperature": "0.8"}  # the README's block over the defaults
+                             "UCI_Elo": 1800, "Temperature": "0.8",  # the README's block over the defaults
+                             "Seed": args.seed}  # one game per seed: Stockfish at a node budget plays the same moves
     engine["draw_or_resign"].update({"resign_enabled": True, "resign_score": -1000, "resign_moves": 3,
                                      "offer_draw_enabled": True, "offer_draw_score": 40, "offer_draw_moves": 10,
                                      "offer_draw_pieces": 10})
@@ -218,7 +220,7 @@ def lichess_bot_games(args: argparse.Namespace, chessdt: list[str], stockfish: s
         pgn_dir = out / f"lichess-bot-game-{game}"
         command = [args.lichess_bot_python, str(Path(__file__).resolve()), "--lichess-bot-game",
                    "--wrapper", str(wrapper), "--stockfish", stockfish, "--pgn-dir", str(pgn_dir),
-                   "--nodes", str(args.nodes)]
+                   "--nodes", str(args.nodes), "--seed", str(game)]
         log = out / f"lichess-bot-game-{game}.log"
         with open(log, "w") as sink:  # its own session: a game that hangs is killed with all its processes
             proc = subprocess.Popen(command, cwd=args.lichess_bot, stdout=sink, stderr=subprocess.STDOUT,
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrapper", help=argparse.SUPPRESS)
     ap.add_argument("--stockfish", help="Stockfish (default: chessdt's search for it)")
     ap.add_argument("--pgn-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.lichess_bot_game:
         return lichess_bot_game(args)
