@@ -60,7 +60,10 @@ class SeenFilter:
         dup = np.ones(len(ids), bool)
         if not len(ids):
             return dup
-        _, first = np.unique(ids.view(np.dtype((np.void, 16))).ravel(), return_index=True)
+        halves = ids.view(np.uint64)  # (K, 2)
+        order = np.lexsort((np.arange(len(ids)), halves[:, 1], halves[:, 0]))  # equal ids together, first first
+        same = (halves[order[1:]] == halves[order[:-1]]).all(axis=1)
+        first = order[np.concatenate([[True], ~same])]
         dup[first] = False  # repeats within the chunk
         byte, bit = self._positions(ids[first])
         dup[first] = ((self.table[byte] & bit) != 0).all(axis=1)

@@ -77,19 +77,21 @@ class GameChunks:
         self.source, self.size, self.rest = source, size, b""
 
     def __iter__(self) -> Iterator[bytes]:
-        buf = b""
-        for data in self.source:
-            buf += data
-            while (cut := _cut(buf, self.size)) > 0:
-                yield buf[:cut]
-                buf = buf[cut:]
-            self.rest = buf
-        self.rest = b""
+        buf = bytearray()  # grows in place: appending does not copy what is there
+        try:
+            for data in self.source:
+                buf += data
+                while (cut := _cut(buf, self.size)) > 0:
+                    yield bytes(memoryview(buf)[:cut])
+                    del buf[:cut]
+        except Exception:
+            self.rest = bytes(buf)
+            raise
         if buf:
-            yield buf
+            yield bytes(buf)
 
 
-def _cut(buf: bytes, size: int) -> int:
+def _cut(buf: bytes | bytearray, size: int) -> int:
     """Offset of the first game start at or after `size` in buf, or 0 if none is there yet."""
     i = max(size, 1) - 1
     while (i := buf.find(b"\n[", i)) >= 0:
