@@ -68,8 +68,10 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in [0, 1)")
         if self.rating_bucket <= 0:
             raise ConfigError("data.rating_bucket must be positive")
-        if not 10 <= self.dedupe_bits <= 40 or self.workers < 0:
-            raise ConfigError("data.dedupe_bits must be in [10, 40] and data.workers >= 0")
+        if not 10 <= self.dedupe_bits <= 40:
+            raise ConfigError(f"data.dedupe_bits={self.dedupe_bits} must be in [10, 40] (log2 of the filter's bits)")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers={self.workers}: give a number of processes, or 0 for every core")
 
     @property
     def label_parts(self) -> tuple[str, ...]:

@@ -459,3 +459,13 @@ def test_offsets_summed_in_pieces_are_the_running_total(tmp_path, monkeypatch):
     assert np.fromfile(tmp_path / "train.offsets", np.int64).tolist() == [0, *np.cumsum(lengths).tolist()]
     assert np.fromfile(tmp_path / "train.results", np.int8).tolist() == [1] * 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.offsets", "train.results", "train.tokens"]
+
+
+def test_workers_and_dedupe_bits_are_checked_in_one_line(tmp_path, capsys):
+    src = write(tmp_path, "g.pgn", random_pgn(5, seed=2))
+    for flag in (["--workers", "-1"], ["--set", "data.dedupe_bits=50"]):
+        assert cli.main(["prepare", str(src), "--out", str(tmp_path / "o"), "-q", *flag]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("data.workers=-1" in err or "data.dedupe_bits=50" in err)
+    assert cli.main(["prepare", str(src), "--out", str(tmp_path / "o"), "-q", "--workers", "2"]) == 0
+    assert json.loads((tmp_path / "o" / "meta.json").read_text())["config"]["workers"] == 2
