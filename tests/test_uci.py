@@ -198,14 +198,19 @@ def test_the_played_move_is_fed_to_the_model_off_the_clock(policy: ModelPolicy) 
     assert player._session is session  # continued, not re-encoded
 
 
-def test_limit_strength_and_threads(policy: ModelPolicy) -> None:
+def test_limit_strength_and_threads(policy: ModelPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = UciEngine(Prompted(policy, 1500), io.StringIO())
     before = torch.get_num_threads()
+    applied: list[tuple[int, int]] = []  # (thread, count): torch's thread count belongs to the thread that sets it
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (applied.append((threading.get_ident(), n)), real(n))[1])
     try:
         assert _talk(engine, "setoption name Threads value 2", "setoption name Hash value 256",
                      "setoption name Move Overhead value 100", "setoption name UCI_Elo value 1100") == []
         _side(engine)
-        assert torch.get_num_threads() == 2 and engine.move_overhead == 100
+        assert engine.move_overhead == 100
+        # applied where the model computes (its own thread here; its process under `chessdt uci`)
+        assert applied and applied[-1][1] == 2 and applied[-1][0] != threading.get_ident()
         assert engine.model.rating == 1500  # UCI_Elo counts only with UCI_LimitStrength on
         _talk(engine, "setoption name UCI_LimitStrength value true")
         assert engine.model.rating == 1100 and _side(engine).player.prompted == engine.model
