@@ -76,10 +76,10 @@ def test_rating_head_loss_reads_the_mover_rating_and_skips_unknown_ones() -> Non
     tokens[:, 1] = VOCAB.unknown_rating
     model(tokens, boards, plies)
     assert model.last_rating_loss is not None
-    assert float(model.last_rating_loss) == pytest.approx(z[1] ** 2, rel=1e-5)
+    assert float(model.last_rating_loss.detach()) == pytest.approx(z[1] ** 2, rel=1e-5)
     tokens[:, 2] = VOCAB.unknown_rating
     model(tokens, boards, plies)
-    assert model.last_rating_loss is not None and float(model.last_rating_loss) == 0.0
+    assert model.last_rating_loss is not None and float(model.last_rating_loss.detach()) == 0.0
     model.eval()
     model.last_rating_loss = None
     with torch.no_grad():
