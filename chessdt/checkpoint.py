@@ -29,7 +29,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from chessdt.config import Config, ConfigError, config_from_dict, section_types, to_dict
+from chessdt.config import Config, ConfigError, config_from_dict
+from chessdt.tables import section_types, to_dict
 from chessdt.errors import UserError
 from chessdt.files import as_umask_allows, durable_rename
 from chessdt.model import GPT

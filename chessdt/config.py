@@ -18,7 +18,7 @@ from typing import Any, Literal
 from chessdt.checks import check_device, check_guidance, check_temperature, check_top_p, check_values
 from chessdt.errors import ConfigError, UserError
 from chessdt.rules import Opponent
-from chessdt.tables import build, merge, parse_overrides, section_types, to_dict
+from chessdt.tables import build, merge, parse_overrides, to_dict
 
 Reader = Literal["rust", "python-chess"]  # data.reader
 Precision = Literal["auto", "bf16", "fp32"]  # train.precision

@@ -6,7 +6,8 @@ import chess
 import pytest
 import torch
 
-from chessdt.play.players import GreedyPlayer, ModelPlayer, Player, QuantilizerPlayer, RandomPlayer
+from chessdt.game import Player
+from chessdt.play.players import GreedyPlayer, ModelPlayer, QuantilizerPlayer, RandomPlayer
 from chessdt.play.policy import Prompted, Sampling
 from chessdt.stockfish.engine import Engine
 import fake_uci

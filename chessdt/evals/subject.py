@@ -9,7 +9,7 @@ import torch
 
 from chessdt.config import EvalConfig
 from chessdt.play.arena import PlayerSeat, Seat, model_seat, player_seat
-from chessdt.play.players import Player
+from chessdt.game import Player
 from chessdt.play.policy import ModelPolicy, Prompted, Sampling
 
 

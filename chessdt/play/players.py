@@ -22,7 +22,7 @@ import chess
 import chess.engine
 import torch
 
-from chessdt.game import Player, Resourceless
+from chessdt.game import Resourceless
 from chessdt.rules import PIECE_VALUES, Strength, centipawns
 from chessdt.stockfish.engine import Engine, EngineCommand, find_stockfish
 from chessdt.stockfish.mover import strength_move
