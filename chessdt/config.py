@@ -23,6 +23,8 @@ from chessdt.tables import build, merge, parse_overrides, to_dict
 Reader = Literal["rust", "python-chess"]  # data.reader
 Precision = Literal["auto", "bf16", "fp32"]  # train.precision
 Reward = Literal["result", "engine", "rater"]  # rl.reward
+Oversample = Literal["none", "rating", "cross"]  # train.oversample (chessdt.data.mix)
+OVERSAMPLES: tuple[str, ...] = typing.get_args(Oversample)
 LABELS = ("elo", "outcome", "engine")  # condition kinds; combine with '+', or 'none'
 TIME_CONTROLS = ("ultrabullet", "bullet", "blitz", "rapid", "classical", "correspondence")
 
@@ -147,6 +149,11 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     value_weight: float = 0.25  # weight of the value head's loss (cross-entropy on W/D/L) beside the move loss
     rating_weight: float = 0.5  # weight of the rating head's loss (model.rating_head) beside the move loss (untuned)
+    rating_bands: tuple[tuple[int, int], ...] = ()  # train only on games whose two players both lie in one
+                                                    # [lo, hi] rating range (learnability checks); () = every game
+    oversample: Oversample = "none"  # "rating": each 200-point band of mean rating drawn about equally;
+                                     # "cross": +1 draw per 200 points between the players (chessdt.data.mix)
+    oversample_max: int = 4  # the most times oversampling draws one game per epoch
 
     def __post_init__(self) -> None:
         if self.precision not in typing.get_args(Precision):
@@ -172,6 +179,13 @@ class TrainConfig:
             raise ConfigError("train.beta1 and train.beta2 must be below 1")
         if self.schedule_by_time and self.max_minutes <= 0:
             raise ConfigError("train.schedule_by_time needs train.max_minutes > 0")
+        if self.oversample not in OVERSAMPLES:
+            raise ConfigError(f"train.oversample={self.oversample!r}: use one of {', '.join(OVERSAMPLES)}")
+        if self.oversample_max < 1:
+            raise ConfigError(f"train.oversample_max={self.oversample_max} must be 1 or more")
+        for lo, hi in self.rating_bands:
+            if not 0 <= lo <= hi:
+                raise ConfigError(f"train.rating_bands: [{lo}, {hi}] is not a range of ratings (0 <= lo <= hi)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ listed, and a dataclass turned back into plain JSON/TOML-ready data. chessdt.con
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
 from typing import Any, Literal
@@ -26,7 +27,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return None
         return _convert(value, members[0], where)
     if origin is tuple:
-        if isinstance(value, str):
+        if isinstance(value, str) and value.strip().startswith("["):  # --set k=[[0, 1299], [2200, 4000]]
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{where}: {value!r} is not a TOML list ({e})") from None
+        elif isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

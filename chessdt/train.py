@@ -39,6 +39,7 @@ from chessdt import checkpoint as ckpt_io
 from chessdt.checks import check_device
 from chessdt.config import Config, prepared_path, run_path, to_dict
 from chessdt.data.batches import IGNORE, Batch, Batcher
+from chessdt.data import mix
 from chessdt.errors import UserError
 from chessdt.files import LOCK_NAME, exclusive
 from chessdt.model import GPT, check_fits
@@ -355,8 +356,14 @@ class _Trainer:
         self.vocab = data.vocab
         self.fwd = _forward_module(model, cfg, ranks, dev)
         self.value = cfg.model.value_head
+        reps = None
+        if tc.rating_bands or tc.oversample != "none":
+            train_split = data.splits["train"]
+            reps = mix.repeats(mix.game_ratings(data, train_split), tc.rating_bands, tc.oversample, tc.oversample_max)
+            if ranks.master:
+                log.info("training mix: %s", mix.describe(reps))
         batches = Batcher(data, "train", cfg.model.context, tc.batch_tokens, cfg.model.board_input,
-                          tc.cond_dropout, tc.seed, values=self.value)
+                          tc.cond_dropout, tc.seed, values=self.value, game_repeats=reps)
         self.stream = batches.stream(start=done.step * tc.grad_accum, rank=ranks.rank, world=ranks.world)
         self.evalset: EvalSet | None = None
         if ranks.master:

@@ -118,3 +118,40 @@ def test_no_player_in_any_band_is_a_user_error(tmp_path: Path) -> None:
     games = [HeldOutGame(moves=(E4,), white=None, black=None)]
     with pytest.raises(UserError, match="no held-out game"):
         evaluate_prompt(tiny_policy(context=32), games, small_cfg(ratings=(1200, 2000)))
+
+
+class MildModel(torch.nn.Module):
+    """A stand-in GPT the prompt steers a little: White's rating slot below 1600 lifts e2e4 by one nat, at
+    or above it d2d4; with the rating unknown (guidance's second row) neither. White's other first
+    moves get 0, every other token -30 (so no illegal mass is left to replace)."""
+
+    def __init__(self, policy: ModelPolicy) -> None:
+        super().__init__()
+        self.vocab = policy.vocab
+        self.size = policy.vocab.size
+
+    def forward(self, tokens: torch.Tensor, boards: torch.Tensor, plies: torch.Tensor) -> torch.Tensor:
+        B, T = tokens.shape
+        out = torch.full((B, T, self.size), -30.0)
+        out[:, :, [self.vocab.encode_move(m) for m in chess.Board().legal_moves]] = 0.0
+        for b in range(B):
+            rating = self.vocab.rating_of_token(int(tokens[b, 1]))
+            if rating is not None:
+                out[b, :, self.vocab.encode_move(E4 if rating < 1600 else D4)] = 1.0
+        return out
+
+
+def test_guidance_amplifies_the_prompt_and_is_recorded() -> None:
+    policy = tiny_policy(context=32)
+    policy.model = MildModel(policy)  # type: ignore[assignment]
+    results = {w: evaluate_prompt(policy, band_games(12), small_cfg(ratings=(1200, 2000), prompt_plies=2,
+                                                                    prompt_bootstrap=100, guidance=w))
+               for w in (0.0, 3.0)}
+    assert results[0.0].guidance == 0.0 and results[3.0].guidance == 3.0
+    assert "guidance w=3" in results[3.0].format() and "guidance" not in results[0.0].format()
+    for ci in range(2):
+        plain, guided = results[0.0].own_gain[ci], results[3.0].own_gain[ci]
+        assert plain is not None and guided is not None
+        # White's first move: cond - uncond is one nat on the band's move, and w=3 makes it four
+        assert plain.value == pytest.approx(1.0, abs=1e-3) and guided.value == pytest.approx(4.0, abs=1e-3)
+    assert results[3.0].model_spread.value > results[0.0].model_spread.value + 0.3

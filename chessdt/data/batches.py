@@ -79,7 +79,8 @@ class Batcher:
     """Builds micro-batches of one split; stateless apart from the arrays it memory-maps."""
 
     def __init__(self, data: PreparedData, split: str, context: int, batch_tokens: int,
-                 boards: bool, cond_dropout: float = 0.0, seed: int = 0, values: bool = False) -> None:
+                 boards: bool, cond_dropout: float = 0.0, seed: int = 0, values: bool = False,
+                 game_repeats: np.ndarray | None = None) -> None:
         self.split = data.splits[split]
         self.vocab = data.vocab
         self.prefix_len = data.prefix_len
@@ -95,6 +96,10 @@ class Batcher:
         self.segs = segments(self.split, self.prefix_len, context)
         if len(self.segs) == 0:
             raise ValueError(f"{data.path}: split {split!r} has no games")
+        if game_repeats is not None:  # chessdt.data.mix: each game's segments drawn that many times per epoch
+            self.segs = np.repeat(self.segs, game_repeats[self.segs[:, 0]], axis=0)
+            if len(self.segs) == 0:
+                raise UserError(f"{data.path}: no {split} game is left to draw (train.rating_bands keeps none)")
         self._ratings = rating_token_ids(self.vocab)
         self._plans: dict[int, list[np.ndarray]] = {}
 

@@ -6,7 +6,9 @@ the model does differently at prompt 1200 and prompt 2400 there is the prompt's 
 held-out games, every move of a mover rated inside a band (the band around each prompted rating)
 within those plies is scored under every prompt (the mover's rating slot holds the prompt; the
 opponent's slot the game's own rating), with the model's distribution as it plays at temperature 1
-(an illegal draw replaced by its best legal move). Reported, with 95% bootstrap intervals over games:
+(an illegal draw replaced by its best legal move; with ``eval.guidance`` w > 0, classifier-free
+guidance as in play: cond + w * (cond - uncond), the second row with every condition unknown).
+Reported, with 95% bootstrap intervals over games:
 
 * **NLL matrix**: nats per move of each band's human moves under each prompt. A model the prompt
   steers explains a band best with its own prompt; the own-prompt gain is NLL(the prompt farthest
@@ -26,7 +28,7 @@ opponent's slot the game's own rating), with the model's distribution as it play
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from chessdt.evals.results import JsonResult, fmt
 from chessdt.evals.strength import mover_plies
 from chessdt.metrics import bootstrap_ratio, percentile_interval, resample, wilson_interval
 from chessdt.play.policy import ModelPolicy, Sampling
+from chessdt.tokenizer import unconditional
 
 FIRST_PLIES = 2  # "first ply" of each side: White's first move and Black's reply
 
@@ -84,6 +87,7 @@ class PromptResult(JsonResult):
     model_spread: Estimate  # TV between the lowest and highest prompt's first-ply distributions
     data_spread: Estimate  # TV between the lowest and highest band's first-ply shares
     bootstrap: int
+    guidance: float = 0.0  # classifier-free guidance weight w of the scored distribution (0 = off)
 
     @property
     def own_best_nll(self) -> int:
@@ -102,7 +106,8 @@ class PromptResult(JsonResult):
         out = [f"The prompt where history cannot help: the first {self.plies} plies of {self.games:,} held-out games "
                f"(positions per band: {', '.join(f'{n:,}' for n in self.positions)}; games: "
                f"{', '.join(f'{n:,}' for n in self.band_games)}); 95% intervals: bootstrap over games "
-               f"({self.bootstrap:,} resamples).", "",
+               f"({self.bootstrap:,} resamples)"
+               + (f"; guidance w={self.guidance:g} (cond + w * (cond - uncond))." if self.guidance else ".") , "",
                f"NLL of the band's moves under each prompt, nats per move (own prompt best in {self.own_best_nll} of "
                f"{with_data} bands):", "", head, rule]
         for ri, r in enumerate(self.prompted):
@@ -181,12 +186,18 @@ def evaluate_prompt(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: Eval
     first_data: dict[tuple[int, int, int], float] = {}  # (band, game, key) -> count
     first_model: dict[tuple[int, int, int, int], float] = {}  # (prompt, band, game, key) -> probability sum
     sampling = Sampling()
+    unconditioned = _unconditioned(policy, games, sorted({gi for gi, _, _ in jobs}), cfg) if cfg.guidance else None
+    current: tuple[int, torch.Tensor] | None = None  # the unconditioned logits of the game being scored
     boards: dict[int, list[chess.Board]] = {}
     bar = tqdm(total=len(jobs), unit="prompt", desc="prompt", disable=not progress)
     for j, logits in teacher_forced_logits(policy, [games[gi] for gi, _, _ in jobs], prompts, cfg.batch_size):
         bar.update(1)
         gi, color, ri = jobs[j]
         g = games[gi]
+        if unconditioned is not None:  # jobs come in game order, so the unconditioned pass keeps step
+            while current is None or current[0] < gi:
+                current = next(unconditioned)
+            logits = policy.combine(logits, current[1][: len(logits)], cfg.guidance)
         cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, width)]
         ps = list(mover_plies(color, 0, min(len(logits), plies)))
         if not ps:
@@ -296,10 +307,20 @@ def evaluate_prompt(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: Eval
         positions=tuple(int(c) for c in count.sum(1)), band_games=tuple(band_games),
         nll=tuple(tuple(row) for row in nll_rows), own_gain=tuple(gains), best_nll=tuple(best_nll),
         tv=tuple(tuple(row) for row in tv_rows), best_tv=tuple(best_tv), first_moves=tuple(shares),
-        model_spread=model_spread, data_spread=data_spread, bootstrap=B)
+        model_spread=model_spread, data_spread=data_spread, bootstrap=B, guidance=cfg.guidance)
     if out_path is not None:
         result.save(out_path)
     return result
+
+
+def _unconditioned(policy: ModelPolicy, games: Sequence[HeldOutGame], ids: Sequence[int],
+                   cfg: EvalConfig) -> Iterator[tuple[int, torch.Tensor]]:
+    """(game id, raw move logits) of each game in `ids` (ascending) with every condition unknown:
+    guidance's second row, ``cond + w * (cond - uncond)`` as the model plays with eval.guidance."""
+    prompts = [unconditional(policy.vocab, policy.prompt(games[gi].white, games[gi].black, games[gi].result))
+               for gi in ids]
+    for k, logits in teacher_forced_logits(policy, [games[gi] for gi in ids], prompts, cfg.batch_size):
+        yield ids[k], logits
 
 
 def _strict_best(values: Sequence[float], ratings: Sequence[int]) -> int | None:

@@ -1,0 +1,95 @@
+"""Which training games an epoch draws, and how often: rating bands and oversampling (issue 27).
+
+Every option works per game, on the ratings in its prefix (lower edges of the rating buckets), and
+becomes a repeat count: 0 = never drawn, 1 = once per epoch (the default), k = k times. The batcher
+repeats each game's segments that many times, so batches stay length-bucketed and an epoch's
+order stays a pure function of the seed.
+
+* ``train.rating_bands``: keep only games whose two players' ratings lie in one band (a
+  learnability check: train on the extreme bands and see whether the prompt can matter at all).
+* ``train.oversample = "rating"``: draw each 200-point band of the players' mean rating about as
+  often as the most common band, each game at most ``oversample_max`` times (the rare top and
+  bottom bands are otherwise a few percent of the data).
+* ``train.oversample = "cross"``: games between players of different strength, 1 more repeat per
+  200 points of rating gap (Maia-2's idea: such games are where the prompt, not the history, tells
+  the two movers apart).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from chessdt.config import OVERSAMPLES
+from chessdt.data.shards import PreparedData, Split
+from chessdt.errors import UserError
+from chessdt.tokenizer import RATING_PARTS, Vocab
+
+BAND_WIDTH = 200  # rating points per band of "rating" oversampling and per repeat of "cross"
+
+
+def game_ratings(data: PreparedData, split: Split) -> np.ndarray:
+    """(G, 2) int64 White's and Black's rating of every game of `split` (bucket lower edges), -1
+    where unknown; UserError when the data's prefix holds no player ratings (an outcome label)."""
+    slots = list(data.meta["prefix"])
+    cols = []
+    for color in ("white", "black"):
+        names = [f"{color}_{part}" for part in RATING_PARTS if f"{color}_{part}" in slots]
+        if not names:
+            raise UserError(f"{data.path}: its prefix ({', '.join(slots) or 'none'}) holds no player ratings, "
+                            "and train.rating_bands / train.oversample choose games by them")
+        cols.append(1 + slots.index(names[0]))
+    firsts = split.offsets[:-1]
+    table = _rating_table(data.vocab)
+    return np.stack([table[split.tokens[firsts + c].astype(np.int64)] for c in cols], axis=1)
+
+
+def _rating_table(vocab: Vocab) -> np.ndarray:
+    """Token id -> rating (bucket lower edge), -1 for every token that is not a known rating."""
+    table = np.full(vocab.size, -1, dtype=np.int64)
+    for r in vocab.rating_levels():
+        table[vocab.rating_token(r)] = r
+    return table
+
+
+def repeats(ratings: np.ndarray, bands: Sequence[tuple[int, int]] = (), oversample: str = "none",
+            oversample_max: int = 4) -> np.ndarray:
+    """(G,) int64 how many times each game is drawn per epoch, from its (G, 2) ratings.
+
+    >>> r = np.array([[1200, 1200], [2300, 2400], [1500, 1600], [1200, 2000], [-1, 1500]])
+    >>> repeats(r, bands=[(0, 1299), (2200, 4000)]).tolist()
+    [1, 1, 0, 0, 0]
+    >>> repeats(r, oversample="cross").tolist()
+    [1, 1, 1, 4, 1]
+    """
+    if oversample not in OVERSAMPLES:
+        raise ValueError(f"oversample {oversample!r}: use one of {', '.join(OVERSAMPLES)}")
+    white, black = ratings[:, 0], ratings[:, 1]
+    known = (white >= 0) & (black >= 0)
+    out = np.ones(len(ratings), dtype=np.int64)
+    if bands:
+        inside = np.zeros(len(ratings), dtype=bool)
+        for lo, hi in bands:
+            inside |= (white >= lo) & (white <= hi) & (black >= lo) & (black <= hi)
+        out[~(known & inside)] = 0
+    if oversample == "cross":
+        gap = np.abs(white - black) // BAND_WIDTH
+        out = np.where(known, out * np.minimum(1 + gap, oversample_max), out)
+    elif oversample == "rating":
+        band = np.where(known, (white + black) // 2 // BAND_WIDTH, -1)
+        drawn = known & (out > 0)
+        counts = np.bincount(band[drawn], minlength=int(band.max()) + 1 if len(band) else 0)
+        if drawn.any():
+            most = counts.max()
+            factor = np.ones(len(ratings), dtype=np.int64)
+            factor[drawn] = np.minimum(np.rint(most / counts[band[drawn]]).astype(np.int64), oversample_max)
+            out = out * np.maximum(factor, 1)
+    return out
+
+
+def describe(reps: np.ndarray) -> str:
+    """One line on what the mix did: games kept, dropped and repeated, draws per epoch."""
+    kept = int((reps > 0).sum())
+    return (f"{kept:,} of {len(reps):,} games drawn ({len(reps) - kept:,} outside train.rating_bands), "
+            f"{int((reps > 1).sum()):,} of them repeated; {int(reps.sum()):,} game draws per epoch")
