@@ -163,11 +163,12 @@ def _cmd_eval_match(args: argparse.Namespace) -> int:
     import torch
 
     from chessdt.evals.match import Setting, play_match
+    from chessdt.evals.subject import sampling_of
     from chessdt.stockfish.engine import find_stockfish
     from chessdt.stockfish.referee import Referee, RefereeRule
 
     policy, ev, out, _ = _eval_setup(args, "match")
-    settings = [Setting.parse(s) for s in args.settings]
+    settings = [Setting.parse(s, sampling_of(ev)) for s in args.settings]  # eval.temperature etc. as defaults
     others = {c: load_policy(c, args.device) for c in sorted({s.checkpoint for s in settings if s.checkpoint})}
     sprt = None
     if args.sprt:

@@ -178,6 +178,12 @@ def test_cli_match_defaults_come_from_the_eval_section(tiny_checkpoint: Path, tm
     assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "r=2000", "--set", "eval.match_games=2",
                      "--games", "4", "--max-plies", "6", "--out", str(tmp_path / "ev4"), "-q"]) == 0
     assert json.loads((tmp_path / "ev4" / "match_r1400_vs_r2000.json").read_text())["games"] == 4
+    # the section's sampling (eval.guidance, temperature, top_p) is every setting's default; a key still wins
+    assert cli.main(["eval", "match", str(tiny_checkpoint), "r=1400", "r=2000,g=0", "--set", "eval.guidance=2",
+                     "--set", "eval.temperature=0.5", "--games", "2", "--max-plies", "6", "--out",
+                     str(tmp_path / "evg"), "-q"]) == 0
+    played = json.loads((tmp_path / "evg" / "match_r1400-T0.5-g2_vs_r2000-T0.5.json").read_text())
+    assert played["settings"] == ["r1400 T0.5 g2", "r2000 T0.5"]
 
 
 def test_cli_match_between_two_checkpoints(tiny_checkpoint: Path, tmp_path: Path,
