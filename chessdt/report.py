@@ -31,6 +31,7 @@ from chessdt.evals.legality import LegalityResult, input_line  # noqa: E402
 from chessdt.evals.openings import OpeningsResult  # noqa: E402
 from chessdt.evals.strength import LadderResult, MatchingResult, StrengthResult  # noqa: E402
 from chessdt.evals.fidelity import FidelityResult  # noqa: E402
+from chessdt.evals.prompt import PromptResult  # noqa: E402
 from chessdt.evals.value import ValueResult  # noqa: E402
 from chessdt.train import read_metrics  # noqa: E402
 
@@ -283,8 +284,9 @@ def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
     op = read_result(OpeningsResult, found["openings"]) if "openings" in found else None
     fi = read_result(FidelityResult, found["fidelity"]) if "fidelity" in found else None
     va = read_result(ValueResult, found["value"]) if "value" in found else None
-    read = {k for k, r in (("legality", leg), ("strength", st), ("openings", op), ("fidelity", fi), ("value", va))
-            if r is not None}
+    pr = read_result(PromptResult, found["prompt"]) if "prompt" in found else None
+    read = {k for k, r in (("legality", leg), ("strength", st), ("openings", op), ("fidelity", fi), ("value", va),
+                           ("prompt", pr)) if r is not None}
     if curve:
         legal = [r for r in curve if isinstance(r.get("legal"), (int, float))]
         reached = ", ".join(f"{fmt(c.threshold, 0, True)} at {c.tokens / 1e6:.2f}M tokens" if c.tokens is not None
@@ -325,6 +327,11 @@ def write_report(run_dir: Path, eval_dir: Path | None = None) -> Report:
         image(plot_value(va, plot_dir / "value.png"), "value head reliability")
     elif "value" in found:
         missing("value", "## Value head calibration")
+    prompt = "## The prompt where history cannot help"
+    if pr is not None:
+        md += [prompt, "", pr.format(), ""]
+    elif "prompt" in found:
+        missing("prompt", prompt)
     path = run_dir / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n")
     return Report(path=path, plots=tuple(plots), sections=tuple(k for k in found if k in read))

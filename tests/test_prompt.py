@@ -155,3 +155,18 @@ def test_guidance_amplifies_the_prompt_and_is_recorded() -> None:
         # White's first move: cond - uncond is one nat on the band's move, and w=3 makes it four
         assert plain.value == pytest.approx(1.0, abs=1e-3) and guided.value == pytest.approx(4.0, abs=1e-3)
     assert results[3.0].model_spread.value > results[0.0].model_spread.value + 0.3
+
+
+def test_the_report_shows_the_prompt_table(tmp_path: Path) -> None:
+    from chessdt.report import write_report
+
+    run = tmp_path / "run"
+    cfg = small_cfg(ratings=(1200, 2000), prompt_plies=4, prompt_bootstrap=50)
+    evaluate_prompt(steered_policy(), band_games(6), cfg, run / "eval" / "prompt.json")
+    report = write_report(run)
+    assert "prompt" in report.sections
+    text = report.path.read_text()
+    assert "## The prompt where history cannot help" in text and "own prompt best in 2 of 2 bands" in text
+    (run / "eval" / "prompt.json").write_text("{\"prompted\": 3}")  # torn: the section says so, the report stands
+    text = write_report(run).path.read_text()
+    assert "Left out: `prompt.json` is torn" in text

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILES = {"legality": "legality.json", "strength": "strength.json", "openings": "openings.json",
-                "value": "value.json", "fidelity": "fidelity.json"}
+                "value": "value.json", "fidelity": "fidelity.json", "prompt": "prompt.json"}
 
 
 def jsonable(obj: Any) -> Any:
