@@ -91,6 +91,8 @@ def main() -> int:
     ap.add_argument("--build", metavar="SRC", help="build lc0 from this source tree first (no download)")
     ap.add_argument("--jobs", type=int, default=2, help="ninja jobs for --build")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--guidance", type=float, default=0.0,
+                    help="classifier-free guidance weight w for the chessdt models' top-1 (default 0: off)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "maia"), help="folder for maia.json and maia.md")
     args = ap.parse_args()
 
@@ -117,7 +119,8 @@ def main() -> int:
             sys.exit("the chessdt models score different positions (contexts differ): compare them separately")
         max_moves = moves
         t0 = time.perf_counter()
-        m: MatchingResult = move_matching(policy, games, ratings, band_width=args.band_width, skip_plies=args.skip_plies)
+        m: MatchingResult = move_matching(policy, games, ratings, band_width=args.band_width, skip_plies=args.skip_plies,
+                                          guidance=args.guidance)
         bands = m.bands
         own = [cells(m.accuracy[ci][ci], m.n[ci][ci]) for ci in range(len(ratings))]
         rows[f"{label} (own prompt)"] = own

@@ -170,3 +170,33 @@ def test_the_report_shows_the_prompt_table(tmp_path: Path) -> None:
     (run / "eval" / "prompt.json").write_text("{\"prompted\": 3}")  # torn: the section says so, the report stands
     text = write_report(run).path.read_text()
     assert "Left out: `prompt.json` is torn" in text
+
+
+class LeaningModel(torch.nn.Module):
+    """d2d4 at 1.5 always; e2e4 at 1.0 with White's rating known, 0 with it unknown: the raw top-1 is d2d4,
+    guidance at w=1 makes it e2e4 (1 + 1 * (1 - 0) = 2 > 1.5)."""
+
+    def __init__(self, policy: ModelPolicy) -> None:
+        super().__init__()
+        self.vocab = policy.vocab
+        self.size = policy.vocab.size
+
+    def forward(self, tokens: torch.Tensor, boards: torch.Tensor, plies: torch.Tensor) -> torch.Tensor:
+        out = torch.full((*tokens.shape, self.size), -30.0)
+        out[:, :, self.vocab.encode_move(D4)] = 1.5
+        known = torch.tensor([self.vocab.rating_of_token(int(t)) is not None for t in tokens[:, 1]])
+        out[known, :, self.vocab.encode_move(E4)] = 1.0
+        return out
+
+
+def test_move_matching_with_guidance_takes_the_guided_top1() -> None:
+    from chessdt.evals.strength import move_matching
+
+    policy = tiny_policy(context=32)
+    policy.model = LeaningModel(policy)  # type: ignore[assignment]
+    games = band_games(3)[:3]  # White rated 1250 opens 1.e4
+    plain = move_matching(policy, games, [1200], skip_plies=0)
+    guided = move_matching(policy, games, [1200], skip_plies=0, guidance=1.0)
+    assert plain.n == guided.n == ((6,),)  # White's moves at plies 0 and 2 of 3 games
+    assert plain.accuracy[0][0] == 0.0  # d2d4 everywhere
+    assert guided.accuracy[0][0] == pytest.approx(0.5)  # e2e4 now matches ply 0, ply 2 (g1f3) still missed

@@ -24,7 +24,7 @@ from chessdt.errors import UserError
 from chessdt.model import GPT
 from chessdt.play.policy import ModelPolicy
 from chessdt.rules import RESULTS, WHITE_RESULTS
-from chessdt.tokenizer import game_inputs, read_prefix
+from chessdt.tokenizer import game_inputs, read_prefix, unconditional
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,16 @@ def teacher_forced_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], pro
     it, under prompts[i]; n_i = scored_moves(policy, game). Games are batched, padded at the end."""
     for i, logits, _ in teacher_forced(policy, games, prompts, batch_size):
         yield i, logits
+
+
+def unconditioned_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], ids: Sequence[int],
+                         batch_size: int = 16) -> Iterator[tuple[int, torch.Tensor]]:
+    """(game id, raw move logits) of each game in `ids` (ascending) with every condition unknown:
+    guidance's second row, ``cond + w * (cond - uncond)``, as the model plays with guidance w."""
+    prompts = [unconditional(policy.vocab, policy.prompt(games[gi].white, games[gi].black, games[gi].result))
+               for gi in ids]
+    for k, logits in teacher_forced_logits(policy, [games[gi] for gi in ids], prompts, batch_size):
+        yield ids[k], logits
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ Reported, with 95% bootstrap intervals over games:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +39,11 @@ from tqdm import tqdm
 
 from chessdt.config import EvalConfig
 from chessdt.errors import UserError
-from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
+from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits, unconditioned_logits
 from chessdt.evals.results import JsonResult, fmt
 from chessdt.evals.strength import mover_plies
 from chessdt.metrics import bootstrap_ratio, percentile_interval, resample, wilson_interval
 from chessdt.play.policy import ModelPolicy, Sampling
-from chessdt.tokenizer import unconditional
 
 FIRST_PLIES = 2  # "first ply" of each side: White's first move and Black's reply
 
@@ -186,7 +185,8 @@ def evaluate_prompt(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: Eval
     first_data: dict[tuple[int, int, int], float] = {}  # (band, game, key) -> count
     first_model: dict[tuple[int, int, int, int], float] = {}  # (prompt, band, game, key) -> probability sum
     sampling = Sampling()
-    unconditioned = _unconditioned(policy, games, sorted({gi for gi, _, _ in jobs}), cfg) if cfg.guidance else None
+    unconditioned = (unconditioned_logits(policy, games, sorted({gi for gi, _, _ in jobs}), cfg.batch_size)
+                     if cfg.guidance else None)
     current: tuple[int, torch.Tensor] | None = None  # the unconditioned logits of the game being scored
     boards: dict[int, list[chess.Board]] = {}
     bar = tqdm(total=len(jobs), unit="prompt", desc="prompt", disable=not progress)
@@ -311,16 +311,6 @@ def evaluate_prompt(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: Eval
     if out_path is not None:
         result.save(out_path)
     return result
-
-
-def _unconditioned(policy: ModelPolicy, games: Sequence[HeldOutGame], ids: Sequence[int],
-                   cfg: EvalConfig) -> Iterator[tuple[int, torch.Tensor]]:
-    """(game id, raw move logits) of each game in `ids` (ascending) with every condition unknown:
-    guidance's second row, ``cond + w * (cond - uncond)`` as the model plays with eval.guidance."""
-    prompts = [unconditional(policy.vocab, policy.prompt(games[gi].white, games[gi].black, games[gi].result))
-               for gi in ids]
-    for k, logits in teacher_forced_logits(policy, [games[gi] for gi in ids], prompts, cfg.batch_size):
-        yield ids[k], logits
 
 
 def _strict_best(values: Sequence[float], ratings: Sequence[int]) -> int | None:

@@ -45,7 +45,7 @@ from chessdt.errors import UserError
 from chessdt.rules import CP_CAP, clipped_cp, final_cp, opening_lines, white_score
 from chessdt.evals.results import JsonResult, fmt, jsonable
 from chessdt.evals.subject import Subject, sampling_of
-from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits
+from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits, unconditioned_logits
 from chessdt.evals.match import MatchResult, Setting, play_match
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
 from chessdt.play.players import StockfishPlayer
@@ -290,12 +290,14 @@ def reference_matching(spec: str, games: Sequence[HeldOutGame], ratings: Sequenc
 
 @torch.no_grad()
 def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Sequence[int], *,
-                  band_width: int = 200, skip_plies: int = 10, batch_size: int = 16) -> MatchingResult:
+                  band_width: int = 200, skip_plies: int = 10, batch_size: int = 16,
+                  guidance: float = 0.0) -> MatchingResult:
     """Top-1 move matching of the raw model prompted at each rating, per actual rating band.
 
     The mover's rating slot holds the prompted rating; the opponent's slot (and any result slot)
     hold the game's own values, so only the prompt under test differs from the training input.
-    A raw top-1 that is illegal counts as a miss.
+    A raw top-1 that is illegal counts as a miss. With `guidance` w > 0 the top-1 is that of
+    cond + w * (cond - uncond) (classifier-free guidance, the second row with every condition unknown).
     """
     R = len(ratings)
     hits = [[0] * R for _ in range(R)]
@@ -313,9 +315,15 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
         white, black = (ratings[ri], g.black) if color == chess.WHITE else (g.white, ratings[ri])
         prompts.append(policy.prompt(white, black, g.result))
     job_games = [games[gi] for gi, _, _ in jobs]
+    unconditioned = unconditioned_logits(policy, games, sorted(used), batch_size) if guidance else None
+    current: tuple[int, torch.Tensor] | None = None  # the unconditioned logits of the game being scored
     for j, logits in teacher_forced_logits(policy, job_games, prompts, batch_size):
         gi, color, ri = jobs[j]
         g = games[gi]
+        if unconditioned is not None:  # jobs come in game order, so the unconditioned pass keeps step
+            while current is None or current[0] < gi:
+                current = next(unconditioned)
+            logits = policy.combine(logits, current[1][: len(logits)], guidance)
         cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
         plies = mover_plies(color, skip_plies, min(len(logits), max_moves))
         if not plies:
