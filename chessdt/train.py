@@ -358,8 +358,8 @@ class _Trainer:
         self.value = cfg.model.value_head
         reps = None
         if tc.rating_bands or tc.oversample != "none":
-            train_split = data.splits["train"]
-            reps = mix.repeats(mix.game_ratings(data, train_split), tc.rating_bands, tc.oversample, tc.oversample_max)
+            ratings = mix.game_ratings(data, data.splits["train"])
+            reps = mix.repeats(ratings, tc.rating_bands, tc.oversample, tc.oversample_max)
             if ranks.master:
                 log.info("training mix: %s", mix.describe(reps))
         batches = Batcher(data, "train", cfg.model.context, tc.batch_tokens, cfg.model.board_input,

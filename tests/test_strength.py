@@ -19,7 +19,7 @@ from chessdt.play.gamelog import GameRecord, read_game_log
 from chessdt.stockfish.engine import DEBIAN_STOCKFISH
 from chessdt.errors import UserError
 from chessdt.evals.subject import Subject, model_subjects
-from chessdt.evals import strength as strength_mod
+from chessdt.evals import heldout as heldout_mod
 from chessdt.evals.heldout import HeldOutGame, scored_moves
 from chessdt.rules import opening_lines
 from chessdt.evals.strength import (StrengthResult, centipawn_loss, evaluate_strength, ladder_result,
@@ -111,7 +111,7 @@ def test_move_matching_diagonal_on_a_rigged_model(monkeypatch: pytest.MonkeyPatc
         g = random_game(k, max_plies=40)
         games.append(HeldOutGame(moves=tuple(g.mainline_moves()), white=rng.choice(ratings) + 50,
                                  black=rng.choice(ratings) + 50))
-    monkeypatch.setattr(strength_mod, "teacher_forced_logits", _rigged_matching)
+    monkeypatch.setattr(heldout_mod, "teacher_forced_logits", _rigged_matching)  # under move_matching's guided_logits
     m = move_matching(policy, games, ratings, band_width=200, skip_plies=10)
     expected_n = [0, 0, 0]
     for g in games:

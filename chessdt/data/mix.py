@@ -77,14 +77,11 @@ def repeats(ratings: np.ndarray, bands: Sequence[tuple[int, int]] = (), oversamp
         gap = np.abs(white - black) // BAND_WIDTH
         out = np.where(known, out * np.minimum(1 + gap, oversample_max), out)
     elif oversample == "rating":
-        band = np.where(known, (white + black) // 2 // BAND_WIDTH, -1)
         drawn = known & (out > 0)
-        counts = np.bincount(band[drawn], minlength=int(band.max()) + 1 if len(band) else 0)
-        if drawn.any():
-            most = counts.max()
-            factor = np.ones(len(ratings), dtype=np.int64)
-            factor[drawn] = np.minimum(np.rint(most / counts[band[drawn]]).astype(np.int64), oversample_max)
-            out = out * np.maximum(factor, 1)
+        band = (white[drawn] + black[drawn]) // 2 // BAND_WIDTH
+        if len(band):
+            counts = np.bincount(band)  # games per band; each band drawn about as often as the largest
+            out[drawn] *= np.minimum(np.rint(counts.max() / counts[band]).astype(np.int64), oversample_max)
     return out
 
 

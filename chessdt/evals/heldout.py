@@ -171,14 +171,28 @@ def teacher_forced_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], pro
         yield i, logits
 
 
-def unconditioned_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], ids: Sequence[int],
-                         batch_size: int = 16) -> Iterator[tuple[int, torch.Tensor]]:
-    """(game id, raw move logits) of each game in `ids` (ascending) with every condition unknown:
-    guidance's second row, ``cond + w * (cond - uncond)``, as the model plays with guidance w."""
-    prompts = [unconditional(policy.vocab, policy.prompt(games[gi].white, games[gi].black, games[gi].result))
-               for gi in ids]
-    for k, logits in teacher_forced_logits(policy, [games[gi] for gi in ids], prompts, batch_size):
-        yield ids[k], logits
+def guided_logits(policy: ModelPolicy, games: Sequence[HeldOutGame], job_games: Sequence[int],
+                  prompts: Sequence[list[int]], batch_size: int = 16,
+                  guidance: float = 0.0) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`teacher_forced_logits` of jobs, job j scoring ``games[job_games[j]]`` under prompts[j],
+    with classifier-free guidance w as the model plays: ``cond + w * (cond - uncond)``, where uncond
+    is the same game with every condition unknown (one pass per game, in step with the jobs, so
+    `job_games` must be in ascending order)."""
+    scored = teacher_forced_logits(policy, [games[gi] for gi in job_games], prompts, batch_size)
+    if not guidance:
+        yield from scored
+        return
+    if any(b < a for a, b in zip(job_games, job_games[1:])):
+        raise ValueError("guided_logits needs the jobs in game order")
+    ids = sorted(set(job_games))
+    uncond_prompts = [unconditional(policy.vocab, policy.prompt(games[gi].white, games[gi].black, games[gi].result))
+                      for gi in ids]
+    uncond = teacher_forced_logits(policy, [games[gi] for gi in ids], uncond_prompts, batch_size)
+    current: tuple[int, torch.Tensor] | None = None  # (index into ids, logits) of the game being scored
+    for j, logits in scored:
+        while current is None or ids[current[0]] < job_games[j]:
+            current = next(uncond)
+        yield j, policy.combine(logits, current[1][: len(logits)], guidance)
 
 
 @torch.no_grad()

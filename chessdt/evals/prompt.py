@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from chessdt.config import EvalConfig
 from chessdt.errors import UserError
-from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits, unconditioned_logits
+from chessdt.evals.heldout import HeldOutGame, band_label, band_of, guided_logits
 from chessdt.evals.results import JsonResult, fmt
 from chessdt.evals.strength import mover_plies
 from chessdt.metrics import bootstrap_ratio, percentile_interval, resample, wilson_interval
@@ -106,7 +106,7 @@ class PromptResult(JsonResult):
                f"(positions per band: {', '.join(f'{n:,}' for n in self.positions)}; games: "
                f"{', '.join(f'{n:,}' for n in self.band_games)}); 95% intervals: bootstrap over games "
                f"({self.bootstrap:,} resamples)"
-               + (f"; guidance w={self.guidance:g} (cond + w * (cond - uncond))." if self.guidance else ".") , "",
+               + (f"; guidance w={self.guidance:g} (cond + w * (cond - uncond))." if self.guidance else "."), "",
                f"NLL of the band's moves under each prompt, nats per move (own prompt best in {self.own_best_nll} of "
                f"{with_data} bands):", "", head, rule]
         for ri, r in enumerate(self.prompted):
@@ -185,19 +185,12 @@ def evaluate_prompt(policy: ModelPolicy, games: Sequence[HeldOutGame], cfg: Eval
     first_data: dict[tuple[int, int, int], float] = {}  # (band, game, key) -> count
     first_model: dict[tuple[int, int, int, int], float] = {}  # (prompt, band, game, key) -> probability sum
     sampling = Sampling()
-    unconditioned = (unconditioned_logits(policy, games, sorted({gi for gi, _, _ in jobs}), cfg.batch_size)
-                     if cfg.guidance else None)
-    current: tuple[int, torch.Tensor] | None = None  # the unconditioned logits of the game being scored
     boards: dict[int, list[chess.Board]] = {}
     bar = tqdm(total=len(jobs), unit="prompt", desc="prompt", disable=not progress)
-    for j, logits in teacher_forced_logits(policy, [games[gi] for gi, _, _ in jobs], prompts, cfg.batch_size):
+    for j, logits in guided_logits(policy, games, [gi for gi, _, _ in jobs], prompts, cfg.batch_size, cfg.guidance):
         bar.update(1)
         gi, color, ri = jobs[j]
         g = games[gi]
-        if unconditioned is not None:  # jobs come in game order, so the unconditioned pass keeps step
-            while current is None or current[0] < gi:
-                current = next(unconditioned)
-            logits = policy.combine(logits, current[1][: len(logits)], cfg.guidance)
         cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, width)]
         ps = list(mover_plies(color, 0, min(len(logits), plies)))
         if not ps:

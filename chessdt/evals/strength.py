@@ -45,7 +45,7 @@ from chessdt.errors import UserError
 from chessdt.rules import CP_CAP, clipped_cp, final_cp, opening_lines, white_score
 from chessdt.evals.results import JsonResult, fmt, jsonable
 from chessdt.evals.subject import Subject, sampling_of
-from chessdt.evals.heldout import HeldOutGame, band_label, band_of, teacher_forced_logits, unconditioned_logits
+from chessdt.evals.heldout import HeldOutGame, band_label, band_of, guided_logits, teacher_forced_logits
 from chessdt.evals.match import MatchResult, Setting, play_match
 from chessdt.metrics import EloFit, fit_elo, mean_interval, slope, spearman
 from chessdt.play.players import StockfishPlayer
@@ -314,16 +314,9 @@ def move_matching(policy: ModelPolicy, games: Sequence[HeldOutGame], ratings: Se
         g = games[gi]
         white, black = (ratings[ri], g.black) if color == chess.WHITE else (g.white, ratings[ri])
         prompts.append(policy.prompt(white, black, g.result))
-    job_games = [games[gi] for gi, _, _ in jobs]
-    unconditioned = unconditioned_logits(policy, games, sorted(used), batch_size) if guidance else None
-    current: tuple[int, torch.Tensor] | None = None  # the unconditioned logits of the game being scored
-    for j, logits in teacher_forced_logits(policy, job_games, prompts, batch_size):
+    for j, logits in guided_logits(policy, games, [gi for gi, _, _ in jobs], prompts, batch_size, guidance):
         gi, color, ri = jobs[j]
         g = games[gi]
-        if unconditioned is not None:  # jobs come in game order, so the unconditioned pass keeps step
-            while current is None or current[0] < gi:
-                current = next(unconditioned)
-            logits = policy.combine(logits, current[1][: len(logits)], guidance)
         cols = [ci for ci, r in enumerate(ratings) if band_of(g.rating(color), r, band_width)]
         plies = mover_plies(color, skip_plies, min(len(logits), max_moves))
         if not plies:
