@@ -154,6 +154,9 @@ class TrainConfig:
     oversample: Oversample = "none"  # "rating": each 200-point band of mean rating drawn about equally;
                                      # "cross": +1 draw per 200 points between the players (chessdt.data.mix)
     oversample_max: int = 4  # the most times oversampling draws one game per epoch
+    band_cap: int = 0  # at most this many game draws per 200-point band of mean rating per epoch, a fresh
+                       # random sample each epoch (a large source, e.g. elite games, feeds the top band
+                       # without drowning the rest); 0 = no cap
 
     def __post_init__(self) -> None:
         if self.precision not in typing.get_args(Precision):
@@ -183,6 +186,8 @@ class TrainConfig:
             raise ConfigError(f"train.oversample={self.oversample!r}: use one of {', '.join(OVERSAMPLES)}")
         if self.oversample_max < 1:
             raise ConfigError(f"train.oversample_max={self.oversample_max} must be 1 or more")
+        if self.band_cap < 0:
+            raise ConfigError(f"train.band_cap={self.band_cap} must be 0 (no cap) or more")
         for lo, hi in self.rating_bands:
             if not 0 <= lo <= hi:
                 raise ConfigError(f"train.rating_bands: [{lo}, {hi}] is not a range of ratings (0 <= lo <= hi)")

@@ -357,11 +357,12 @@ class _Trainer:
         self.fwd = _forward_module(model, cfg, ranks, dev)
         self.value = cfg.model.value_head
         reps = None
-        if tc.rating_bands or tc.oversample != "none":
+        if tc.rating_bands or tc.oversample != "none" or tc.band_cap:
             ratings = mix.game_ratings(data, data.splits["train"])
-            reps = mix.repeats(ratings, tc.rating_bands, tc.oversample, tc.oversample_max)
+            reps = mix.epoch_repeats(ratings, tc.rating_bands, tc.oversample, tc.oversample_max, tc.band_cap,
+                                     tc.seed)
             if ranks.master:
-                log.info("training mix: %s", mix.describe(reps))
+                log.info("training mix (epoch 1): %s", mix.describe(reps(0)))
         batches = Batcher(data, "train", cfg.model.context, tc.batch_tokens, cfg.model.board_input,
                           tc.cond_dropout, tc.seed, values=self.value, game_repeats=reps)
         self.stream = batches.stream(start=done.step * tc.grad_accum, rank=ranks.rank, world=ranks.world)

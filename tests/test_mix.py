@@ -89,26 +89,63 @@ def test_batcher_draws_repeated_games_and_only_kept_ones(data: PreparedData) -> 
     ratings = mix.game_ratings(data, split)
     reps = np.zeros(split.n_games, dtype=np.int64)
     reps[:5], reps[5] = 1, 3
-    batcher = Batcher(data, "train", context=64, batch_tokens=512, boards=False, game_repeats=reps)
+    batcher = Batcher(data, "train", context=64, batch_tokens=512, boards=False, game_repeats=lambda epoch: reps)
     plain = Batcher(data, "train", context=64, batch_tokens=512, boards=False)
-    assert len(batcher.segs) == sum(int((plain.segs[:, 0] == g).sum()) * int(reps[g]) for g in range(8))
+    plan = np.concatenate(batcher.epoch_plan(0))
+    assert len(plan) == sum(int((plain.segs[:, 0] == g).sum()) * int(reps[g]) for g in range(8))
     drawn: list[tuple[int, int]] = []
     for seg_ids in batcher.epoch_plan(0):
         batch = batcher.batch(seg_ids)
         drawn += [(int(row[1]), int(row[2])) for row in batch.tokens]
     kept = {(data.vocab.rating_token(int(w)), data.vocab.rating_token(int(b))) for w, b in ratings[:6]}
     assert set(drawn) <= kept
-    first_segments = {int(s[0]): int((batcher.segs[:, 0] == s[0]).sum()) for s in batcher.segs}
-    assert first_segments[5] == 3 * int((plain.segs[:, 0] == 5).sum())
+    games = batcher.segs[plan, 0]
+    assert int((games == 5).sum()) == 3 * int((plain.segs[:, 0] == 5).sum())
+    assert int((games == 6).sum()) == 0
 
 
 def test_batcher_refuses_a_mix_that_keeps_nothing(data: PreparedData) -> None:
     with pytest.raises(UserError, match="no train game is left"):
         Batcher(data, "train", context=64, batch_tokens=512, boards=False,
-                game_repeats=np.zeros(data.splits["train"].n_games, dtype=np.int64))
+                game_repeats=lambda epoch: np.zeros(data.splits["train"].n_games, dtype=np.int64))
+
+
+def test_band_cap_keeps_at_most_cap_draws_per_band_and_spares_the_rest() -> None:
+    ratings = np.array([[2400, 2500]] * 30 + [[2600, 2700]] * 3 + [[1200, 1300]] * 4 + [[-1, 2500]] * 2)
+    reps = np.ones(len(ratings), dtype=np.int64)
+    reps[30] = 4  # a repeated game counts each draw
+    out = mix.cap_bands(reps, ratings, cap=5, seed=0, epoch=0)
+    assert out[:30].sum() == 5 and set(out[:30].tolist()) <= {0, 1}  # the big band: 5 of its 30 draws
+    assert out[30:33].sum() == 5 and out[30] <= 4  # 6 draws over the cap of 5, the repeats included
+    assert out[33:].tolist() == [1, 1, 1, 1, 1, 1]  # under the cap, and unknown ratings: untouched
+    assert mix.cap_bands(reps, ratings, cap=0, seed=0, epoch=0).tolist() == reps.tolist()
+    assert mix.cap_bands(reps, ratings, cap=100, seed=0, epoch=0).tolist() == reps.tolist()
+
+
+def test_band_cap_draws_a_fresh_sample_each_epoch_and_repeats_it_for_a_seed() -> None:
+    ratings = np.array([[2400, 2500]] * 200)
+    per_epoch = mix.epoch_repeats(ratings, band_cap=20, seed=3)
+    first, second = per_epoch(0), per_epoch(1)
+    assert first.sum() == second.sum() == 20
+    assert first.tolist() != second.tolist()  # 20 of 200: the chance of the same pick is 1 in 10^27
+    assert mix.epoch_repeats(ratings, band_cap=20, seed=3)(0).tolist() == first.tolist()
+    assert mix.epoch_repeats(ratings, band_cap=20, seed=4)(0).tolist() != first.tolist()
+
+
+def test_batcher_draws_only_the_capped_sample_of_each_epoch(data: PreparedData) -> None:
+    split = data.splits["train"]
+    ratings = mix.game_ratings(data, split)
+    ratings[:] = 2400  # one band: a cap of 10 games per epoch
+    per_epoch = mix.epoch_repeats(ratings, band_cap=10, seed=0)
+    batcher = Batcher(data, "train", context=512, batch_tokens=4096, boards=False, game_repeats=per_epoch)
+    for epoch in (0, 1):
+        games = set(batcher.segs[np.concatenate(batcher.epoch_plan(epoch)), 0].tolist())
+        assert games == set(np.flatnonzero(per_epoch(epoch)).tolist()) and len(games) == 10
 
 
 def test_config_checks_and_parses_the_mix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="band_cap"):
+        TrainConfig(band_cap=-1)
     with pytest.raises(ConfigError, match="train.oversample='elo'"):
         TrainConfig(oversample="elo")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="oversample_max"):
@@ -122,9 +159,9 @@ def test_config_checks_and_parses_the_mix(tmp_path: Path) -> None:
 
 def test_training_logs_its_mix(tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="chessdt.train")
-    _tiny_trained(tmp_path_factory, "train.oversample=cross", "train.rating_bands=[[0, 1999]]")
+    _tiny_trained(tmp_path_factory, "train.oversample=cross", "train.rating_bands=[[0, 1999]]", "train.band_cap=3")
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("training mix"))
-    assert "games drawn" in line and "outside train.rating_bands" in line
+    assert "games drawn" in line and "outside train.rating_bands or over train.band_cap" in line
 
 
 def test_a_malformed_list_override_is_a_config_error() -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from chessdt.data.boards import replay
+from chessdt.data.mix import EpochRepeats
 from chessdt.data.shards import PreparedData, Split
 from chessdt.errors import UserError
 from chessdt.tokenizer import Vocab
@@ -80,7 +81,7 @@ class Batcher:
 
     def __init__(self, data: PreparedData, split: str, context: int, batch_tokens: int,
                  boards: bool, cond_dropout: float = 0.0, seed: int = 0, values: bool = False,
-                 game_repeats: np.ndarray | None = None) -> None:
+                 game_repeats: EpochRepeats | None = None) -> None:
         self.split = data.splits[split]
         self.vocab = data.vocab
         self.prefix_len = data.prefix_len
@@ -96,10 +97,9 @@ class Batcher:
         self.segs = segments(self.split, self.prefix_len, context)
         if len(self.segs) == 0:
             raise ValueError(f"{data.path}: split {split!r} has no games")
-        if game_repeats is not None:  # chessdt.data.mix: each game's segments drawn that many times per epoch
-            self.segs = np.repeat(self.segs, game_repeats[self.segs[:, 0]], axis=0)
-            if len(self.segs) == 0:
-                raise UserError(f"{data.path}: no {split} game is left to draw (train.rating_bands keeps none)")
+        self.game_repeats = game_repeats  # chessdt.data.mix: each game's segments drawn that many times per epoch
+        if game_repeats is not None and not game_repeats(0)[self.segs[:, 0]].any():
+            raise UserError(f"{data.path}: no {split} game is left to draw (train.rating_bands keeps none)")
         self._ratings = rating_token_ids(self.vocab)
         self._plans: dict[int, list[np.ndarray]] = {}
 
@@ -126,8 +126,11 @@ class Batcher:
     def epoch_plan(self, epoch: int) -> list[np.ndarray]:
         """Every batch (arrays of segment ids) of one epoch, in the order they are drawn."""
         if epoch not in self._plans:
+            ids = np.arange(len(self.segs))
+            if self.game_repeats is not None:
+                ids = np.repeat(ids, self.game_repeats(epoch)[self.segs[:, 0]])
             rng = np.random.default_rng([self.seed, 0, epoch])
-            shuffled = rng.permutation(len(self.segs))
+            shuffled = ids[rng.permutation(len(ids))]
             order = shuffled[np.argsort(self.segs[shuffled, 2], kind="stable")]
             batches = self._cut(order)
             self._plans = {epoch: [batches[k] for k in rng.permutation(len(batches))]}

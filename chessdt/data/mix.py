@@ -13,11 +13,14 @@ order stays a pure function of the seed.
 * ``train.oversample = "cross"``: games between players of different strength, 1 more repeat per
   200 points of rating gap (Maia-2's idea: such games are where the prompt, not the history, tells
   the two movers apart).
+* ``train.band_cap``: at most that many draws per 200-point band of mean rating in one epoch, a
+  fresh random sample each epoch (applied last). A large source for one band, such as the elite
+  games for the top band, then adds variety to that band instead of drowning the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +29,9 @@ from chessdt.data.shards import PreparedData, Split
 from chessdt.errors import UserError
 from chessdt.tokenizer import RATING_PARTS, Vocab
 
-BAND_WIDTH = 200  # rating points per band of "rating" oversampling and per repeat of "cross"
+BAND_WIDTH = 200  # rating points per band of "rating" oversampling and band_cap, per repeat of "cross"
+
+EpochRepeats = Callable[[int], np.ndarray]  # epoch -> (G,) int64 draws of each game in that epoch
 
 
 def game_ratings(data: PreparedData, split: Split) -> np.ndarray:
@@ -85,8 +90,43 @@ def repeats(ratings: np.ndarray, bands: Sequence[tuple[int, int]] = (), oversamp
     return out
 
 
+def cap_bands(reps: np.ndarray, ratings: np.ndarray, cap: int, seed: int, epoch: int) -> np.ndarray:
+    """`reps` with at most `cap` draws in each 200-point band of mean rating: a band over the cap
+    keeps a random `cap` of its draws, drawn afresh for each (seed, epoch). Games with an unknown
+    rating, and every game when cap is 0, keep their draws.
+
+    >>> r = np.array([[2400, 2500]] * 5 + [[1200, 1300]] * 2)
+    >>> out = cap_bands(np.ones(7, dtype=np.int64), r, cap=2, seed=0, epoch=0)
+    >>> int(out[:5].sum()), out[5:].tolist()
+    (2, [1, 1])
+    """
+    if cap <= 0:
+        return reps
+    out = reps.copy()
+    known = (ratings >= 0).all(axis=1) & (reps > 0)
+    band = np.where(known, ratings.sum(axis=1) // 2 // BAND_WIDTH, -1)
+    rng = np.random.default_rng([seed, 2, epoch])
+    for b in np.unique(band[band >= 0]):
+        games = np.flatnonzero(band == b)
+        if int(reps[games].sum()) <= cap:
+            continue
+        kept = rng.choice(np.repeat(games, reps[games]), size=cap, replace=False)
+        out[games] = 0
+        np.add.at(out, kept, 1)
+    return out
+
+
+def epoch_repeats(ratings: np.ndarray, bands: Sequence[tuple[int, int]] = (), oversample: str = "none",
+                  oversample_max: int = 4, band_cap: int = 0, seed: int = 0) -> EpochRepeats:
+    """The training mix as the batcher takes it: epoch -> draws of each game (`repeats`, then
+    `cap_bands` with that epoch's sample)."""
+    base = repeats(ratings, bands, oversample, oversample_max)
+    return lambda epoch: cap_bands(base, ratings, band_cap, seed, epoch)
+
+
 def describe(reps: np.ndarray) -> str:
     """One line on what the mix did: games kept, dropped and repeated, draws per epoch."""
     kept = int((reps > 0).sum())
-    return (f"{kept:,} of {len(reps):,} games drawn ({len(reps) - kept:,} outside train.rating_bands), "
-            f"{int((reps > 1).sum()):,} of them repeated; {int(reps.sum()):,} game draws per epoch")
+    return (f"{kept:,} of {len(reps):,} games drawn ({len(reps) - kept:,} outside train.rating_bands "
+            f"or over train.band_cap), {int((reps > 1).sum()):,} of them repeated; "
+            f"{int(reps.sum()):,} game draws per epoch")
