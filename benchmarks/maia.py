@@ -127,7 +127,8 @@ def main() -> int:
         best = [max(range(len(ratings)), key=lambda ri: (m.accuracy[ri][ci] if m.n[ri][ci] else -1.0))
                 for ci in range(len(ratings))]
         rows[f"{label} (best prompt)"] = [cells(m.accuracy[best[ci]][ci], m.n[best[ci]][ci]) for ci in range(len(ratings))]
-        notes[label] = (f"best prompt per band: {', '.join(str(ratings[b]) for b in best)}; own prompt best in "
+        strict = ", ".join("tie" if b is None else str(b) for b in m.best_prompt)  # as diagonal_peaks counts them
+        notes[label] = (f"best prompt per band: {strict}; own prompt best in "
                         f"{m.diagonal_peaks} of {m.bands_with_data} bands; {time.perf_counter() - t0:.0f} s")
         json.dump({"label": label, "matching": {"accuracy": m.accuracy, "n": m.n, "prompted": m.prompted,
                                                 "bands": m.bands}},
