@@ -98,10 +98,10 @@ class Batcher:
         if len(self.segs) == 0:
             raise ValueError(f"{data.path}: split {split!r} has no games")
         self.game_repeats = game_repeats  # chessdt.data.mix: each game's segments drawn that many times per epoch
-        if game_repeats is not None and not game_repeats(0)[self.segs[:, 0]].any():
-            raise UserError(f"{data.path}: no {split} game is left to draw (train.rating_bands keeps none)")
         self._ratings = rating_token_ids(self.vocab)
         self._plans: dict[int, list[np.ndarray]] = {}
+        if game_repeats is not None and not self.epoch_plan(0):  # the first epoch's plan, kept for the stream
+            raise UserError(f"{data.path}: no {split} game is left to draw (train.rating_bands keeps none)")
 
     # -- planning --------------------------------------------------------------------------
     def width(self, longest: int) -> int:

@@ -83,11 +83,16 @@ def repeats(ratings: np.ndarray, bands: Sequence[tuple[int, int]] = (), oversamp
         out = np.where(known, out * np.minimum(1 + gap, oversample_max), out)
     elif oversample == "rating":
         drawn = known & (out > 0)
-        band = (white[drawn] + black[drawn]) // 2 // BAND_WIDTH
+        band = mean_band(ratings[drawn])
         if len(band):
             counts = np.bincount(band)  # games per band; each band drawn about as often as the largest
             out[drawn] *= np.minimum(np.rint(counts.max() / counts[band]).astype(np.int64), oversample_max)
     return out
+
+
+def mean_band(ratings: np.ndarray) -> np.ndarray:
+    """(G,) the 200-point band of each game's mean rating (band k = [200k, 200k + 199]), from (G, 2) known ratings."""
+    return ratings.sum(axis=1) // 2 // BAND_WIDTH
 
 
 def cap_bands(reps: np.ndarray, ratings: np.ndarray, cap: int, seed: int, epoch: int) -> np.ndarray:
@@ -104,7 +109,7 @@ def cap_bands(reps: np.ndarray, ratings: np.ndarray, cap: int, seed: int, epoch:
         return reps
     out = reps.copy()
     known = (ratings >= 0).all(axis=1) & (reps > 0)
-    band = np.where(known, ratings.sum(axis=1) // 2 // BAND_WIDTH, -1)
+    band = np.where(known, mean_band(ratings), -1)
     rng = np.random.default_rng([seed, 2, epoch])
     for b in np.unique(band[band >= 0]):
         games = np.flatnonzero(band == b)
